@@ -1,0 +1,116 @@
+"""Checkpoints: written atomically, loaded with ``torch.load(weights_only=True)``.
+
+A checkpoint is a dict of tensors and plain Python values (no pickled objects), so that loading one
+never runs code. It holds the unconstrained values of every parameter in Pyro's param store (by
+name), the optimizer state, the RNG states, the metrics so far and the configuration.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pyro
+import pyro.poutine as poutine
+import torch
+from pyro.infer import Trace_ELBO
+
+#: written into every checkpoint; a file without it is not a pyrovae checkpoint
+FORMAT = "pyrovae-checkpoint-1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is corrupt, of another format, or does not fit the model."""
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, flushed to disk,
+    then renamed over ``path``, so that a crash never leaves a half-written checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format": FORMAT, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``: no code runs).
+
+    :raises FileNotFoundError: if there is no file at ``path``.
+    :raises CheckpointError: if the file is corrupt or not a pyrovae checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no checkpoint at {path}: train first (pyrovae train --out {path.parent}) or give the path "
+            "of an existing checkpoint.pt"
+        )
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (truncated or corrupt?): {e}. "
+            "Delete it and train again, or resume from another copy."
+        ) from e
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a pyrovae checkpoint (expected format {FORMAT!r})")
+    return state
+
+
+def param_state() -> dict[str, torch.Tensor]:
+    """The unconstrained value of every parameter in Pyro's param store, by name (detached copies)."""
+    return {name: p.detach().clone() for name, p in pyro.get_param_store().named_parameters()}
+
+
+def register_params(model, guide, *args, **kwargs) -> None:
+    """Create every parameter that ``model`` and ``guide`` declare, by running them once on
+    ``*args, **kwargs`` (nothing is recorded; the global RNG advances)."""
+    with poutine.block():
+        Trace_ELBO().loss(model, guide, *args, **kwargs)
+
+
+def restore_params(params: dict[str, torch.Tensor]) -> None:
+    """Copy saved unconstrained values into the existing parameters of the param store, in place.
+
+    :raises CheckpointError: if a parameter is missing on either side or has another shape.
+    """
+    store = dict(pyro.get_param_store().named_parameters())
+    missing, extra = sorted(set(store) - set(params)), sorted(set(params) - set(store))
+    if missing or extra:
+        raise CheckpointError(
+            f"the checkpoint does not fit the model: parameters only in the model {missing[:5]}, "
+            f"only in the checkpoint {extra[:5]}. Build the model with the checkpoint's settings."
+        )
+    with torch.no_grad():
+        for name, value in params.items():
+            if store[name].shape != value.shape:
+                raise CheckpointError(
+                    f"parameter {name!r} has shape {tuple(value.shape)} in the checkpoint but "
+                    f"{tuple(store[name].shape)} in the model: build the model with the checkpoint's settings"
+                )
+            store[name].copy_(value)
+
+
+def rng_state() -> dict[str, Any]:
+    """torch's CPU (and, if present, CUDA) RNG states."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the states saved by :func:`rng_state`."""
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

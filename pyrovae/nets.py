@@ -1,0 +1,103 @@
+"""Encoder and decoder networks: plain :class:`torch.nn.Module` s that a user can replace.
+
+Shapes: ``x`` is ``(batch, x_dim)``, ``z`` is ``(batch, z_dim)``. An encoder maps ``x`` to the
+``(loc, scale)`` of a diagonal Gaussian q(z|x); a decoder maps ``z`` to the logits of p(x|z).
+Any module with the same input and output shapes can stand in for either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "softplus": nn.Softplus,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+    "leaky_relu": nn.LeakyReLU,
+}
+
+
+def activation_class(activation: str | type[nn.Module]) -> type[nn.Module]:
+    """Resolve an activation given by name (``"relu"``, ``"tanh"``, ...) or as an ``nn.Module`` class."""
+    if isinstance(activation, str):
+        try:
+            return ACTIVATIONS[activation]
+        except KeyError:
+            raise ValueError(
+                f"unknown activation {activation!r}: choose one of {sorted(ACTIVATIONS)} "
+                "or pass an nn.Module class"
+            ) from None
+    if isinstance(activation, type) and issubclass(activation, nn.Module):
+        return activation
+    raise TypeError(f"activation must be a name or an nn.Module class, got {activation!r}")
+
+
+def mlp(sizes: Sequence[int], activation: str | type[nn.Module] = "relu") -> nn.Sequential:
+    """A multilayer perceptron ``sizes[0] -> ... -> sizes[-1]`` with ``activation`` between layers
+    and a linear output."""
+    if len(sizes) < 2 or any(int(s) < 1 for s in sizes):
+        raise ValueError(f"an MLP needs at least two positive layer sizes, got {list(sizes)}")
+    act = activation_class(activation)
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(n_in, n_out))
+        if i < len(sizes) - 2:
+            layers.append(act())
+    return nn.Sequential(*layers)
+
+
+class Encoder(nn.Module):
+    r"""Amortized posterior network: :math:`x \mapsto (\mu(x), \sigma(x))`, with
+    :math:`\sigma = \mathrm{softplus}(\cdot) + \epsilon` so that the scale is always positive.
+
+    :param int x_dim: data dimension.
+    :param int z_dim: latent dimension.
+    :param hidden: hidden layer sizes, e.g. ``(400,)`` or ``(200, 200)``.
+    :param activation: activation between hidden layers (name or ``nn.Module`` class).
+    """
+
+    def __init__(
+        self,
+        x_dim: int,
+        z_dim: int,
+        hidden: Sequence[int] = (400,),
+        activation: str | type[nn.Module] = "relu",
+        min_scale: float = 1e-4,
+    ) -> None:
+        super().__init__()
+        self.net = mlp([x_dim, *hidden, 2 * z_dim], activation)
+        self.z_dim = z_dim
+        self.min_scale = min_scale
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loc, raw_scale = self.net(x).split(self.z_dim, dim=-1)
+        return loc, F.softplus(raw_scale) + self.min_scale
+
+
+class Decoder(nn.Module):
+    r"""Generative network: :math:`z \mapsto` logits of :math:`p(x|z)`.
+
+    :param int z_dim: latent dimension.
+    :param int x_dim: data dimension.
+    :param hidden: hidden layer sizes, e.g. ``(400,)``.
+    :param activation: activation between hidden layers (name or ``nn.Module`` class).
+    """
+
+    def __init__(
+        self,
+        z_dim: int,
+        x_dim: int,
+        hidden: Sequence[int] = (400,),
+        activation: str | type[nn.Module] = "relu",
+    ) -> None:
+        super().__init__()
+        self.net = mlp([z_dim, *hidden, x_dim], activation)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)

@@ -1,0 +1,239 @@
+r"""Training a Pyro model/guide pair by stochastic variational inference.
+
+:func:`fit` maximises the ELBO
+
+.. math:: \mathcal{L}(\theta, \phi) = \sum_{n=1}^N \mathbb{E}_{q_\phi(z|x_n)}
+    [\log p_\theta(x_n, z) - \log q_\phi(z|x_n)]
+
+with ``pyro.infer.SVI`` and Adam. Each minibatch of ``B`` rows is passed as ``model(x, num_data=N)``
+so that the data plate scales its terms by ``N / B``: every step's loss is an unbiased estimate of
+:math:`-\mathcal{L}` over the whole training set (Hoffman et al. 2013).
+
+The training set lives on the training device; each epoch draws a random permutation there and indexes
+it, and dynamically binarized data get a fresh Bernoulli draw for every minibatch.
+
+**References**
+
+[1] Stochastic Variational Inference, M. D. Hoffman, D. M. Blei, C. Wang and J. Paisley, JMLR 2013.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pyro
+import pyro.infer
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    param_state,
+    register_params,
+    restore_params,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from .data.datasets import Dataset
+from .device import resolve_device
+from .metrics import elbo_per_datapoint
+
+#: the objectives :func:`fit` knows, by name: (plain ELBO class, JIT-compiled class)
+ELBOS = {
+    "trace": (pyro.infer.Trace_ELBO, pyro.infer.JitTrace_ELBO),
+    "meanfield": (pyro.infer.TraceMeanField_ELBO, pyro.infer.JitTraceMeanField_ELBO),
+}
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+
+
+@dataclass
+class TrainConfig:
+    """Settings of :func:`fit`, validated on construction.
+
+    :ivar str elbo: ``"trace"`` (``Trace_ELBO``, Monte-Carlo KL) or ``"meanfield"``
+        (``TraceMeanField_ELBO``, analytic KL where available).
+    :ivar bool jit: use the JIT-compiled variant of the ELBO; the last, smaller minibatch of each epoch
+        is then dropped, since a compiled step has fixed shapes.
+    :ivar int num_particles: samples of z per data point and step (vectorized).
+    :ivar str device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda[:N]"``.
+    """
+
+    epochs: int = 50
+    batch_size: int = 128
+    lr: float = 1e-3
+    elbo: str = "trace"
+    jit: bool = False
+    num_particles: int = 1
+    seed: int = 0
+    device: str = "auto"
+    eval_batch_size: int = 1000
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "num_particles", "eval_batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.elbo not in ELBOS:
+            raise ValueError(f"unknown elbo {self.elbo!r}: choose one of {sorted(ELBOS)}")
+
+
+def make_elbo(config: TrainConfig) -> pyro.infer.ELBO:
+    """The training objective named by ``config`` (``elbo``, ``jit``, ``num_particles``)."""
+    plain, jitted = ELBOS[config.elbo]
+    cls = jitted if config.jit else plain
+    return cls(num_particles=config.num_particles, vectorize_particles=config.num_particles > 1)
+
+
+def minibatches(num_data: int, batch_size: int, device: torch.device, drop_last: bool = False) -> Iterator[torch.Tensor]:
+    """Indices of one epoch's minibatches: a random permutation of ``range(num_data)`` drawn on
+    ``device`` with the global RNG, cut into pieces of ``batch_size``."""
+    perm = torch.randperm(num_data, device=device)
+    stop = num_data - num_data % batch_size if drop_last else num_data
+    yield from perm[:stop].split(batch_size)
+
+
+def _train_batch(data: Dataset, idx: torch.Tensor) -> torch.Tensor:
+    """Training rows ``idx``, with a fresh Bernoulli draw if the data are dynamically binarized."""
+    x = data.train.x[idx]
+    return torch.bernoulli(x) if data.binarize == "dynamic" else x
+
+
+def _move_owners(device: torch.device, *fns: Callable) -> None:
+    """Move the ``nn.Module`` that owns each bound method (``vae.model``) to ``device``."""
+    for fn in fns:
+        owner = getattr(fn, "__self__", None)
+        if isinstance(owner, nn.Module):
+            owner.to(device)
+
+
+def fit(
+    model: Callable,
+    guide: Callable,
+    data: Dataset,
+    config: TrainConfig | None = None,
+    *,
+    out_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    extra: dict[str, Any] | None = None,
+    progress: bool | None = None,
+    verbose: bool = True,
+) -> list[dict[str, float]]:
+    """Train ``model``/``guide`` on ``data.train`` with SVI and Adam, evaluating on ``data.test``.
+
+    ``model`` and ``guide`` take ``(x, num_data=N)``, like :meth:`pyrovae.VAE.model`. If they are
+    methods of an ``nn.Module`` (as ``vae.model`` is), that module is moved to the device; the data
+    always are. Parameters live in Pyro's global param store: clear it
+    (``pyro.clear_param_store()``) before training a new model with the same site names.
+
+    Each epoch appends a row to the returned history (and to ``out_dir/metrics.jsonl``):
+    ``epoch``, ``train_elbo`` (average over the epoch's minibatches, nats per data point),
+    ``test_elbo`` (nats per test point, when there is a test set) and ``seconds``.
+
+    :param Dataset data: from :func:`pyrovae.data.load_dataset` or :meth:`Dataset.from_tensors`.
+    :param TrainConfig config: settings (defaults if omitted).
+    :param out_dir: folder for ``checkpoint.pt`` (written atomically every epoch) and ``metrics.jsonl``.
+    :param bool resume: continue from ``out_dir/checkpoint.pt``: parameters, optimizer, RNG and history
+        are restored, so that the run ends exactly where an uninterrupted one would (same device).
+    :param dict extra: plain values stored in the checkpoint under ``"extra"`` (e.g. the model's settings).
+    :param bool progress: show a tqdm progress bar (default: only when stderr is a terminal).
+    :param bool verbose: print one summary line per epoch.
+    :returns: the metrics history, one dict per epoch (including restored ones).
+    """
+    config = config or TrainConfig()
+    device = resolve_device(config.device)
+    _move_owners(device, model, guide)
+    data = data.to(device)
+    num_data = len(data.train)
+    if config.batch_size > num_data and config.jit:
+        raise ValueError(
+            f"batch_size ({config.batch_size}) is larger than the training set ({num_data} points) and the JIT "
+            "drops incomplete batches: lower batch_size"
+        )
+    out = Path(out_dir) if out_dir is not None else None
+    if resume and out is None:
+        raise ValueError("resume=True needs the out_dir that holds the checkpoint")
+
+    optim = pyro.optim.Adam({"lr": config.lr})
+    svi = pyro.infer.SVI(model, guide, optim, make_elbo(config))
+    eval_elbo = ELBOS[config.elbo][0]()
+    history: list[dict[str, float]] = []
+    if resume:
+        state = load_checkpoint(out / CHECKPOINT, map_location=device)
+        free = {"epochs": config.epochs, "device": config.device}
+        if state["config"] | free != asdict(config):
+            raise CheckpointError(
+                f"{out / CHECKPOINT} was trained with other settings ({state['config']}) than {asdict(config)}: "
+                "only epochs and device may change on resume"
+            )
+        register_params(model, guide, _train_batch(data, torch.arange(1, device=device)), num_data=num_data)
+        restore_params(state["params"])
+        optim.set_state(state["optim"])
+        set_rng_state(state["rng"])
+        history = list(state["history"])
+        _write_metrics(out / METRICS, history)
+    else:
+        pyro.set_rng_seed(config.seed)
+        if out is not None:
+            _write_metrics(out / METRICS, history)
+
+    steps_per_epoch = num_data // config.batch_size if config.jit else -(-num_data // config.batch_size)
+    bar = tqdm(
+        total=config.epochs * steps_per_epoch,
+        initial=len(history) * steps_per_epoch,
+        disable=None if progress is None else not progress,
+        unit="step",
+        desc="training",
+    )
+    for epoch in range(len(history), config.epochs):
+        start, loss_sum, seen = time.perf_counter(), 0.0, 0
+        for idx in minibatches(num_data, config.batch_size, device, drop_last=config.jit):
+            loss = svi.step(_train_batch(data, idx), num_data=num_data)
+            loss_sum, seen = loss_sum + loss * len(idx) / num_data, seen + len(idx)
+            bar.update()
+            bar.set_postfix(elbo=f"{-loss / num_data:.2f}", epoch=epoch + 1, refresh=False)
+        row = {"epoch": epoch + 1, "train_elbo": -loss_sum / seen}
+        if len(data.test):
+            row["test_elbo"] = elbo_per_datapoint(
+                model, guide, data.test.x, batch_size=config.eval_batch_size, elbo=eval_elbo
+            )
+        row["seconds"] = time.perf_counter() - start
+        history.append(row)
+        if verbose:
+            bar.write(", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+        if out is not None:
+            _append_metrics(out / METRICS, row)
+            save_checkpoint(
+                out / CHECKPOINT,
+                {
+                    "epoch": epoch + 1,
+                    "params": param_state(),
+                    "optim": optim.get_state(),
+                    "rng": rng_state(),
+                    "history": history,
+                    "config": asdict(config),
+                    "extra": extra or {},
+                },
+            )
+    bar.close()
+    return history
+
+
+def _write_metrics(path: Path, history: list[dict[str, float]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in history))
+
+
+def _append_metrics(path: Path, row: dict[str, float]) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")

@@ -1,0 +1,148 @@
+r"""The variational autoencoder as a Pyro model and guide (Kingma & Welling 2014; Rezende et al. 2014).
+
+Generative model and amortized guide, for each data point :math:`n` in the data plate:
+
+.. math::
+
+    p(z_n) = \mathcal{N}(0, I), \qquad p(x_n | z_n) = \prod_d \mathrm{Bernoulli}(x_{nd}; \sigma(f_\theta(z_n)_d)),
+
+    q(z_n | x_n) = \mathcal{N}(\mu_\phi(x_n), \mathrm{diag}\,\sigma_\phi(x_n)^2).
+
+Sites (documented, because users condition on them); with ``prefix="p"`` each becomes ``"p/<name>"``:
+
+==============  =========================================================  ========================
+site            what                                                       shape
+==============  =========================================================  ========================
+``"data"``      the data plate, size ``num_data`` (subsampled minibatch)   dim -1
+``"z"``         latent code, ``Normal(0, I).to_event(1)`` / guide Normal   ``(batch, z_dim)``
+``"x"``         observation, ``Bernoulli(logits).to_event(1)``             ``(batch, x_dim)``
+``"encoder"``   ``pyro.module`` name of the encoder (guide)
+``"decoder"``   ``pyro.module`` name of the decoder (model)
+==============  =========================================================  ========================
+
+**References**
+
+[1] Auto-Encoding Variational Bayes, D. P. Kingma and M. Welling, ICLR 2014.
+[2] Stochastic Backpropagation and Approximate Inference in Deep Generative Models,
+    D. J. Rezende, S. Mohamed and D. Wierstra, ICML 2014.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.infer.util import is_validation_enabled
+from torch import nn
+
+from .nets import Decoder, Encoder
+from .validation import check_binary, check_finite, check_shape
+
+
+class VAE(nn.Module):
+    """A VAE whose :meth:`model` and :meth:`guide` are ordinary Pyro callables.
+
+    Train with any Pyro ELBO, e.g. ``SVI(vae.model, vae.guide, Adam({"lr": 1e-3}), Trace_ELBO())``,
+    passing ``num_data=N`` with each minibatch so that the ELBO is scaled to the whole dataset.
+
+    :param int x_dim: data dimension (flattened images, e.g. 784).
+    :param int z_dim: latent dimension.
+    :param hidden: hidden layer sizes of the default MLP encoder; the decoder mirrors them.
+    :param activation: activation of the default MLPs (name such as ``"relu"``/``"tanh"`` or class).
+    :param nn.Module encoder: replaces the default encoder; maps ``(batch, x_dim)`` to ``(loc, scale)``
+        each ``(batch, z_dim)``.
+    :param nn.Module decoder: replaces the default decoder; maps ``(batch, z_dim)`` to Bernoulli logits
+        ``(batch, x_dim)``.
+    :param str prefix: prepended to every site and module name (``"p/z"``), so that several VAEs can
+        live in one Pyro program.
+    """
+
+    def __init__(
+        self,
+        x_dim: int,
+        z_dim: int = 50,
+        hidden: Sequence[int] = (400,),
+        activation: str | type[nn.Module] = "relu",
+        encoder: nn.Module | None = None,
+        decoder: nn.Module | None = None,
+        prefix: str = "",
+    ) -> None:
+        super().__init__()
+        if int(x_dim) < 1 or int(z_dim) < 1:
+            raise ValueError(f"x_dim and z_dim must be positive, got x_dim={x_dim}, z_dim={z_dim}")
+        self.x_dim, self.z_dim, self.prefix = int(x_dim), int(z_dim), prefix
+        self.encoder = encoder if encoder is not None else Encoder(x_dim, z_dim, hidden, activation)
+        self.decoder = decoder if decoder is not None else Decoder(z_dim, x_dim, tuple(reversed(hidden)), activation)
+        #: constructor arguments, saved in checkpoints so that :func:`pyrovae.load_vae` can rebuild the
+        #: model; ``None`` when a custom encoder/decoder or activation class was given
+        self.config: dict[str, Any] | None = None
+        if encoder is None and decoder is None and isinstance(activation, str):
+            self.config = {
+                "x_dim": self.x_dim,
+                "z_dim": self.z_dim,
+                "hidden": [int(h) for h in hidden],
+                "activation": activation,
+                "prefix": prefix,
+            }
+
+    def site(self, name: str) -> str:
+        """The full name of site ``name`` (``"z"``, ``"x"``, ``"data"``, ...) with this VAE's prefix."""
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def _device(self) -> torch.device:
+        return next(self.decoder.parameters()).device
+
+    def _plate(self, batch_size: int, num_data: int | None, device: torch.device) -> pyro.plate:
+        """The data plate: a minibatch of ``batch_size`` out of ``num_data`` points, so that every
+        per-datapoint log-density is scaled by ``num_data / batch_size``."""
+        if num_data is None:
+            return pyro.plate(self.site("data"), batch_size, device=device)
+        if num_data < batch_size:
+            raise ValueError(f"num_data ({num_data}) is smaller than the batch ({batch_size} data points)")
+        subsample = torch.arange(batch_size, device=device)
+        return pyro.plate(self.site("data"), num_data, subsample=subsample, device=device)
+
+    def _check(self, x: torch.Tensor) -> None:
+        """Shape checks always; value checks (finite, binary) while Pyro validation is enabled."""
+        check_shape(x, self.x_dim)
+        if is_validation_enabled():
+            check_finite(x)
+            check_binary(x)
+
+    def model(self, x: torch.Tensor | None = None, num_data: int | None = None) -> torch.Tensor:
+        """Generative model :math:`p(z)\\,p(x|z)`.
+
+        :param torch.Tensor x: observed binary data ``(batch, x_dim)``, or ``None`` to generate.
+        :param int num_data: size of the full dataset when ``x`` is a minibatch (scales the ELBO);
+            with ``x=None``, the number of data points to generate (default 1).
+        :returns: ``x`` (observed or sampled).
+        """
+        pyro.module(self.site("decoder"), self.decoder)
+        if x is not None:
+            self._check(x)
+            batch_size, device = x.shape[0], x.device
+        else:
+            batch_size, device, num_data = num_data or 1, self._device(), None
+        with self._plate(batch_size, num_data, device):
+            prior = dist.Normal(torch.zeros(batch_size, self.z_dim, device=device), 1.0).to_event(1)
+            z = pyro.sample(self.site("z"), prior)
+            logits = self.decoder(z)
+            return pyro.sample(self.site("x"), dist.Bernoulli(logits=logits).to_event(1), obs=x)
+
+    def guide(self, x: torch.Tensor | None = None, num_data: int | None = None) -> torch.Tensor:
+        """Amortized guide :math:`q(z|x)`, a diagonal Gaussian from the encoder (reparameterized).
+
+        :param torch.Tensor x: data ``(batch, x_dim)``; the guide needs it.
+        :param int num_data: as in :meth:`model`.
+        :returns: the sampled ``z``.
+        """
+        if x is None:
+            raise ValueError("the guide q(z|x) needs data x; to generate from the prior, run the model alone")
+        pyro.module(self.site("encoder"), self.encoder)
+        self._check(x)
+        with self._plate(x.shape[0], num_data, x.device):
+            loc, scale = self.encoder(x)
+            return pyro.sample(self.site("z"), dist.Normal(loc, scale).to_event(1))

@@ -1,0 +1,52 @@
+"""Input checks that turn bad data into errors that say what is wrong and how to fix it.
+
+Pyro's own validation (``pyro.enable_validation``) would also reject most of these, but with a
+message about distribution supports; these checks name the data problem and the fix.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def check_shape(x: torch.Tensor, x_dim: int, name: str = "x") -> None:
+    """Check that ``x`` is a non-empty floating ``(batch, x_dim)`` tensor (cheap: no data is read).
+
+    :raises TypeError: if ``x`` is not a floating point tensor.
+    :raises ValueError: on a wrong shape or an empty batch.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (batch, {x_dim}), got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating point tensor, got dtype {x.dtype}: use {name}.float()")
+    if x.dim() != 2 or x.shape[-1] != x_dim:
+        hint = " (flatten images with x.reshape(len(x), -1))" if x.dim() > 2 else ""
+        raise ValueError(f"{name} must have shape (batch, {x_dim}), got {tuple(x.shape)}{hint}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is empty: it has shape {tuple(x.shape)}, give at least one data point")
+
+
+def check_finite(x: torch.Tensor, name: str = "x") -> None:
+    """Check that ``x`` holds no NaN or inf.
+
+    :raises ValueError: naming how many rows are bad.
+    """
+    finite = torch.isfinite(x)
+    if not finite.all():
+        bad = int((~finite).reshape(len(x), -1).any(-1).sum())
+        raise ValueError(f"{name} contains NaN or inf in {bad} row(s): clean the data before using it")
+
+
+def check_binary(x: torch.Tensor, name: str = "x") -> None:
+    """Check that every entry of ``x`` is 0 or 1, the support of a Bernoulli likelihood.
+
+    :raises ValueError: naming how many entries are outside {0, 1} and how to binarize.
+    """
+    outside = (x != 0) & (x != 1)
+    if outside.any():
+        example = x[outside][0].item()
+        raise ValueError(
+            f"{name} has {int(outside.sum())} value(s) outside {{0, 1}} (e.g. {example:g}), "
+            "but the Bernoulli likelihood needs binary data: binarize it "
+            "(pyrovae.data.binarize, or load_dataset(..., binarize='dynamic'/'static'))"
+        )
