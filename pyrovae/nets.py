@@ -8,6 +8,7 @@ Any module with the same input and output shapes can stand in for either.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +46,7 @@ def mlp(sizes: Sequence[int], activation: str | type[nn.Module] = "relu") -> nn.
         raise ValueError(f"an MLP needs at least two positive layer sizes, got {list(sizes)}")
     act = activation_class(activation)
     layers: list[nn.Module] = []
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (n_in, n_out) in enumerate(pairwise(sizes)):
         layers.append(nn.Linear(n_in, n_out))
         if i < len(sizes) - 2:
             layers.append(act())

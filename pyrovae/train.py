@@ -95,7 +95,9 @@ def make_elbo(config: TrainConfig) -> pyro.infer.ELBO:
     return cls(num_particles=config.num_particles, vectorize_particles=config.num_particles > 1)
 
 
-def minibatches(num_data: int, batch_size: int, device: torch.device, drop_last: bool = False) -> Iterator[torch.Tensor]:
+def minibatches(
+    num_data: int, batch_size: int, device: torch.device, drop_last: bool = False
+) -> Iterator[torch.Tensor]:
     """Indices of one epoch's minibatches: a random permutation of ``range(num_data)`` drawn on
     ``device`` with the global RNG, cut into pieces of ``batch_size``."""
     perm = torch.randperm(num_data, device=device)
