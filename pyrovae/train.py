@@ -91,8 +91,8 @@ class TrainConfig:
 def make_elbo(config: TrainConfig) -> pyro.infer.ELBO:
     """The training objective named by ``config`` (``elbo``, ``jit``, ``num_particles``)."""
     plain, jitted = ELBOS[config.elbo]
-    cls = jitted if config.jit else plain
-    return cls(num_particles=config.num_particles, vectorize_particles=config.num_particles > 1)
+    options = {"num_particles": config.num_particles, "vectorize_particles": config.num_particles > 1}
+    return jitted(ignore_jit_warnings=True, **options) if config.jit else plain(**options)
 
 
 def minibatches(
