@@ -1,6 +1,6 @@
 """pyrovae: variational autoencoders written the Pyro way."""
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, load_vae, save_checkpoint
 from .data import Dataset, load_dataset
 from .metrics import elbo_per_datapoint
 from .nets import Decoder, Encoder
@@ -20,5 +20,6 @@ __all__ = [
     "fit",
     "load_checkpoint",
     "load_dataset",
+    "load_vae",
     "save_checkpoint",
 ]

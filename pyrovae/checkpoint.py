@@ -114,3 +114,28 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_vae(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
+    """Rebuild the :class:`pyrovae.VAE` saved by ``pyrovae train`` (or by :func:`pyrovae.fit` with
+    ``extra={"vae": vae.config}``) with its trained weights. The param store is not touched.
+
+    :returns: ``(vae, checkpoint)``, the checkpoint dict holding ``history``, ``extra`` and the rest.
+    :raises CheckpointError: if the checkpoint holds no VAE settings or its weights do not fit.
+    """
+    from .vae import VAE
+
+    state = load_checkpoint(path, map_location)
+    config = state.get("extra", {}).get("vae")
+    if not config:
+        raise CheckpointError(f"{path} holds no VAE settings (extra['vae']): it was not written by pyrovae train")
+    vae = VAE(**config)
+    weights = {}
+    for part in ("encoder", "decoder"):
+        head = pyro.params.param_with_module_name(vae.site(part), "")
+        weights.update({f"{part}.{k[len(head):]}": v for k, v in state["params"].items() if k.startswith(head)})
+    try:
+        vae.load_state_dict(weights)
+    except RuntimeError as e:
+        raise CheckpointError(f"the weights in {path} do not fit the VAE it describes: {e}") from e
+    return vae.to(map_location), state
