@@ -1,0 +1,6 @@
+"""Datasets as in-memory tensors, and their binarization."""
+
+from .binarize import BINARIZATIONS, EVAL_SEED, binarize
+from .datasets import DATASETS, Dataset, Split, load_dataset
+
+__all__ = ["BINARIZATIONS", "DATASETS", "EVAL_SEED", "Dataset", "Split", "binarize", "load_dataset"]

@@ -1,0 +1,83 @@
+import pytest
+import torch
+
+from pyrovae.data import EVAL_SEED, Dataset, binarize, load_dataset
+from tests.common import SHARED_DATA
+
+
+def test_digits_is_embedded_and_split_three_ways():
+    data = load_dataset("digits", binarize="none")
+    assert (len(data.train), len(data.valid), len(data.test)) == (1297, 200, 300)
+    assert data.x_dim == 64 and data.image_shape == (1, 8, 8) and data.num_classes == 10
+    x = torch.cat([data.train.x, data.valid.x, data.test.x])
+    assert x.min() == 0 and x.max() == 1  # 0..16 scaled to [0, 1]
+    assert len(x.unique(dim=0)) > 1700  # splits do not overlap (digits has a few duplicate images)
+    assert set(data.test.y.unique().tolist()) == set(range(10))
+
+
+def test_splits_are_reproducible_and_follow_split_seed():
+    a, b = load_dataset("digits", split_seed=1), load_dataset("digits", split_seed=1)
+    assert torch.equal(a.test.x, b.test.x) and torch.equal(a.train.y, b.train.y)
+    assert not torch.equal(a.test.y, load_dataset("digits", split_seed=2).test.y)
+
+
+def test_dynamic_keeps_grey_training_images_and_binarizes_evaluation_once():
+    grey = load_dataset("digits", binarize="none")
+    dyn = load_dataset("digits", binarize="dynamic")
+    assert torch.equal(dyn.train.x, grey.train.x)
+    assert torch.equal(dyn.test.x, binarize(grey.test.x, seed=EVAL_SEED))
+    assert set(dyn.valid.x.unique().tolist()) == {0.0, 1.0}
+    static = load_dataset("digits", binarize="static")
+    assert set(static.train.x.unique().tolist()) == {0.0, 1.0}
+    assert torch.equal(static.test.x, dyn.test.x)
+
+
+def test_valid_size_zero_trains_on_everything():
+    data = load_dataset("digits", valid_size=0)
+    assert len(data.train) == 1497 and len(data.valid) == 0
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"name": "cifar"}, "unknown dataset 'cifar'"),
+        ({"binarize": "sometimes"}, "unknown binarization"),
+        ({"valid_size": 5000}, "valid_size must be in"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        load_dataset(**kwargs)
+
+
+def test_missing_torchvision_files_name_what_to_put_where(tmp_path):
+    with pytest.raises(FileNotFoundError) as info:
+        load_dataset("fashion-mnist", tmp_path, download=False)
+    message = str(info.value)
+    assert str(tmp_path / "FashionMNIST" / "raw") in message
+    assert "train-images-idx3-ubyte.gz" in message and "t10k-labels-idx1-ubyte.gz" in message
+
+
+def test_from_tensors_checks_its_input():
+    with pytest.raises(ValueError, match="non-empty"):
+        Dataset.from_tensors(torch.zeros(0, 4))
+    with pytest.raises(ValueError, match=r"values in \[0, 1\]"):
+        Dataset.from_tensors(torch.full((3, 4), 2.0))
+    with pytest.raises(ValueError, match=r"values in \[0, 1\]"):
+        Dataset.from_tensors(torch.full((3, 4), float("nan")))
+    data = Dataset.from_tensors(torch.ones(3, 4))
+    assert len(data.test) == 0 and data.train.y is None
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "MNIST" / "raw").is_dir(), reason="shared MNIST files not present")
+def test_mnist_loads_offline_without_writing_to_data_dir(tmp_path, monkeypatch):
+    """Only .gz files in the data folder, no network: extracted into the cache, data_dir untouched."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    before = [p.name for p in (SHARED_DATA / "MNIST" / "raw").iterdir()]
+    data = load_dataset("mnist", SHARED_DATA, download=False)
+    assert (len(data.train), len(data.valid), len(data.test)) == (50000, 10000, 10000)
+    assert data.x_dim == 784 and data.image_shape == (1, 28, 28)
+    assert data.train.x.max() == 1 and data.train.x.min() == 0
+    assert torch.bincount(data.test.y).tolist()[:2] == [980, 1135]  # MNIST's known test label counts
+    assert sorted(p.name for p in (SHARED_DATA / "MNIST" / "raw").iterdir()) == sorted(before)
+    assert (tmp_path / "pyrovae" / "torchvision" / "MNIST" / "raw" / "t10k-images-idx3-ubyte").exists()
