@@ -19,6 +19,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torchvision.utils import save_image  # noqa: E402
 
+from .data.datasets import Dataset  # noqa: E402
+
 #: images smaller than this (e.g. the 8x8 digits) are enlarged with nearest-neighbour pixels
 MIN_PIXELS = 28
 
@@ -89,7 +91,7 @@ def plot_elbo(history: Sequence[dict], path: str | os.PathLike) -> plt.Figure:
 
 
 def save_figures(
-    model: Callable, guide: Callable, data, history: Sequence[dict], out_dir: str | os.PathLike
+    model: Callable, guide: Callable, data: Dataset, history: Sequence[dict], out_dir: str | os.PathLike
 ) -> dict[str, str]:
     """Write ``samples.png``, ``reconstructions.png`` (16 test images, or training images if there is no
     test set) and ``elbo.png`` into ``out_dir``; returns their paths by name."""
