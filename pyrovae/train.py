@@ -203,7 +203,8 @@ def fit(
             loss = svi.step(_train_batch(data, idx), num_data=num_data)
             loss_sum, seen = loss_sum + loss * len(idx) / num_data, seen + len(idx)
             bar.update()
-            bar.set_postfix(elbo=f"{-loss / num_data:.2f}", epoch=epoch + 1, refresh=False)
+            if not bar.disable:  # no string formatting on the hot path when nobody sees the bar
+                bar.set_postfix(elbo=f"{-loss / num_data:.2f}", epoch=epoch + 1, refresh=False)
         row = {"epoch": epoch + 1, "train_elbo": -loss_sum / seen}
         if len(data.test):
             row["test_elbo"] = elbo_per_datapoint(
