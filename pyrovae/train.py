@@ -95,14 +95,18 @@ def make_elbo(config: TrainConfig) -> pyro.infer.ELBO:
     return jitted(ignore_jit_warnings=True, **options) if config.jit else plain(**options)
 
 
+def num_batches(num_data: int, batch_size: int, drop_last: bool = False) -> int:
+    """Minibatches per epoch: the last, smaller one counts unless ``drop_last``."""
+    return num_data // batch_size if drop_last else -(-num_data // batch_size)
+
+
 def minibatches(
     num_data: int, batch_size: int, device: torch.device, drop_last: bool = False
 ) -> Iterator[torch.Tensor]:
     """Indices of one epoch's minibatches: a random permutation of ``range(num_data)`` drawn on
-    ``device`` with the global RNG, cut into pieces of ``batch_size``."""
+    ``device`` with the global RNG, cut into :func:`num_batches` pieces of ``batch_size``."""
     perm = torch.randperm(num_data, device=device)
-    stop = num_data - num_data % batch_size if drop_last else num_data
-    yield from perm[:stop].split(batch_size)
+    yield from perm[: num_batches(num_data, batch_size, drop_last) * batch_size].split(batch_size)
 
 
 def _train_batch(data: Dataset, idx: torch.Tensor) -> torch.Tensor:
@@ -189,7 +193,7 @@ def fit(
         if out is not None:
             _write_metrics(out / METRICS, history)
 
-    steps_per_epoch = num_data // config.batch_size if config.jit else -(-num_data // config.batch_size)
+    steps_per_epoch = num_batches(num_data, config.batch_size, drop_last=config.jit)
     bar = tqdm(
         total=config.epochs * steps_per_epoch,
         initial=len(history) * steps_per_epoch,
