@@ -7,10 +7,12 @@ name), the optimizer state, the RNG states, the metrics so far and the configura
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyro
 import pyro.poutine as poutine
@@ -25,15 +27,15 @@ class CheckpointError(ValueError):
     """A checkpoint file is corrupt, of another format, or does not fit the model."""
 
 
-def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, flushed to disk,
-    then renamed over ``path``, so that a crash never leaves a half-written checkpoint."""
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write(f)`` on a temporary file in ``path``'s folder, flush it to disk, then rename it over
+    ``path``, so that a crash never leaves a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **state}, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -41,6 +43,16 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` atomically (see :func:`atomic_write`)."""
+    atomic_write(path, lambda f: torch.save({"format": FORMAT, **state}, f))
+
+
+def save_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON to ``path`` atomically (see :func:`atomic_write`)."""
+    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

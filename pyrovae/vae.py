@@ -15,7 +15,7 @@ site            what                                                       shape
 ==============  =========================================================  ========================
 ``"data"``      the data plate, size ``num_data`` (subsampled minibatch)   dim -1
 ``"z"``         latent code, ``Normal(0, I).to_event(1)`` / guide Normal   ``(batch, z_dim)``
-``"x"``         observation, ``Bernoulli(logits).to_event(1)``             ``(batch, x_dim)``
+``"x"``         observation, ``IndependentBernoulli(logits)``              ``(batch, x_dim)``
 ``"encoder"``   ``pyro.module`` name of the encoder (guide)
 ``"decoder"``   ``pyro.module`` name of the decoder (model)
 ==============  =========================================================  ========================
@@ -38,6 +38,7 @@ import torch
 from pyro.infer.util import is_validation_enabled
 from torch import nn
 
+from .distributions import IndependentBernoulli
 from .nets import Decoder, Encoder
 from .validation import check_binary, check_finite, check_shape
 
@@ -130,7 +131,7 @@ class VAE(nn.Module):
             prior = dist.Normal(torch.zeros(batch_size, self.z_dim, device=device), 1.0).to_event(1)
             z = pyro.sample(self.site("z"), prior)
             logits = self.decoder(z)
-            return pyro.sample(self.site("x"), dist.Bernoulli(logits=logits).to_event(1), obs=x)
+            return pyro.sample(self.site("x"), IndependentBernoulli(logits), obs=x)
 
     def guide(self, x: torch.Tensor | None = None, num_data: int | None = None) -> torch.Tensor:
         """Amortized guide :math:`q(z|x)`, a diagonal Gaussian from the encoder (reparameterized).

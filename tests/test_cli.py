@@ -27,6 +27,21 @@ def test_resume_continues_with_saved_settings(tmp_path, capsys):
     assert state["epoch"] == 3 and state["extra"]["vae"]["z_dim"] == 3
 
 
+def test_evaluate_reports_nll_of_a_trained_checkpoint(tmp_path, capsys):
+    main(["train", "--epochs", "2", "--out", str(tmp_path), "--device", "cpu", "--quiet"])
+    capsys.readouterr()
+    main(["evaluate", str(tmp_path / "checkpoint.pt"), "--num-samples", "200", "--limit", "40", "--quiet"])
+    summary = json.loads(capsys.readouterr().out)
+    assert summary == json.loads((tmp_path / "nll_test.json").read_text())
+    assert summary["num_points"] == 40 and summary["num_samples"] == 200 and summary["epoch"] == 2
+    assert summary["binarize"] == "dynamic" and summary["eval_binarization_seed"] == 0
+    # the estimate sits between the ELBO and zero, and the IWAE-50 bound between the ELBO and the estimate
+    assert summary["elbo"] < summary["iwae"] < -summary["nll"] < 0 and summary["gap"] > 0
+    main(["evaluate", str(tmp_path / "checkpoint.pt"), "--num-samples", "20", "--split", "train", "--limit", "5",
+          "--out", str(tmp_path / "train.json"), "--quiet"])
+    assert json.loads((tmp_path / "train.json").read_text())["split"] == "train"
+
+
 def test_help_documents_every_flag(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--help"])
@@ -40,5 +55,7 @@ def test_bad_arguments_exit_with_a_message(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--dataset", "cifar"])
     assert "invalid choice: 'cifar'" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        main(["evaluate", str(tmp_path / "none.pt")])
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         main(["train", "--out", str(tmp_path / "none"), "--resume"])

@@ -1,0 +1,42 @@
+r"""Distributions that Pyro has, with a faster ``log_prob`` where evaluation is the bottleneck.
+
+:class:`IndependentBernoulli` is ``Bernoulli(logits=l).to_event(1)`` with the log-likelihood of a binary
+image written as
+
+.. math:: \log p(x | l) = \sum_d x_d l_d - \mathrm{softplus}(l_d),
+
+so that the data term is one fused multiply-and-sum (``einsum``) and no ``(samples, batch, pixels)``
+copy of ``x`` is made. Importance sampling with 5,000 samples per test image spends most of its time
+here: on a 2-core CPU this is 4.7 ns per pixel against 11.3 ns for Pyro's ``Bernoulli`` (see
+``benchmarks/README.md``). Values, gradients, shapes and sampling are those of Pyro's distribution.
+"""
+
+from __future__ import annotations
+
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+
+
+class IndependentBernoulli(dist.Independent):
+    """``Bernoulli(logits=logits)`` with the rightmost dimension as the event (one binary vector).
+
+    :param torch.Tensor logits: ``(..., D)`` log-odds of each coordinate being 1.
+    """
+
+    def __init__(self, logits: torch.Tensor, validate_args: bool | None = None) -> None:
+        super().__init__(dist.Bernoulli(logits=logits), 1, validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None) -> IndependentBernoulli:
+        new = self._get_checked_instance(IndependentBernoulli, _instance)
+        return super().expand(batch_shape, _instance=new)
+
+    @property
+    def logits(self) -> torch.Tensor:
+        return self.base_dist.logits
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        logits = self.base_dist.logits
+        return torch.einsum("...d,...d->...", logits, value.to(logits.dtype)) - F.softplus(logits).sum(-1)

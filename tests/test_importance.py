@@ -1,0 +1,242 @@
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+from pyrovae import log_marginal_likelihood
+from pyrovae.importance import chunk_sizes, psis_khat
+from pyrovae.noise import IndexedNoise
+from tests.common import tiny_dataset, tiny_vae
+
+
+class PPCA:
+    """Probabilistic PCA, z ~ N(0, I_d), x | z ~ N(W z + b, s^2 I_D), with W's columns orthogonal so that
+    the exact posterior N(mu(x), Sigma) has a diagonal Sigma and fits a mean-field guide."""
+
+    def __init__(self, x_dim: int = 5, z_dim: int = 2, noise: float = 0.5) -> None:
+        g = torch.Generator().manual_seed(1)
+        q, _ = torch.linalg.qr(torch.randn(x_dim, z_dim, generator=g, dtype=torch.float64))
+        self.W = q * torch.tensor([2.0, 0.7], dtype=torch.float64)[:z_dim]
+        self.b = torch.randn(x_dim, generator=g, dtype=torch.float64)
+        self.s = noise
+        precision = 1 + (self.W**2).sum(0) / self.s**2  # diagonal of I + W^T W / s^2
+        self.post_var = 1 / precision
+
+    def model(self, x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(torch.zeros(len(x), self.W.shape[1], dtype=x.dtype), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z @ self.W.T + self.b, self.s).to_event(1), obs=x)
+
+    def posterior(self, x):
+        return self.post_var * ((x - self.b) @ self.W) / self.s**2, self.post_var.sqrt()
+
+    def guide(self, x, loc_shift=0.0, scale_factor=1.0):
+        loc, scale = self.posterior(x)
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(loc + loc_shift, scale * scale_factor).expand(loc.shape).to_event(1))
+
+    def log_px(self, x):
+        cov = self.W @ self.W.T + self.s**2 * torch.eye(len(self.b), dtype=torch.float64)
+        return dist.MultivariateNormal(self.b, cov).log_prob(x)
+
+    def data(self, n: int = 6) -> torch.Tensor:
+        g = torch.Generator().manual_seed(2)
+        z = torch.randn(n, self.W.shape[1], generator=g, dtype=torch.float64)
+        return z @ self.W.T + self.b + self.s * torch.randn(n, len(self.b), generator=g, dtype=torch.float64)
+
+
+def test_exact_posterior_gives_the_analytic_log_marginal_to_float_precision():
+    ppca = PPCA()
+    x = ppca.data()
+    est = log_marginal_likelihood(ppca.model, ppca.guide, x, num_samples=200, data_chunk=4, sample_chunk=64)
+    torch.testing.assert_close(est.log_px, ppca.log_px(x), rtol=0, atol=1e-10)
+    # every weight is p(x): ELBO, IWAE and log p(x) coincide and there is no Monte-Carlo error
+    torch.testing.assert_close(est.elbo, est.log_px, rtol=0, atol=1e-10)
+    torch.testing.assert_close(est.iwae, est.log_px, rtol=0, atol=1e-10)
+    assert est.stderr.max() < 1e-6
+
+
+def test_wrong_guide_converges_to_the_analytic_value():
+    ppca = PPCA()
+    x = ppca.data()
+
+    def wrong(x):
+        ppca.guide(x, loc_shift=0.4, scale_factor=1.6)
+
+    exact = ppca.log_px(x)
+    errors = {}
+    for k in (10, 20000):
+        est = log_marginal_likelihood(ppca.model, wrong, x, num_samples=k)
+        errors[k] = (est.log_px - exact).abs()
+    assert errors[20000].mean() < errors[10].mean() / 10 and errors[20000].max() < 0.05
+    assert (est.elbo < exact - 1).all()  # the proposal is visibly wrong: the ELBO is far below
+    # the reported standard error is of the size of the actual error
+    assert ((est.log_px - exact).abs() < 4 * est.stderr).all()
+
+
+def test_estimate_is_above_the_elbo_and_iwae_bound_grows_with_k():
+    data = tiny_dataset()
+    vae = tiny_vae()
+    x = data.test.x
+    bounds = [log_marginal_likelihood(vae.model, vae.guide, x, 4000, iwae_k=k) for k in (1, 10, 100, 1000)]
+    est = bounds[0]
+    assert (est.log_px >= est.elbo).all()  # logsumexp - log K >= mean, for the very same weights
+    torch.testing.assert_close(est.iwae, est.elbo)  # IWAE with k=1 is the ELBO
+    means = [b.iwae.mean().item() for b in bounds]
+    assert means == sorted(means) and means[-1] - means[0] > 0.1
+    assert est.log_px.mean() >= means[-1] - 1e-9
+
+
+def test_results_do_not_depend_on_chunk_sizes_or_batch_composition():
+    vae = tiny_vae()
+    x = tiny_dataset(n_test=11).test.x
+    ref = log_marginal_likelihood(vae.model, vae.guide, x, 600, seed=3)
+    for data_chunk, sample_chunk in ((1, 600), (4, 77), (11, 1), (5, 300)):
+        est = log_marginal_likelihood(vae.model, vae.guide, x, 600, seed=3, data_chunk=data_chunk,
+                                      sample_chunk=sample_chunk)
+        for a, b in ((est.log_px, ref.log_px), (est.elbo, ref.elbo), (est.iwae, ref.iwae)):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    # a shuffled subset with its original indices gets the same per-point values
+    rows = torch.tensor([7, 2, 9])
+    sub = log_marginal_likelihood(vae.model, vae.guide, x[rows], 600, seed=3, indices=rows)
+    torch.testing.assert_close(sub.log_px, ref.log_px[rows], rtol=1e-6, atol=1e-6)
+    # the global random state plays no part; another seed gives other noise
+    pyro.set_rng_seed(123)
+    torch.testing.assert_close(log_marginal_likelihood(vae.model, vae.guide, x, 600, seed=3).log_px, ref.log_px)
+    assert not torch.allclose(log_marginal_likelihood(vae.model, vae.guide, x, 600, seed=4).log_px, ref.log_px)
+
+
+def test_chunked_estimator_matches_plain_torch_with_the_same_noise():
+    vae = tiny_vae()
+    x = tiny_dataset(n_test=9).test.x
+    num_samples = 700
+    est = log_marginal_likelihood(vae.model, vae.guide, x, num_samples, seed=5, data_chunk=2, sample_chunk=300)
+
+    # the same noise, drawn in one block, and the VAE's densities written out in torch
+    noise = IndexedNoise(5, "data", range(len(x)), 0, particle_dim=-2)
+    eps = noise.standard_normal("z", torch.Size([num_samples, len(x), vae.z_dim]), 1, torch.zeros(()))
+    with torch.no_grad():
+        loc, scale = vae.encoder(x)
+        z = loc + scale * eps
+        log_q = torch.distributions.Normal(loc, scale).log_prob(z).sum(-1)
+        log_prior = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
+        log_lik = torch.distributions.Bernoulli(logits=vae.decoder(z)).log_prob(x).sum(-1)
+    log_w = (log_prior + log_lik - log_q).double()
+    torch.testing.assert_close(est.log_px, log_w.logsumexp(0) - math.log(num_samples), rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(est.elbo, log_w.mean(0), rtol=1e-6, atol=1e-5)
+    w = (log_w - log_w.max(0).values).exp()
+    rel_var = w.var(0, unbiased=False) / w.mean(0) ** 2
+    torch.testing.assert_close(est.stderr, (rel_var / num_samples).sqrt(), rtol=1e-4, atol=1e-8)
+
+
+def test_summary_reports_dataset_averages():
+    vae = tiny_vae()
+    x = tiny_dataset().test.x
+    est = log_marginal_likelihood(vae.model, vae.guide, x, 300, iwae_k=30, khat=True)
+    summary = est.summary()
+    assert summary["nll"] == pytest.approx(-est.log_px.mean().item())
+    assert summary["gap"] == pytest.approx(summary["nll"] * -1 - summary["elbo"]) and summary["gap"] > 0
+    assert summary["num_samples"] == 300 and summary["iwae_k"] == 30 and summary["num_points"] == len(x)
+    assert 0 < summary["nll_stderr"] < est.stderr.max()
+    assert est.khat.shape == (len(x),) and 0 <= summary["khat_above_0.7"] <= 1
+
+
+def test_khat_flags_a_too_narrow_proposal():
+    ppca = PPCA()
+    x = ppca.data(3)
+
+    def narrow(x):
+        ppca.guide(x, scale_factor=0.3)
+
+    with pytest.warns(UserWarning, match="k-hat > 0.7"):
+        bad = log_marginal_likelihood(ppca.model, narrow, x, 4000, khat=True)
+    good = log_marginal_likelihood(ppca.model, lambda x: ppca.guide(x, scale_factor=1.2), x, 4000, khat=True)
+    assert (bad.khat > 0.7).all() and (good.khat < 0.5).all()
+
+
+def test_psis_khat_recovers_a_pareto_tail():
+    # weights with a Pareto(shape 1/k) tail: log w = k * Exponential(1) has P(w > t) = t^(-1/k)
+    g = torch.Generator().manual_seed(0)
+    log_w = 0.8 * torch.empty(20000, 2, dtype=torch.float64).exponential_(generator=g)
+    assert psis_khat(log_w).sub(0.8).abs().max() < 0.1
+
+
+def test_global_latent_variables_and_mismatched_programs_are_refused():
+    x = torch.randn(4, 3)
+
+    def model(x):
+        w = pyro.sample("w", dist.Normal(0.0, 1.0))
+        with pyro.plate("data", len(x)):
+            pyro.sample("x", dist.Normal(w, 1.0).expand([len(x), 3]).to_event(1), obs=x)
+
+    def guide(x):
+        pyro.sample("w", dist.Normal(0.0, 1.0))
+
+    with pytest.raises(ValueError, match="no plate contains every sample site"):
+        log_marginal_likelihood(model, guide, x, 10)
+    with pytest.raises(ValueError, match=r"sites \['guide w', 'w'\] are not in the data plate 'data'"):
+        log_marginal_likelihood(model, guide, x, 10, data_plate="data")
+    with pytest.raises(ValueError, match=r"latent sites \['w'\] are not sampled by the guide"):
+        log_marginal_likelihood(model, lambda x: None, x, 10)
+
+    def extra_guide(x):
+        guide(x)
+        pyro.sample("u", dist.Normal(0.0, 1.0))
+
+    with pytest.raises(ValueError, match=r"guide's sites \['u'\] are not latent sites of the model"):
+        log_marginal_likelihood(model, extra_guide, x, 10)
+
+
+def test_minibatch_scaling_is_ignored_and_random_subsampling_refused():
+    vae = tiny_vae()
+    x = tiny_dataset().test.x
+    ref = log_marginal_likelihood(vae.model, vae.guide, x, 50)
+    scaled = log_marginal_likelihood(
+        lambda x: vae.model(x, num_data=1000), lambda x: vae.guide(x, num_data=1000), x, 50
+    )
+    torch.testing.assert_close(scaled.log_px, ref.log_px)
+
+    def subsampled(x):
+        with pyro.plate("data", len(x), subsample_size=2) as idx:
+            pyro.sample("x", dist.Bernoulli(0.5).expand([2, 6]).to_event(1), obs=x[idx])
+
+    with pytest.raises(ValueError, match="without subsampling, one plate entry per row"):
+        log_marginal_likelihood(subsampled, lambda x: None, x, 5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"num_samples": 0}, "num_samples must be a positive integer"),
+        ({"num_samples": 10, "iwae_k": 11}, "iwae_k must be between 1 and num_samples=10"),
+        ({"data_chunk": 0}, "data_chunk must be a positive integer"),
+        ({"indices": [0, 1]}, "indices has 2 entries"),
+        ({"seed": -1}, "seed and indices must be non-negative"),
+    ],
+)
+def test_bad_arguments_are_explained(kwargs, message):
+    vae = tiny_vae()
+    x = tiny_dataset().test.x
+    with pytest.raises(ValueError, match=message):
+        log_marginal_likelihood(vae.model, vae.guide, x, **{"num_samples": 5, **kwargs})
+
+
+def test_bad_data_is_explained():
+    vae = tiny_vae()
+    with pytest.raises(ValueError, match="non-empty tensors with the same number of rows"):
+        log_marginal_likelihood(vae.model, vae.guide, torch.zeros(0, 6), 5)
+    with pytest.raises(ValueError, match=r"outside \{0, 1\}"):
+        log_marginal_likelihood(vae.model, vae.guide, torch.full((3, 6), 0.5), 5)
+
+
+def test_chunk_sizes_respect_the_memory_budget():
+    # 784 values per row at 16 bytes: 1 MiB holds 83 (sample, point) pairs
+    assert chunk_sizes(10000, 5000, 784, 2**20) == (1, 83)
+    data_chunk, sample_chunk = chunk_sizes(10000, 5000, 784, 2**30)
+    assert sample_chunk == 5000 and data_chunk == 2**30 // (16 * 784) // 5000
+    assert chunk_sizes(10000, 5000, 784, 2**28) == (4, 5000)
+    assert chunk_sizes(3, 5000, 784, 2**40) == (3, 5000)  # never more than there is
+    assert chunk_sizes(100, 5000, 784, 2**30, data_chunk=10) == (10, 5000)
+    assert chunk_sizes(100, 5000, 784, 2**26, sample_chunk=100) == (53, 100)
