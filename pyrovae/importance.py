@@ -40,7 +40,10 @@ Noise comes from :class:`pyrovae.noise.IndexedNoise`, so results are identical f
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import math
+import platform
 import warnings
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -51,6 +54,7 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.distributions.util import scale_and_mask
+from pyro.infer.util import is_validation_enabled
 from pyro.ops.stats import fit_generalized_pareto
 from pyro.poutine.util import prune_subsample_sites
 from tqdm.auto import tqdm
@@ -63,6 +67,8 @@ PARTICLES = "importance_samples"
 MAX_MEMORY = 1 << 30
 #: bytes budgeted per (sample, data point, data value): float32 logits plus a few temporaries
 BYTES_PER_VALUE = 16
+#: the C library, when it is glibc (for ``malloc_trim``)
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if platform.libc_ver()[0] == "glibc" else None
 #: Pareto k-hat above which the proposal is poor (Yao et al. 2018)
 KHAT_THRESHOLD = 0.7
 
@@ -170,9 +176,16 @@ def log_marginal_likelihood(
     with torch.no_grad():
         data_plate, nesting = _structure(model, guide, [a[: min(2, num_points)] for a in args], data_plate,
                                          max_plate_nesting)
+        if is_validation_enabled():
+            # check every row once, with one sample (data values, distribution arguments); the passes
+            # over all samples then run without per-chunk checks, which cost ~10% of the time
+            pairs = data_chunk * sample_chunk
+            for start in range(0, num_points, pairs):
+                log_weights(model, guide, [a[start : start + pairs] for a in args], 1, data_plate, nesting)
         results = []
-        with tqdm(total=num_points * num_samples, disable=None if progress is None else not progress,
-                  unit="sample", unit_scale=True, desc="log p(x)") as bar:
+        bar = tqdm(total=num_points * num_samples, disable=None if progress is None else not progress,
+                   unit="sample", unit_scale=True, desc="log p(x)")
+        with pyro.validation_enabled(False), bar:
             for start in range(0, num_points, data_chunk):
                 chunk = [a[start : start + data_chunk] for a in args]
                 rows = index[start : start + data_chunk].tolist()
@@ -183,7 +196,14 @@ def log_marginal_likelihood(
                     log_w.append(log_weights(model, guide, chunk, size, data_plate, nesting, noise))
                     bar.update(size * len(rows))
                 results.append(_statistics(torch.cat(log_w).double().cpu(), iwae_k, khat))
+                release_free_memory()
     log_px, elbo, iwae, stderr, khats = (torch.cat(r) if r[0] is not None else None for r in zip(*results, strict=True))
+    if log_px.isnan().any():
+        first = int(index[log_px.isnan()][0])
+        raise ValueError(
+            f"log p(x) is NaN for {int(log_px.isnan().sum())} data points (first: index {first}): the model or "
+            "guide gives NaN log-densities there; check those rows and the networks' outputs"
+        )
     if khats is not None and (khats > KHAT_THRESHOLD).any():
         warnings.warn(
             f"Pareto k-hat > {KHAT_THRESHOLD} for {(khats > KHAT_THRESHOLD).double().mean():.1%} of the data "
@@ -305,6 +325,16 @@ def chunk_sizes(
     if data_chunk is None:
         data_chunk = pairs // sample_chunk
     return max(1, min(int(data_chunk), num_points)), sample_chunk
+
+
+def release_free_memory() -> None:
+    """Give memory freed by the last chunk back to the operating system (glibc's ``malloc_trim``).
+
+    Chunk-sized tensors freed by several threads leave glibc's heaps fragmented, and without this the
+    resident memory of a long CPU evaluation creeps far above ``max_memory`` (2.8 GiB for a 1 GiB budget
+    over MNIST's 10,000 test images) although nothing is leaked. No-op where glibc is absent."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
 
 
 def _statistics(

@@ -94,19 +94,22 @@ class IndexedNoise(Messenger):
                 f"site {site!r}: the data plate has {shape[data_axis]} entries but {len(self.indices)} data "
                 "indices were given"
             )
-        point_shape = shape[1:data_axis] + shape[data_axis + 1 :]
+        point_shape = tuple(shape[1:data_axis]) + tuple(shape[data_axis + 1 :])
         generator = torch.Generator(device=like.device)
         key = zlib.crc32(site.encode())
         first, last = self.sample_start, self.sample_start + num_samples
-        blocks = range(first // NOISE_BLOCK, (last - 1) // NOISE_BLOCK + 1)
-        points = []
-        for n in self.indices:
-            chunks = []
-            for block in blocks:
+        # filled in place, data points first: few, large allocations (many small ones fragment the heap)
+        out = torch.empty((len(self.indices), num_samples, *point_shape), device=like.device)
+        block_buffer = torch.empty((NOISE_BLOCK, *point_shape), device=like.device)
+        for i, n in enumerate(self.indices):
+            for block in range(first // NOISE_BLOCK, (last - 1) // NOISE_BLOCK + 1):
                 seed = np.random.SeedSequence([self.seed, key, n, block]).generate_state(1, np.uint64)[0]
                 generator.manual_seed(int(seed))
-                chunks.append(torch.randn((NOISE_BLOCK, *point_shape), generator=generator, device=like.device))
-            offset = blocks.start * NOISE_BLOCK
-            points.append(torch.cat(chunks)[first - offset : last - offset])
-        return torch.stack(points, dim=data_axis).to(like.dtype)
-
+                lo, hi = max(first, block * NOISE_BLOCK), min(last, (block + 1) * NOISE_BLOCK)
+                if hi - lo == NOISE_BLOCK:
+                    out[i, lo - first : hi - first].normal_(generator=generator)
+                else:  # a block cut by the chunk's ends: draw it whole, keep the part inside
+                    block_buffer.normal_(generator=generator)
+                    out[i, lo - first : hi - first] = block_buffer[lo - block * NOISE_BLOCK : hi - block * NOISE_BLOCK]
+        # contiguous in the site's own layout, so the networks downstream need not copy their outputs
+        return out.movedim(0, data_axis).contiguous().to(like.dtype)
