@@ -240,3 +240,20 @@ def test_chunk_sizes_respect_the_memory_budget():
     assert chunk_sizes(3, 5000, 784, 2**40) == (3, 5000)  # never more than there is
     assert chunk_sizes(100, 5000, 784, 2**30, data_chunk=10) == (10, 5000)
     assert chunk_sizes(100, 5000, 784, 2**26, sample_chunk=100) == (53, 100)
+
+
+def test_nan_log_densities_are_reported_not_averaged():
+    ppca = PPCA()
+    x = ppca.data(4)
+
+    def broken(x):
+        loc, scale = ppca.posterior(x)
+        loc = loc.clone()
+        loc[1] = float("nan")
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+    with pytest.raises(ValueError, match="Expected parameter loc"):  # validation on: caught up front
+        log_marginal_likelihood(ppca.model, broken, x, 10)
+    with pyro.validation_enabled(False), pytest.raises(ValueError, match=r"NaN for 1 data points \(first: index 1\)"):
+        log_marginal_likelihood(ppca.model, broken, x, 10)
