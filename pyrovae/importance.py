@@ -136,7 +136,9 @@ def log_marginal_likelihood(
 
     ``model(*chunk)`` and ``guide(*chunk)`` are called on chunks of rows (no ``num_data``, so no
     subsampling scale), e.g. ``vae.model`` / ``vae.guide``. Scale factors (``poutine.scale``, subsample
-    scaling) are ignored: the figures are densities of single points. Masks are applied.
+    scaling) are ignored: the figures are densities of single points. Masks are applied. With Pyro's
+    validation on (the default), every row is checked once with a single sample (data values,
+    distribution arguments); the passes over all samples then run unchecked. A NaN estimate raises.
 
     :param x: data ``(N, ...)``, or a tuple of tensors with the same ``N`` passed as positional arguments.
     :param int num_samples: importance samples per data point (papers use 5000).
