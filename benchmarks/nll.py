@@ -161,9 +161,8 @@ def main(argv: list[str] | None = None) -> dict:
         train_seconds = train(args, seed, out)
         row = {"seed": seed, "train_seconds": train_seconds, **evaluate(args, out / "checkpoint.pt", test_x)}
         results["seeds"].append(row)
-        results["summary"] = summarize(results["seeds"])
-        save_json(args.out, results)  # after every seed, so that an interrupted run keeps what it has
         print(json.dumps(row, indent=2), flush=True)
+        save_json(args.out, {**results, "summary": summarize(results["seeds"])})  # an interrupted run keeps it
     s = results["summary"] = summarize(results["seeds"])
     save_json(args.out, results)
     print(f"\nNLL {s['nll']['mean']:.2f} +- {s['nll']['std']:.2f} nats over {len(args.seeds)} seeds "

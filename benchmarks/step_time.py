@@ -8,7 +8,6 @@ Run: ``python benchmarks/step_time.py --steps 200``
 """
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch.distributions as td
 from pyro.infer import SVI, JitTrace_ELBO, Trace_ELBO
 
 from pyrovae import VAE
+from pyrovae.checkpoint import save_json
 from pyrovae.device import resolve_device
 
 
@@ -86,7 +86,7 @@ def main(args):
         "rows": rows,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    save_json(args.out, result)
     return result
 
 
