@@ -2,26 +2,36 @@
 
 from .checkpoint import CheckpointError, load_checkpoint, load_vae, save_checkpoint
 from .data import Dataset, load_dataset
+from .features import LatentFeatures, active_units
 from .importance import ImportanceEstimate, log_marginal_likelihood
 from .metrics import elbo_per_datapoint
 from .nets import Decoder, Encoder
+from .semisupervised import SemiSupervisedConfig, fit_semisupervised, labelled_subset, load_ssvae
+from .ssvae import SSVAE
 from .train import TrainConfig, fit
 from .vae import VAE
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "SSVAE",
     "VAE",
     "CheckpointError",
     "Dataset",
     "Decoder",
     "Encoder",
     "ImportanceEstimate",
+    "LatentFeatures",
+    "SemiSupervisedConfig",
+    "active_units",
     "TrainConfig",
     "elbo_per_datapoint",
     "fit",
+    "fit_semisupervised",
+    "labelled_subset",
     "load_checkpoint",
     "load_dataset",
+    "load_ssvae",
     "load_vae",
     "log_marginal_likelihood",
     "save_checkpoint",

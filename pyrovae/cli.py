@@ -20,26 +20,22 @@ from pathlib import Path
 import pyro
 
 from .checkpoint import load_checkpoint, load_vae, save_json
-from .data import BINARIZATIONS, DATASETS, load_dataset
+from .data import BINARIZATIONS, DATASETS, Dataset, load_dataset
 from .data.binarize import EVAL_SEED, binarize
 from .device import resolve_device
+from .features import LatentFeatures, active_units
 from .importance import MAX_MEMORY, log_marginal_likelihood
 from .nets import ACTIVATIONS
-from .plots import save_figures
+from .plots import plot_curves, save_analogies, save_figures
+from .semisupervised import SemiSupervisedConfig, analogies, fit_semisupervised
+from .ssvae import DEFAULT_ALPHA, SSVAE
 from .train import CHECKPOINT, ELBOS, TrainConfig, fit
 from .vae import VAE
 
 DEFAULTS = TrainConfig()
 
 
-def _add_train_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "train",
-        help="train a VAE with SVI and write checkpoint, metrics and pictures",
-        description="Train a VAE (Bernoulli likelihood, MLP encoder/decoder) by SVI. Writes into --out: "
-        "checkpoint.pt (every epoch), metrics.jsonl, samples.png, reconstructions.png and elbo.png.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+def _add_data_args(p: argparse.ArgumentParser) -> None:
     data = p.add_argument_group("data")
     data.add_argument("--dataset", default="digits", choices=DATASETS,
                       help="'digits' is embedded (scikit-learn's 8x8 digits, no files needed); the others "
@@ -53,6 +49,17 @@ def _add_train_parser(subparsers) -> None:
     data.add_argument("--binarize", default="dynamic", choices=BINARIZATIONS,
                       help="dynamic: fresh Bernoulli draw per minibatch; static: one fixed draw; test sets "
                       "are binarized once with a fixed seed")
+
+
+def _add_train_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a VAE with SVI and write checkpoint, metrics and pictures",
+        description="Train a VAE (Bernoulli likelihood, MLP encoder/decoder) by SVI. Writes into --out: "
+        "checkpoint.pt (every epoch), metrics.jsonl, samples.png, reconstructions.png and elbo.png.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    _add_data_args(p)
     model = p.add_argument_group("model")
     model.add_argument("--z-dim", type=int, default=16, help="latent dimension")
     model.add_argument("--hidden", type=int, nargs="+", default=[400],
@@ -77,6 +84,14 @@ def _add_train_parser(subparsers) -> None:
     p.set_defaults(func=train_command)
 
 
+def _load_data(settings: dict, args: argparse.Namespace) -> Dataset:
+    """The dataset described by a run's saved ``settings``, from ``--data-dir``."""
+    return load_dataset(
+        settings["name"], args.data_dir, binarize=settings["binarize"], valid_size=settings["valid_size"],
+        download=not args.no_download,
+    )
+
+
 def train_command(args: argparse.Namespace) -> dict:
     """``pyrovae train``: returns a summary (last metrics and written files) that is also printed."""
     out = Path(args.out or Path("runs") / args.dataset)
@@ -91,10 +106,7 @@ def train_command(args: argparse.Namespace) -> dict:
             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, elbo=args.elbo, jit=args.jit,
             num_particles=args.particles, seed=args.seed, device=args.device,
         )
-    data = load_dataset(
-        settings["name"], args.data_dir, binarize=settings["binarize"], valid_size=settings["valid_size"],
-        download=not args.no_download,
-    )
+    data = _load_data(settings, args)
     pyro.clear_param_store()
     vae = VAE(data.x_dim, **{k: v for k, v in vae_config.items() if k != "x_dim"})
     extra = {"data": settings, "vae": vae.config, "train": asdict(config)}
@@ -143,10 +155,7 @@ def evaluate_command(args: argparse.Namespace) -> dict:
     device = resolve_device(args.device)
     vae, state = load_vae(args.checkpoint, map_location=device)
     settings = state["extra"]["data"]
-    data = load_dataset(
-        settings["name"], args.data_dir, binarize=settings["binarize"], valid_size=settings["valid_size"],
-        download=not args.no_download,
-    )
+    data = _load_data(settings, args)
     x = getattr(data, args.split).x[: args.limit]
     if len(x) == 0:
         raise ValueError(f"the {args.split} split of {settings['name']} is empty: choose another --split")
@@ -176,11 +185,98 @@ def evaluate_command(args: argparse.Namespace) -> dict:
     return summary
 
 
+def _add_train_ss_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train-ss",
+        help="train the semi-supervised VAE (M2, or M1+M2) with a few labels",
+        description="Train Kingma et al.'s M2 by SVI with TraceEnum_ELBO: --labels class-balanced labelled "
+        "training points (chosen with --label-seed), the rest of the training split unlabelled, missing labels "
+        "summed out by enumeration, alpha * log q(y|x) on labelled points. With --m1 CHECKPOINT (a VAE from "
+        "pyrovae train on the same dataset), M2 models that VAE's codes instead of pixels (M1+M2). Writes into "
+        "--out: checkpoint.pt (every epoch), metrics.jsonl, accuracy.png and analogies.png.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    _add_data_args(p)
+    labels = p.add_argument_group("labels")
+    labels.add_argument("--labels", type=int, default=100, help="labelled training points (a multiple of the classes)")
+    labels.add_argument("--label-seed", type=int, default=0, help="seed of the choice of labelled points")
+    model = p.add_argument_group("model")
+    model.add_argument("--z-dim", type=int, default=50, help="dimension of the style latent z")
+    model.add_argument("--hidden", type=int, nargs="+", default=[500], help="hidden layer sizes")
+    model.add_argument("--activation", default="softplus", choices=sorted(ACTIVATIONS), help="hidden activation")
+    model.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
+                       help="weight of the classification term per labelled point")  # fmt: skip
+    model.add_argument("--m1", default=None, metavar="CHECKPOINT",
+                       help="VAE checkpoint whose codes M2 models (M1+M2); its active units only")  # fmt: skip
+    train = p.add_argument_group("training")
+    train.add_argument("--epochs", type=int, default=50, help="passes over the unlabelled training data")
+    train.add_argument("--batch-size", type=int, default=128, help="unlabelled rows per step")
+    train.add_argument("--labelled-batch-size", type=int, default=128, help="labelled rows per step")
+    train.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    train.add_argument("--seed", type=int, default=0, help="random seed of the training")
+    train.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
+    out = p.add_argument_group("output")
+    out.add_argument("--out", default=None, help="output folder (default: runs/ss-DATASET-LABELS)")
+    out.add_argument("--resume", action="store_true",
+                     help="continue the run in --out with its saved settings (only --epochs and --device change)")
+    out.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    p.set_defaults(func=train_ss_command)
+
+
+def _m1_features(path: str, data: Dataset) -> tuple[LatentFeatures, dict]:
+    """The M1 feature map of the VAE checkpoint at ``path``, and what to save of it."""
+    vae, state = load_vae(path)
+    trained_on = state["extra"].get("data", {}).get("name")
+    if trained_on != data.name or vae.x_dim != data.x_dim:
+        raise ValueError(f"--m1 {path} is a VAE of {trained_on!r} data, not of {data.name!r}: train it on {data.name}")
+    x = binarize(data.train.x, seed=EVAL_SEED) if data.binarize == "dynamic" else data.train.x
+    features = LatentFeatures(vae.encoder, vae.decoder, active_units(vae.encoder, x))
+    return features, {"vae": vae.config, "checkpoint": str(path), "weights": features.state_dict()}
+
+
+def train_ss_command(args: argparse.Namespace) -> dict:
+    """``pyrovae train-ss``: returns a summary (last metrics, best-validation epoch, files), also printed."""
+    out = Path(args.out or Path("runs") / f"ss-{args.dataset}-{args.labels}")
+    if args.resume:
+        saved = load_checkpoint(out / CHECKPOINT)["extra"]
+        settings, model_config, m1_path = saved["data"], saved["ssvae"], (saved.get("m1") or {}).get("checkpoint")
+        config = SemiSupervisedConfig(**{**saved["train"], "epochs": args.epochs, "device": args.device})
+    else:
+        settings = {"name": args.dataset, "binarize": args.binarize, "valid_size": args.valid_size}
+        model_config = {"z_dim": args.z_dim, "hidden": args.hidden, "activation": args.activation, "alpha": args.alpha}
+        m1_path = args.m1
+        config = SemiSupervisedConfig(
+            num_labels=args.labels, epochs=args.epochs, batch_size=args.batch_size,
+            labelled_batch_size=args.labelled_batch_size, lr=args.lr, seed=args.seed, label_seed=args.label_seed,
+            device=args.device,
+        )  # fmt: skip
+    data = _load_data(settings, args)
+    features, m1 = _m1_features(m1_path, data) if m1_path else (None, None)
+    x_dim, likelihood = (features.dim, "normal") if features is not None else (data.x_dim, "bernoulli")
+    model_config = {**model_config, "x_dim": x_dim, "num_classes": data.num_classes, "likelihood": likelihood}
+    ssvae = SSVAE(**model_config)
+    extra = {"data": settings, "ssvae": ssvae.config, "train": asdict(config), "m1": m1}
+    history = fit_semisupervised(ssvae, data, config, out_dir=out, resume=args.resume, extra=extra,
+                                 features=features, verbose=not args.quiet)  # fmt: skip
+    files = {"accuracy": str(out / "accuracy.png"), "analogies": str(out / "analogies.png")}
+    plot_curves(history, files["accuracy"], {"valid_accuracy": "valid", "test_accuracy": "test"}, "accuracy of q(y|x)")
+    test = data.test if len(data.test) else data.train
+    x = test.x[: 2 * data.num_classes].to(ssvae._device())
+    save_analogies(x, analogies(ssvae, x, features), files["analogies"], data.image_shape)
+    summary = {**history[-1], "checkpoint": str(out / CHECKPOINT), **files}
+    if "valid_accuracy" in history[0]:
+        best = max(history, key=lambda row: row["valid_accuracy"])
+        summary["best_valid_epoch"], summary["test_accuracy_at_best_valid"] = best["epoch"], best.get("test_accuracy")
+    print(json.dumps(summary, indent=2))
+    return summary
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pyrovae", description="Variational autoencoders written the Pyro way.")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_train_parser(subparsers)
     _add_evaluate_parser(subparsers)
+    _add_train_ss_parser(subparsers)
     return parser
 
 

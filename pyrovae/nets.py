@@ -102,3 +102,35 @@ class Decoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)
+
+
+class ConditionalMLP(nn.Module):
+    r"""An MLP on the concatenation :math:`[h, \mathrm{onehot}(y)]` of an input and a class label,
+    computed without building the concatenation: the first layer is
+    :math:`W [h, \mathrm{onehot}(y)] + b = W_h h + W_y[:, y] + b`, a linear map of ``h`` plus an embedding
+    of ``y``. Under Pyro's parallel enumeration ``y`` has shape ``(C, 1)`` while ``h`` is ``(batch, dim)``:
+    the linear map of ``h`` is then computed once and broadcast against the ``C`` label embeddings.
+
+    :param int in_dim: dimension of ``h``.
+    :param int num_classes: number of labels ``C``.
+    :param sizes: hidden and output sizes, e.g. ``(500, 100)``.
+    :param activation: activation between layers (name or ``nn.Module`` class).
+    """
+
+    def __init__(
+        self, in_dim: int, num_classes: int, sizes: Sequence[int], activation: str | type[nn.Module] = "relu"
+    ) -> None:
+        super().__init__()
+        if not sizes:
+            raise ValueError("a conditional MLP needs at least an output size")
+        self.input = nn.Linear(in_dim, sizes[0])
+        self.label = nn.Embedding(num_classes, sizes[0])
+        bound = 1.0 / (in_dim + num_classes) ** 0.5  # as nn.Linear on the concatenation
+        nn.init.uniform_(self.input.weight, -bound, bound)
+        nn.init.uniform_(self.label.weight, -bound, bound)
+        rest = mlp(sizes, activation) if len(sizes) > 1 else nn.Identity()
+        self.rest = nn.Sequential(activation_class(activation)(), rest) if len(sizes) > 1 else rest
+
+    def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``h``: ``(..., in_dim)``; ``y``: integer labels whose shape broadcasts with ``h.shape[:-1]``."""
+        return self.rest(self.input(h) + self.label(y))

@@ -75,13 +75,19 @@ def save_reconstructions(
 
 def plot_elbo(history: Sequence[dict], path: str | os.PathLike) -> plt.Figure:
     """Plot train and test ELBO (nats per data point) against epochs and save the figure to ``path``."""
+    return plot_curves(history, path, {"train_elbo": "train", "test_elbo": "test"}, "ELBO (nats per data point)")
+
+
+def plot_curves(history: Sequence[dict], path: str | os.PathLike, series: dict[str, str], ylabel: str) -> plt.Figure:
+    """Plot the metrics ``series`` (history key -> legend label; missing keys are skipped) against epochs
+    and save the figure to ``path``."""
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
     epochs = [row["epoch"] for row in history]
-    for key, label in (("train_elbo", "train"), ("test_elbo", "test")):
+    for key, label in series.items():
         if history and key in history[0]:
             ax.plot(epochs, [row[key] for row in history], label=label, marker="." if len(epochs) < 30 else None)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("ELBO (nats per data point)")
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -104,3 +110,18 @@ def save_figures(
     save_reconstructions(model, guide, x.to(device), paths["reconstructions"], data.image_shape)
     plot_elbo(history, paths["elbo"])
     return paths
+
+
+def save_analogies(
+    images: torch.Tensor, analogies: torch.Tensor, path: str | os.PathLike, image_shape: Sequence[int]
+) -> torch.Tensor:
+    """Kingma et al. (2014) Fig. 1: each row shows a test image, then its style drawn as every class.
+
+    :param images: ``(rows, D)`` the test images.
+    :param analogies: ``(rows, C, D)`` e.g. from :meth:`pyrovae.SSVAE.analogies`.
+    :returns: the saved grid's images.
+    """
+    rows = torch.cat([images[:, None, :], analogies], dim=1)
+    grid = _as_images(rows.reshape(-1, rows.shape[-1]), image_shape)
+    save_image(grid, path, nrow=rows.shape[1], pad_value=1.0)
+    return grid

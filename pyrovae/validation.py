@@ -50,3 +50,25 @@ def check_binary(x: torch.Tensor, name: str = "x") -> None:
             "but the Bernoulli likelihood needs binary data: binarize it "
             "(pyrovae.data.binarize, or load_dataset(..., binarize='dynamic'/'static'))"
         )
+
+
+def check_labels(y: torch.Tensor, batch_size: int, num_classes: int, name: str = "y") -> None:
+    """Check that ``y`` is a ``(batch_size,)`` integer tensor of class indices in ``0 .. num_classes - 1``.
+
+    :raises TypeError: if ``y`` is not an integer tensor (e.g. one-hot floats).
+    :raises ValueError: on a wrong shape or a label out of range.
+    """
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of integer class indices, got {type(y).__name__}")
+    if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
+        hint = " (one-hot labels? use y.argmax(-1))" if y.dim() == 2 else " (use y.long())"
+        raise TypeError(f"{name} must hold integer class indices, got dtype {y.dtype}{hint}")
+    if y.shape != (batch_size,):
+        hint = " (one-hot labels? use y.argmax(-1))" if y.dim() == 2 and y.shape[-1] == num_classes else ""
+        raise ValueError(f"{name} must have shape ({batch_size},), one label per row of x, got {tuple(y.shape)}{hint}")
+    bad = (y < 0) | (y >= num_classes)
+    if bad.any():
+        raise ValueError(
+            f"{name} has {int(bad.sum())} label(s) outside 0..{num_classes - 1} (e.g. {int(y[bad][0])}): "
+            f"labels must be class indices below num_classes={num_classes}"
+        )

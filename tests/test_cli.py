@@ -1,9 +1,12 @@
 import json
+from dataclasses import replace
 
 import pytest
 
+from pyrovae import CheckpointError, load_dataset, load_ssvae
 from pyrovae.checkpoint import load_checkpoint
-from pyrovae.cli import build_parser, main
+from pyrovae.cli import _m1_features, build_parser, main
+from pyrovae.semisupervised import accuracy
 from tests.common import png_size
 
 
@@ -59,3 +62,40 @@ def test_bad_arguments_exit_with_a_message(tmp_path, capsys):
         main(["evaluate", str(tmp_path / "none.pt")])
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         main(["train", "--out", str(tmp_path / "none"), "--resume"])
+
+
+def test_train_ss_writes_checkpoint_metrics_and_pictures_and_loads(tmp_path, capsys):
+    out = tmp_path / "ss"
+    main(["train-ss", "--labels", "50", "--epochs", "2", "--z-dim", "4", "--hidden", "32", "--out", str(out),
+          "--device", "cpu", "--quiet"])  # fmt: skip
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["epoch"] == 2 and 0 <= summary["test_accuracy"] <= 1 and summary["best_valid_epoch"] in (1, 2)
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    # 20 test images in rows of 1 + 10 pictures (8x8 enlarged to 32x32, 2 px padding)
+    assert png_size(out / "analogies.png") == (11 * 34 + 2, 20 * 34 + 2)
+    assert png_size(out / "accuracy.png") == (600, 420)
+    ssvae, features, state = load_ssvae(out / "checkpoint.pt")
+    assert features is None and state["extra"]["train"]["num_labels"] == 50
+    data = load_dataset("digits")
+    assert accuracy(ssvae.predict, data.test) == pytest.approx(summary["test_accuracy"])
+    main(["train-ss", "--epochs", "3", "--labels", "999", "--out", str(out), "--resume", "--quiet"])
+    assert load_checkpoint(out / "checkpoint.pt")["config"]["num_labels"] == 50
+    main(["train", "--epochs", "1", "--out", str(tmp_path / "vae"), "--device", "cpu", "--quiet"])
+    with pytest.raises(CheckpointError, match="no SSVAE"):
+        load_ssvae(tmp_path / "vae" / "checkpoint.pt")
+
+
+def test_train_ss_on_m1_features(tmp_path, capsys):
+    """M1+M2: a VAE from pyrovae train, then M2 on its active codes; images are classified through both."""
+    main(["train", "--epochs", "3", "--z-dim", "8", "--out", str(tmp_path / "m1"), "--device", "cpu", "--quiet"])
+    main(["train-ss", "--labels", "50", "--epochs", "2", "--z-dim", "4", "--hidden", "32", "--out",
+          str(tmp_path / "m2"), "--m1", str(tmp_path / "m1" / "checkpoint.pt"), "--device", "cpu", "--quiet"])
+    capsys.readouterr()
+    ssvae, features, _ = load_ssvae(tmp_path / "m2" / "checkpoint.pt")
+    assert ssvae.likelihood == "normal" and ssvae.x_dim == features.dim <= 8
+    data = load_dataset("digits")
+    summary = json.loads((tmp_path / "m2" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert accuracy(lambda x: ssvae.predict(features(x)), data.test) == pytest.approx(summary["test_accuracy"])
+    assert png_size(tmp_path / "m2" / "analogies.png") == (11 * 34 + 2, 20 * 34 + 2)
+    with pytest.raises(ValueError, match="not of 'mnist'"):
+        _m1_features(str(tmp_path / "m1" / "checkpoint.pt"), replace(data, name="mnist"))

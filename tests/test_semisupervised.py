@@ -1,0 +1,141 @@
+import pyro
+import pytest
+import torch
+from pyro.infer import TraceEnum_ELBO
+
+from pyrovae import CheckpointError, SemiSupervisedConfig, fit_semisupervised, labelled_subset, load_dataset
+from pyrovae.nets import mlp
+from pyrovae.semisupervised import accuracy, semisupervised_loss, split_batch
+from pyrovae.ssvae import SSVAE
+
+pytestmark = pytest.mark.filterwarnings("ignore:TraceEnum_ELBO found no sample sites")
+
+
+def test_labelled_subset_is_class_balanced_and_seeded():
+    y = torch.arange(10).repeat(30)[torch.randperm(300)]
+    idx = labelled_subset(y, 50, 10, seed=3)
+    assert len(idx) == len(set(idx.tolist())) == 50
+    assert torch.bincount(y[idx], minlength=10).tolist() == [5] * 10
+    assert torch.equal(idx, labelled_subset(y, 50, 10, seed=3))
+    assert not torch.equal(idx, labelled_subset(y, 50, 10, seed=4))
+    with pytest.raises(ValueError, match="multiple of the 10 classes"):
+        labelled_subset(y, 55, 10)
+    with pytest.raises(ValueError, match="class 0 has 30 points"):
+        labelled_subset(y, 400, 10)
+    with pytest.raises(ValueError, match="outside 0..9"):
+        labelled_subset(y + 1, 50, 10)
+
+
+def test_split_batch():
+    x, y = torch.arange(10.0).reshape(5, 2), torch.tensor([0, 1, 2, 1, 0])
+    observed = torch.tensor([True, False, True, False, False])
+    (x_l, y_l), x_u = split_batch(x, y, observed)
+    assert torch.equal(x_l, x[[0, 2]]) and torch.equal(y_l, y[[0, 2]]) and torch.equal(x_u, x[[1, 3, 4]])
+    assert split_batch(x, y, torch.ones(5, dtype=torch.bool))[1] is None
+    assert split_batch(x, y, torch.zeros(5, dtype=torch.bool))[0] is None
+    with pytest.raises(ValueError, match="boolean mask"):
+        split_batch(x, y, torch.ones(5))
+
+
+@pytest.mark.parametrize("kind", ["labelled", "unlabelled", "mixed"])
+def test_labelled_unlabelled_and_mixed_batches_train(kind):
+    ssvae = SSVAE(6, 3, z_dim=2, hidden=(8,))
+    x = torch.bernoulli(torch.full((8, 6), 0.3), generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    observed = {"labelled": torch.ones(8), "unlabelled": torch.zeros(8), "mixed": torch.arange(8) % 3 == 0}[kind]
+    labelled, unlabelled = split_batch(x, y, observed.bool())
+    optim = torch.optim.Adam(ssvae.parameters(), lr=1e-2)
+    elbo = TraceEnum_ELBO(max_plate_nesting=1)
+    before = [p.detach().clone() for p in ssvae.parameters()]
+    losses = []
+    for _ in range(20):
+        loss = semisupervised_loss(ssvae.model, ssvae.guide, elbo, labelled, unlabelled, 80, 80)
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+        losses.append(loss.item())
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert losses[-1] < losses[0]
+    changed = [not torch.equal(b, p) for b, p in zip(before, ssvae.parameters(), strict=True)]
+    assert any(changed)
+    with pytest.raises(ValueError, match="labelled batch, an unlabelled batch or both"):
+        semisupervised_loss(ssvae.model, ssvae.guide, elbo, None, None)
+
+
+def digits_run(tmp_path=None, epochs=2, resume=False, **config):
+    data = load_dataset("digits")
+    pyro.set_rng_seed(0)  # the initial weights
+    ssvae = SSVAE(data.x_dim, z_dim=4, hidden=(32,))
+    config = SemiSupervisedConfig(num_labels=50, epochs=epochs, batch_size=256, device="cpu", **config)
+    history = fit_semisupervised(ssvae, data, config, out_dir=tmp_path, resume=resume, verbose=False)
+    return ssvae, history
+
+
+def test_metrics_and_checkpoint_resume_exactly(tmp_path):
+    straight, history = digits_run(epochs=2)
+    assert [row["epoch"] for row in history] == [1, 2]
+    for key in ("labelled_elbo", "unlabelled_elbo", "labelled_log_q", "valid_accuracy", "test_accuracy"):
+        assert key in history[0]
+    assert history[-1]["unlabelled_elbo"] < 0 and 0 <= history[-1]["test_accuracy"] <= 1
+    digits_run(tmp_path, epochs=1)
+    resumed, resumed_history = digits_run(tmp_path, epochs=2, resume=True)
+    def untimed(rows):
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+    assert untimed(resumed_history) == untimed(history)
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2
+    with pytest.raises(CheckpointError, match="other settings"):
+        digits_run(tmp_path, epochs=3, resume=True, lr=0.1)
+
+
+def test_training_errors():
+    data = load_dataset("digits")
+    with pytest.raises(ValueError, match="classes"):
+        fit_semisupervised(SSVAE(data.x_dim, num_classes=3), data, SemiSupervisedConfig(epochs=1))
+    with pytest.raises(ValueError, match="fewer than"):
+        fit_semisupervised(SSVAE(data.x_dim), data, SemiSupervisedConfig(num_labels=2000, epochs=1))
+    with pytest.raises(ValueError, match="num_labels must be a positive"):
+        SemiSupervisedConfig(num_labels=0)
+
+
+def test_accuracy():
+    split = load_dataset("digits").test
+    perfect = accuracy(lambda x: torch.nn.functional.one_hot(split.y, 10).float(), split)
+    assert perfect == 1.0
+    assert accuracy(lambda x: torch.zeros(len(x), 10).index_fill_(1, torch.tensor([3]), 1.0), split) == pytest.approx(
+        float((split.y == 3).float().mean())
+    )
+
+
+
+def supervised_only(data, idx, hidden, epochs=500):
+    """The SSVAE's classifier architecture trained on the labelled points alone (cross-entropy, Adam)."""
+    classifier = mlp([data.x_dim, hidden, data.num_classes], "softplus")
+    optim = torch.optim.Adam(classifier.parameters(), lr=1e-3)
+    for _ in range(epochs):
+        loss = torch.nn.functional.cross_entropy(classifier(data.train.x[idx]), data.train.y[idx])
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    return accuracy(classifier, data.test)
+
+
+def test_digits_with_ten_labels_per_class():
+    """Embedded digits (grey levels, Gaussian likelihood), 10 labels per class, 20 epochs: M2 reaches 91.7 %
+    test accuracy, the same classifier trained on the 100 labelled digits alone 89.7 % (seed 0). With ~1,200
+    unlabelled 8x8 images the gain is small and within seed-to-seed noise (other settings and seeds gave
+    -1 to +2 points); on MNIST it is clear (tests/test_mnist.py, slow). Asserted: the run learns, does not
+    fall behind the labelled examples alone by more than noise, and predict() reproduces the reported
+    accuracy."""
+    data = load_dataset("digits", binarize="none")
+    pyro.set_rng_seed(0)
+    ssvae = SSVAE(data.x_dim, z_dim=16, hidden=(256,), likelihood="normal")
+    config = SemiSupervisedConfig(num_labels=100, epochs=20, batch_size=64, device="cpu")
+    semi = fit_semisupervised(ssvae, data, config, verbose=False)[-1]["test_accuracy"]
+    torch.manual_seed(0)
+    alone = supervised_only(data, labelled_subset(data.train.y, 100, 10), hidden=256)
+    print(f"digits, 100 labels: semi-supervised {semi:.3f}, labelled alone {alone:.3f}")
+    assert semi > 0.85 and semi > alone - 0.02
+    assert accuracy(ssvae.predict, data.test) == semi
