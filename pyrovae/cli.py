@@ -27,7 +27,7 @@ from .features import LatentFeatures, active_units
 from .importance import MAX_MEMORY, log_marginal_likelihood
 from .nets import ACTIVATIONS
 from .plots import plot_curves, save_analogies, save_figures
-from .semisupervised import SemiSupervisedConfig, analogies, fit_semisupervised
+from .semisupervised import SemiSupervisedConfig, analogies, fit_semisupervised, load_ssvae
 from .ssvae import DEFAULT_ALPHA, SSVAE
 from .train import CHECKPOINT, ELBOS, TrainConfig, fit
 from .vae import VAE
@@ -122,12 +122,13 @@ def train_command(args: argparse.Namespace) -> dict:
 def _add_evaluate_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "evaluate",
-        help="importance-sampled log p(x) (test NLL) of a trained VAE",
+        help="importance-sampled log p(x) (test NLL) of a trained VAE or SSVAE",
         description=f"Estimate log p(x) of every point of a split by importance sampling with the guide as "
         "proposal (Burda et al. 2016), and report NLL = -mean log p(x) with its Monte-Carlo standard error, "
         "the ELBO, an IWAE bound and the gap. The dataset and its binarization are those the checkpoint was "
-        f"trained with; evaluation splits are binarized once with seed {EVAL_SEED}. Prints the summary and "
-        "writes it as JSON.",
+        f"trained with; evaluation splits are binarized once with seed {EVAL_SEED}. For an SSVAE (pyrovae "
+        "train-ss) the label is summed out: log p(x) = log sum_y p(x, y), y proposed by the classifier q(y|x). "
+        "Prints the summary and writes it as JSON.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("checkpoint", help="checkpoint.pt written by pyrovae train")
@@ -150,10 +151,25 @@ def _add_evaluate_parser(subparsers) -> None:
     p.set_defaults(func=evaluate_command)
 
 
+def _load_model(path: str, device) -> tuple:
+    """``(model, guide, checkpoint)`` of a VAE (``pyrovae train``) or an SSVAE (``pyrovae train-ss``; its
+    model sums the label out of log p(x))."""
+    if "ssvae" not in load_checkpoint(path)["extra"]:
+        vae, state = load_vae(path, map_location=device)
+        return vae.model, vae.guide, state
+    ssvae, features, state = load_ssvae(path, map_location=device)
+    if features is not None:
+        raise ValueError(
+            f"{path} is an M1+M2 model: its log p(x) is a density of the M1 codes, not of images. "
+            f"Evaluate the M1 VAE ({state['extra']['m1']['checkpoint']}) instead"
+        )
+    return ssvae.model, ssvae.guide, state
+
+
 def evaluate_command(args: argparse.Namespace) -> dict:
     """``pyrovae evaluate``: returns the summary that is also printed and written as JSON."""
     device = resolve_device(args.device)
-    vae, state = load_vae(args.checkpoint, map_location=device)
+    model, guide, state = _load_model(args.checkpoint, device)
     settings = state["extra"]["data"]
     data = _load_data(settings, args)
     x = getattr(data, args.split).x[: args.limit]
@@ -163,7 +179,7 @@ def evaluate_command(args: argparse.Namespace) -> dict:
         x = binarize(x, seed=EVAL_SEED)  # evaluate on one fixed draw, like the other splits
     start = time.perf_counter()
     estimate = log_marginal_likelihood(
-        vae.model, vae.guide, x.to(device), args.num_samples, iwae_k=args.iwae_k, seed=args.seed,
+        model, guide, x.to(device), args.num_samples, iwae_k=args.iwae_k, seed=args.seed,
         max_memory=int(args.max_memory * 2**20), data_chunk=args.data_chunk, sample_chunk=args.sample_chunk,
         khat=args.khat, progress=False if args.quiet else None,
     )
@@ -212,6 +228,7 @@ def _add_train_ss_parser(subparsers) -> None:
     train.add_argument("--epochs", type=int, default=50, help="passes over the unlabelled training data")
     train.add_argument("--batch-size", type=int, default=128, help="unlabelled rows per step")
     train.add_argument("--labelled-batch-size", type=int, default=128, help="labelled rows per step")
+    train.add_argument("--labelled-every", type=int, default=1, help="a labelled step after every N unlabelled steps")
     train.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     train.add_argument("--seed", type=int, default=0, help="random seed of the training")
     train.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
@@ -247,8 +264,8 @@ def train_ss_command(args: argparse.Namespace) -> dict:
         m1_path = args.m1
         config = SemiSupervisedConfig(
             num_labels=args.labels, epochs=args.epochs, batch_size=args.batch_size,
-            labelled_batch_size=args.labelled_batch_size, lr=args.lr, seed=args.seed, label_seed=args.label_seed,
-            device=args.device,
+            labelled_batch_size=args.labelled_batch_size, labelled_every=args.labelled_every, lr=args.lr,
+            seed=args.seed, label_seed=args.label_seed, device=args.device,
         )  # fmt: skip
     data = _load_data(settings, args)
     features, m1 = _m1_features(m1_path, data) if m1_path else (None, None)

@@ -78,6 +78,9 @@ def test_train_ss_writes_checkpoint_metrics_and_pictures_and_loads(tmp_path, cap
     assert features is None and state["extra"]["train"]["num_labels"] == 50
     data = load_dataset("digits")
     assert accuracy(ssvae.predict, data.test) == pytest.approx(summary["test_accuracy"])
+    main(["evaluate", str(out / "checkpoint.pt"), "--num-samples", "100", "--limit", "10", "--quiet"])
+    nll = json.loads(capsys.readouterr().out)  # log p(x) with the label summed out
+    assert nll["num_points"] == 10 and nll["elbo"] < nll["iwae"] < -nll["nll"] < 0
     main(["train-ss", "--epochs", "3", "--labels", "999", "--out", str(out), "--resume", "--quiet"])
     assert load_checkpoint(out / "checkpoint.pt")["config"]["num_labels"] == 50
     main(["train", "--epochs", "1", "--out", str(tmp_path / "vae"), "--device", "cpu", "--quiet"])
@@ -97,5 +100,7 @@ def test_train_ss_on_m1_features(tmp_path, capsys):
     summary = json.loads((tmp_path / "m2" / "metrics.jsonl").read_text().splitlines()[-1])
     assert accuracy(lambda x: ssvae.predict(features(x)), data.test) == pytest.approx(summary["test_accuracy"])
     assert png_size(tmp_path / "m2" / "analogies.png") == (11 * 34 + 2, 20 * 34 + 2)
+    with pytest.raises(ValueError, match=r"M1\+M2 model"):
+        main(["evaluate", str(tmp_path / "m2" / "checkpoint.pt"), "--num-samples", "10", "--quiet"])
     with pytest.raises(ValueError, match="not of 'mnist'"):
         _m1_features(str(tmp_path / "m1" / "checkpoint.pt"), replace(data, name="mnist"))
