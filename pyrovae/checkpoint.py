@@ -79,6 +79,19 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return state
 
 
+def check_resumable(path: str | os.PathLike, saved: dict[str, Any], config: dict[str, Any]) -> None:
+    """Check that a run saved with settings ``saved`` may continue with ``config`` (both plain dicts):
+    only ``epochs`` and ``device`` may differ.
+
+    :raises CheckpointError: naming both settings.
+    """
+    if saved | {"epochs": config["epochs"], "device": config["device"]} != config:
+        raise CheckpointError(
+            f"{path} was trained with other settings ({saved}) than {config}: only epochs and device may change "
+            "on resume"
+        )
+
+
 def param_state() -> dict[str, torch.Tensor]:
     """The unconstrained value of every parameter in Pyro's param store, by name (detached copies)."""
     return {name: p.detach().clone() for name, p in pyro.get_param_store().named_parameters()}

@@ -30,7 +30,6 @@ observed or enumerated, never both); :func:`split_batch` turns a mixed batch wit
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import warnings
@@ -45,11 +44,11 @@ from pyro.infer import ELBO, TraceEnum_ELBO
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import CheckpointError, check_resumable, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .data.datasets import Dataset, Split
 from .device import resolve_device
 from .ssvae import SSVAE
-from .train import METRICS, minibatches
+from .train import METRICS, append_metrics, minibatches, write_metrics
 from .validation import check_labels
 
 CHECKPOINT = "checkpoint.pt"
@@ -162,12 +161,10 @@ def _cycle(num: int, batch_size: int, device: torch.device) -> Iterator[torch.Te
         yield from minibatches(num, min(batch_size, num), device, drop_last=True)
 
 
-def _step(optim: torch.optim.Optimizer, loss: torch.Tensor, sums: torch.Tensor, slot: int, offset=0.0) -> None:
-    """One Adam step on ``loss``; adds the ELBO ``-loss - offset`` to ``sums[slot]``."""
+def _adam_step(optim: torch.optim.Optimizer, loss: torch.Tensor) -> None:
     optim.zero_grad()
     loss.backward()
     optim.step()
-    sums[slot] -= loss.detach() + offset
 
 
 def fit_semisupervised(
@@ -227,11 +224,7 @@ def fit_semisupervised(
     history: list[dict[str, float]] = []
     if resume:
         state = load_checkpoint(out / CHECKPOINT, map_location=device)
-        if state["config"] | {"epochs": config.epochs, "device": config.device} != asdict(config):
-            raise CheckpointError(
-                f"{out / CHECKPOINT} was trained with other settings ({state['config']}) than {asdict(config)}: "
-                "only epochs and device may change on resume"
-            )
+        check_resumable(out / CHECKPOINT, state["config"], asdict(config))
         try:
             ssvae.load_state_dict(state["weights"])
             optim.load_state_dict(state["optim"])
@@ -242,27 +235,34 @@ def fit_semisupervised(
     else:
         pyro.set_rng_seed(config.seed)
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / METRICS).write_text("".join(json.dumps(row) + "\n" for row in history))
+        write_metrics(out / METRICS, history)
 
     unlabelled_steps = -(-len(x_u) // config.batch_size)
+    if config.labelled_every > unlabelled_steps:
+        raise ValueError(
+            f"labelled_every ({config.labelled_every}) exceeds the {unlabelled_steps} unlabelled steps of an epoch: "
+            "no labelled step would be taken"
+        )
     bar = tqdm(total=config.epochs * unlabelled_steps, initial=len(history) * unlabelled_steps, unit="step",
                desc="training", disable=None if progress is None else not progress)  # fmt: skip
     for epoch in range(len(history), config.epochs):
         start, labelled = time.perf_counter(), _cycle(len(x_l), config.labelled_batch_size, device)
-        sums = torch.zeros(4, device=device)  # labelled ELBO, unlabelled ELBO, labelled log q(y|x), labelled rows
+        sums, labelled_rows = torch.zeros(3, device=device), 0  # labelled ELBO, unlabelled ELBO, labelled log q
         for step, idx in enumerate(minibatches(len(x_u), config.batch_size, device), 1):
-            _step(optim, semisupervised_loss(ssvae.model, ssvae.guide, elbo, None, draw(x_u[idx])), sums, 1)
+            loss = semisupervised_loss(ssvae.model, ssvae.guide, elbo, None, draw(x_u[idx]))
+            _adam_step(optim, loss)
+            sums[1] -= loss.detach()
             if step % config.labelled_every == 0:
                 lab = next(labelled)
                 xb, yb = draw(x_l[lab]), y_l[lab]
                 loss = semisupervised_loss(ssvae.model, ssvae.guide, elbo, (xb, yb), None)
-                with torch.no_grad():  # report the labelled ELBO without the classification term
+                with torch.no_grad():  # the same weights as the loss: its ELBO without the classification term
                     log_q = ssvae.classifier(xb).log_softmax(-1).gather(-1, yb[:, None]).sum()
-                    sums[2:] += torch.stack([log_q, torch.tensor(float(len(lab)), device=device)])
-                _step(optim, loss, sums, 0, offset=ssvae.alpha * log_q)
+                    sums[0::2] += torch.stack([-loss.detach() - ssvae.alpha * log_q, log_q])
+                labelled_rows += len(lab)
+                _adam_step(optim, loss)
             bar.update()
-        sums = (sums[:3] / torch.stack([sums[3], torch.tensor(float(len(x_u)), device=device), sums[3]])).tolist()
+        sums = (sums / torch.tensor([labelled_rows, len(x_u), labelled_rows], device=device)).tolist()
         row: dict[str, float] = {"epoch": epoch + 1, "labelled_elbo": sums[0], "unlabelled_elbo": sums[1],
                                  "labelled_log_q": sums[2]}  # fmt: skip
         ssvae.eval()
@@ -278,8 +278,7 @@ def fit_semisupervised(
         if verbose:
             bar.write(", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
         if out is not None:
-            with open(out / METRICS, "a") as f:
-                f.write(json.dumps(row) + "\n")
+            append_metrics(out / METRICS, row)
             save_checkpoint(out / CHECKPOINT, {
                 "epoch": epoch + 1, "weights": ssvae.state_dict(), "optim": optim.state_dict(), "rng": rng_state(),
                 "history": history, "config": asdict(config), "extra": extra or {},

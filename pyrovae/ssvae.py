@@ -67,6 +67,7 @@ from torch import nn
 
 from .distributions import IndependentBernoulli
 from .nets import ConditionalMLP, mlp
+from .plate import data_plate
 from .validation import check_binary, check_finite, check_labels, check_shape
 
 #: the observation models :class:`SSVAE` knows
@@ -153,13 +154,6 @@ class SSVAE(nn.Module):
     def _device(self) -> torch.device:
         return next(self.decoder.parameters()).device
 
-    def _plate(self, batch_size: int, num_data: int | None, device: torch.device) -> pyro.plate:
-        if num_data is None:
-            return pyro.plate(self.site("data"), batch_size, device=device)
-        if num_data < batch_size:
-            raise ValueError(f"num_data ({num_data}) is smaller than the batch ({batch_size} data points)")
-        return pyro.plate(self.site("data"), num_data, subsample=torch.arange(batch_size, device=device))
-
     def _check(self, x: torch.Tensor, y: torch.Tensor | None) -> None:
         check_shape(x, self.x_dim)
         if y is not None:
@@ -199,7 +193,7 @@ class SSVAE(nn.Module):
             batch_size, device, num_data = len(y), y.device, None
         else:
             batch_size, device, num_data = num_data or 1, self._device(), None
-        with self._plate(batch_size, num_data, device):
+        with data_plate(self.site("data"), batch_size, num_data, device):
             prior = dist.Normal(torch.zeros(batch_size, self.z_dim, device=device), 1.0).to_event(1)
             z = pyro.sample(self.site("z"), prior)
             uniform = torch.zeros(batch_size, self.num_classes, device=device)
@@ -224,7 +218,7 @@ class SSVAE(nn.Module):
         pyro.module(self.site("classifier"), self.classifier)
         pyro.module(self.site("encoder"), self.encoder)
         self._check(x, y)
-        with self._plate(x.shape[0], num_data, x.device):
+        with data_plate(self.site("data"), x.shape[0], num_data, x.device):
             if y is None:
                 infer = {"enumerate": self.enumerate} if self.enumerate else {}
                 y = pyro.sample(self.site("y"), dist.Categorical(logits=self.classifier(x)), infer=infer)

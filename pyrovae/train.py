@@ -34,7 +34,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .checkpoint import (
-    CheckpointError,
+    check_resumable,
     load_checkpoint,
     param_state,
     register_params,
@@ -176,22 +176,17 @@ def fit(
     history: list[dict[str, float]] = []
     if resume:
         state = load_checkpoint(out / CHECKPOINT, map_location=device)
-        free = {"epochs": config.epochs, "device": config.device}
-        if state["config"] | free != asdict(config):
-            raise CheckpointError(
-                f"{out / CHECKPOINT} was trained with other settings ({state['config']}) than {asdict(config)}: "
-                "only epochs and device may change on resume"
-            )
+        check_resumable(out / CHECKPOINT, state["config"], asdict(config))
         register_params(model, guide, _train_batch(data, torch.arange(1, device=device)), num_data=num_data)
         restore_params(state["params"])
         optim.set_state(state["optim"])
         set_rng_state(state["rng"])
         history = list(state["history"])
-        _write_metrics(out / METRICS, history)
+        write_metrics(out / METRICS, history)
     else:
         pyro.set_rng_seed(config.seed)
         if out is not None:
-            _write_metrics(out / METRICS, history)
+            write_metrics(out / METRICS, history)
 
     steps_per_epoch = num_batches(num_data, config.batch_size, drop_last=config.jit)
     bar = tqdm(
@@ -219,7 +214,7 @@ def fit(
         if verbose:
             bar.write(", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
         if out is not None:
-            _append_metrics(out / METRICS, row)
+            append_metrics(out / METRICS, row)
             save_checkpoint(
                 out / CHECKPOINT,
                 {
@@ -236,11 +231,13 @@ def fit(
     return history
 
 
-def _write_metrics(path: Path, history: list[dict[str, float]]) -> None:
+def write_metrics(path: Path, history: list[dict[str, float]]) -> None:
+    """Write ``history`` to ``path`` as JSON lines, one per epoch (replacing the file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(row) + "\n" for row in history))
 
 
-def _append_metrics(path: Path, row: dict[str, float]) -> None:
+def append_metrics(path: Path, row: dict[str, float]) -> None:
+    """Append one epoch's ``row`` to the JSON-lines file at ``path``."""
     with open(path, "a") as f:
         f.write(json.dumps(row) + "\n")

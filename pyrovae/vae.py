@@ -40,6 +40,7 @@ from torch import nn
 
 from .distributions import IndependentBernoulli
 from .nets import Decoder, Encoder
+from .plate import data_plate
 from .validation import check_binary, check_finite, check_shape
 
 
@@ -96,16 +97,6 @@ class VAE(nn.Module):
     def _device(self) -> torch.device:
         return next(self.decoder.parameters()).device
 
-    def _plate(self, batch_size: int, num_data: int | None, device: torch.device) -> pyro.plate:
-        """The data plate: a minibatch of ``batch_size`` out of ``num_data`` points, so that every
-        per-datapoint log-density is scaled by ``num_data / batch_size``."""
-        if num_data is None:
-            return pyro.plate(self.site("data"), batch_size, device=device)
-        if num_data < batch_size:
-            raise ValueError(f"num_data ({num_data}) is smaller than the batch ({batch_size} data points)")
-        subsample = torch.arange(batch_size, device=device)
-        return pyro.plate(self.site("data"), num_data, subsample=subsample, device=device)
-
     def _check(self, x: torch.Tensor) -> None:
         """Shape checks always; value checks (finite, binary) while Pyro validation is enabled."""
         check_shape(x, self.x_dim)
@@ -127,7 +118,7 @@ class VAE(nn.Module):
             batch_size, device = x.shape[0], x.device
         else:
             batch_size, device, num_data = num_data or 1, self._device(), None
-        with self._plate(batch_size, num_data, device):
+        with data_plate(self.site("data"), batch_size, num_data, device):
             prior = dist.Normal(torch.zeros(batch_size, self.z_dim, device=device), 1.0).to_event(1)
             z = pyro.sample(self.site("z"), prior)
             logits = self.decoder(z)
@@ -144,6 +135,6 @@ class VAE(nn.Module):
             raise ValueError("the guide q(z|x) needs data x; to generate from the prior, run the model alone")
         pyro.module(self.site("encoder"), self.encoder)
         self._check(x)
-        with self._plate(x.shape[0], num_data, x.device):
+        with data_plate(self.site("data"), x.shape[0], num_data, x.device):
             loc, scale = self.encoder(x)
             return pyro.sample(self.site("z"), dist.Normal(loc, scale).to_event(1))

@@ -1,0 +1,20 @@
+"""The data plate every pyrovae model puts its per-datapoint sites in."""
+
+from __future__ import annotations
+
+import pyro
+import torch
+
+
+def data_plate(name: str, batch_size: int, num_data: int | None, device: torch.device) -> pyro.plate:
+    """A plate over a minibatch of ``batch_size`` rows out of ``num_data`` points, so that every
+    per-datapoint log-density is scaled by ``num_data / batch_size``; with ``num_data=None`` the minibatch
+    is the whole data (no scaling).
+
+    :raises ValueError: if ``num_data`` is smaller than the minibatch.
+    """
+    if num_data is None:
+        return pyro.plate(name, batch_size, device=device)
+    if num_data < batch_size:
+        raise ValueError(f"num_data ({num_data}) is smaller than the batch ({batch_size} data points)")
+    return pyro.plate(name, num_data, subsample=torch.arange(batch_size, device=device), device=device)
