@@ -22,7 +22,10 @@ def main(args):
     data = pyrovae.load_dataset(args.dataset, args.data_dir)
     vae = pyrovae.VAE(data.x_dim, z_dim=args.z_dim, hidden=args.hidden)
     config = pyrovae.TrainConfig(epochs=args.epochs, seed=args.seed, device=args.device)
-    history = pyrovae.fit(vae.model, vae.guide, data, config, out_dir=args.out, extra={"vae": vae.config})
+    # the dataset settings let `pyrovae evaluate` and `pyrovae plot` reload the data from the checkpoint
+    settings = {"name": data.name, "binarize": data.binarize, "valid_size": len(data.valid)}
+    history = pyrovae.fit(vae.model, vae.guide, data, config, out_dir=args.out,
+                          extra={"vae": vae.config, "data": settings})  # fmt: skip
     print(f"test ELBO after {len(history)} epochs: {history[-1]['test_elbo']:.2f} nats per image")
     print("wrote", ", ".join(save_figures(vae.model, vae.guide, data, history, args.out).values()))
     return history

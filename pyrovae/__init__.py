@@ -1,10 +1,12 @@
 """pyrovae: variational autoencoders written the Pyro way."""
 
+from . import compare, latent
+from .autoencoder import Autoencoder
 from .checkpoint import CheckpointError, load_checkpoint, load_vae, save_checkpoint
 from .data import Dataset, load_dataset
 from .features import LatentFeatures, active_units
 from .importance import ImportanceEstimate, log_marginal_likelihood
-from .metrics import elbo_per_datapoint
+from .metrics import elbo_per_datapoint, elbo_terms
 from .nets import Decoder, Encoder
 from .semisupervised import SemiSupervisedConfig, fit_semisupervised, labelled_subset, load_ssvae
 from .ssvae import SSVAE
@@ -15,6 +17,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "SSVAE",
+    "Autoencoder",
     "VAE",
     "CheckpointError",
     "Dataset",
@@ -25,10 +28,13 @@ __all__ = [
     "SemiSupervisedConfig",
     "active_units",
     "TrainConfig",
+    "compare",
     "elbo_per_datapoint",
+    "elbo_terms",
     "fit",
     "fit_semisupervised",
     "labelled_subset",
+    "latent",
     "load_checkpoint",
     "load_dataset",
     "load_ssvae",

@@ -141,20 +141,39 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def vae_from_config(config: dict[str, Any]):
+    """Build the model that ``config`` (a :attr:`pyrovae.VAE.config`) describes: a :class:`pyrovae.VAE`, or
+    the :class:`pyrovae.Autoencoder` when ``config["model"] == "autoencoder"`` (the key defaults to ``"vae"``).
+
+    :raises ValueError: for an unknown ``config["model"]``.
+    """
+    from .autoencoder import Autoencoder
+    from .vae import VAE
+
+    models = {cls.kind: cls for cls in (VAE, Autoencoder)}
+    config = dict(config)
+    kind = config.pop("model", VAE.kind)
+    if kind not in models:
+        raise ValueError(f"unknown model {kind!r}: choose one of {sorted(models)}")
+    return models[kind](**config)
+
+
 def load_vae(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
-    """Rebuild the :class:`pyrovae.VAE` saved by ``pyrovae train`` (or by :func:`pyrovae.fit` with
-    ``extra={"vae": vae.config}``) with its trained weights. The param store is not touched.
+    """Rebuild the :class:`pyrovae.VAE` (or :class:`pyrovae.Autoencoder`) saved by ``pyrovae train`` (or by
+    :func:`pyrovae.fit` with ``extra={"vae": vae.config}``) with its trained weights. The param store is
+    not touched.
 
     :returns: ``(vae, checkpoint)``, the checkpoint dict holding ``history``, ``extra`` and the rest.
     :raises CheckpointError: if the checkpoint holds no VAE settings or its weights do not fit.
     """
-    from .vae import VAE
-
     state = load_checkpoint(path, map_location)
     config = state.get("extra", {}).get("vae")
     if not config:
         raise CheckpointError(f"{path} holds no VAE settings (extra['vae']): it was not written by pyrovae train")
-    vae = VAE(**config)
+    try:
+        vae = vae_from_config(config)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from e
     weights = {}
     for part in ("encoder", "decoder"):
         head = pyro.params.param_with_module_name(vae.site(part), "")

@@ -18,21 +18,48 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pyro
+import torch
 
-from .checkpoint import load_checkpoint, load_vae, save_json
+from .autoencoder import Autoencoder
+from .checkpoint import load_checkpoint, load_vae, save_json, vae_from_config
 from .data import BINARIZATIONS, DATASETS, Dataset, load_dataset
 from .data.binarize import EVAL_SEED, binarize
 from .device import resolve_device
 from .features import LatentFeatures, active_units
 from .importance import MAX_MEMORY, log_marginal_likelihood
+from .latent import (
+    INTERPOLATIONS,
+    attribute_images,
+    embed_2d,
+    ink,
+    interpolation_images,
+    manifold_images,
+    posterior_means,
+    traversal_images,
+)
 from .nets import ACTIVATIONS
-from .plots import plot_curves, save_analogies, save_figures
+from .plots import (
+    plot_curves,
+    plot_latent_map,
+    save_analogies,
+    save_figures,
+    save_grid,
+    save_reconstructions,
+    save_samples,
+)
 from .semisupervised import SemiSupervisedConfig, analogies, fit_semisupervised, load_ssvae
 from .ssvae import DEFAULT_ALPHA, SSVAE
+from .tensorboard import TensorBoardLogger
 from .train import CHECKPOINT, ELBOS, TrainConfig, fit
-from .vae import VAE
 
 DEFAULTS = TrainConfig()
+
+
+def _add_source_args(p) -> None:
+    """``--data-dir`` and ``--no-download``: where the dataset files are (on a parser or argument group)."""
+    p.add_argument("--data-dir", default="data",
+                   help="torchvision root holding e.g. MNIST/raw/*.gz; present files are used offline")
+    p.add_argument("--no-download", action="store_true", help="never try to download missing files")
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -40,9 +67,7 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     data.add_argument("--dataset", default="digits", choices=DATASETS,
                       help="'digits' is embedded (scikit-learn's 8x8 digits, no files needed); the others "
                       "come through torchvision from --data-dir")
-    data.add_argument("--data-dir", default="data",
-                      help="torchvision root holding e.g. MNIST/raw/*.gz; present files are used offline")
-    data.add_argument("--no-download", action="store_true", help="never try to download missing files")
+    _add_source_args(data)
     data.add_argument("--valid-size", type=int, default=None,
                       help="training images held out for validation (default: 200 for digits, 10000 for the "
                       "28x28 sets; 0 trains on the whole official training set)")
@@ -55,8 +80,10 @@ def _add_train_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "train",
         help="train a VAE with SVI and write checkpoint, metrics and pictures",
-        description="Train a VAE (Bernoulli likelihood, MLP encoder/decoder) by SVI. Writes into --out: "
-        "checkpoint.pt (every epoch), metrics.jsonl, samples.png, reconstructions.png and elbo.png.",
+        description="Train a VAE (Bernoulli likelihood, MLP encoder/decoder) by SVI, or with --model autoencoder "
+        "a deterministic autoencoder with the same nets. Writes into --out: checkpoint.pt (every epoch), "
+        "metrics.jsonl, samples.png, reconstructions.png and elbo.png (and with --tensorboard, event files in "
+        "tensorboard/).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     _add_data_args(p)
@@ -65,6 +92,8 @@ def _add_train_parser(subparsers) -> None:
     model.add_argument("--hidden", type=int, nargs="+", default=[400],
                        help="hidden layer sizes of the encoder (the decoder mirrors them), e.g. --hidden 200 200")
     model.add_argument("--activation", default="relu", choices=sorted(ACTIVATIONS), help="hidden activation")
+    model.add_argument("--model", default="vae", choices=("vae", "autoencoder"),
+                       help="vae, or a deterministic autoencoder with the same nets (pyrovae.Autoencoder)")
     train = p.add_argument_group("training")
     train.add_argument("--epochs", type=int, default=100, help="passes over the training set")
     train.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="minibatch size")
@@ -81,6 +110,8 @@ def _add_train_parser(subparsers) -> None:
                      help="continue the run in --out with its saved settings; only --epochs and --device "
                      "are taken from this command line")
     out.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    out.add_argument("--tensorboard", action="store_true",
+                     help="log scalars and image grids each epoch to OUT/tensorboard (needs pyrovae[tensorboard])")
     p.set_defaults(func=train_command)
 
 
@@ -101,18 +132,22 @@ def train_command(args: argparse.Namespace) -> dict:
         config = TrainConfig(**{**saved["train"], "epochs": args.epochs, "device": args.device})
     else:
         settings = {"name": args.dataset, "binarize": args.binarize, "valid_size": args.valid_size}
-        vae_config = {"z_dim": args.z_dim, "hidden": args.hidden, "activation": args.activation}
+        vae_config = {"model": args.model, "z_dim": args.z_dim, "hidden": args.hidden, "activation": args.activation}
         config = TrainConfig(
             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, elbo=args.elbo, jit=args.jit,
             num_particles=args.particles, seed=args.seed, device=args.device,
         )
     data = _load_data(settings, args)
     pyro.clear_param_store()
-    vae = VAE(data.x_dim, **{k: v for k, v in vae_config.items() if k != "x_dim"})
+    vae = vae_from_config({**vae_config, "x_dim": data.x_dim})
     extra = {"data": settings, "vae": vae.config, "train": asdict(config)}
-    history = fit(
-        vae.model, vae.guide, data, config, out_dir=out, resume=args.resume, extra=extra, verbose=not args.quiet
-    )
+    logger = TensorBoardLogger(out / "tensorboard", vae.model, vae.guide, data) if args.tensorboard else None
+    try:
+        history = fit(vae.model, vae.guide, data, config, out_dir=out, resume=args.resume, extra=extra,
+                      verbose=not args.quiet, callback=logger)  # fmt: skip
+    finally:
+        if logger is not None:
+            logger.close()
     files = save_figures(vae.model, vae.guide, data, history, out)
     summary = {**history[-1], "checkpoint": str(out / CHECKPOINT), **files}
     print(json.dumps(summary, indent=2))
@@ -135,8 +170,7 @@ def _add_evaluate_parser(subparsers) -> None:
     p.add_argument("--num-samples", type=int, default=5000, help="importance samples per data point")
     p.add_argument("--split", default="test", choices=("test", "valid", "train"), help="which split to evaluate")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N points of the split")
-    p.add_argument("--data-dir", default="data", help="torchvision root holding e.g. MNIST/raw/*.gz")
-    p.add_argument("--no-download", action="store_true", help="never try to download missing files")
+    _add_source_args(p)
     p.add_argument("--iwae-k", type=int, default=None,
                    help="samples per group of the reported IWAE bound (default: min(50, --num-samples))")
     p.add_argument("--seed", type=int, default=0, help="seed of the importance samples")
@@ -156,6 +190,8 @@ def _load_model(path: str, device) -> tuple:
     model sums the label out of log p(x))."""
     if "ssvae" not in load_checkpoint(path)["extra"]:
         vae, state = load_vae(path, map_location=device)
+        if isinstance(vae, Autoencoder):
+            raise ValueError(f"{path} is a deterministic autoencoder: it has no density p(x) to estimate")
         return vae.model, vae.guide, state
     ssvae, features, state = load_ssvae(path, map_location=device)
     if features is not None:
@@ -243,6 +279,8 @@ def _add_train_ss_parser(subparsers) -> None:
 def _m1_features(path: str, data: Dataset) -> tuple[LatentFeatures, dict]:
     """The M1 feature map of the VAE checkpoint at ``path``, and what to save of it."""
     vae, state = load_vae(path)
+    if isinstance(vae, Autoencoder):
+        raise ValueError(f"--m1 {path} is a deterministic autoencoder: M1 features come from a VAE's q(z|x)")
     trained_on = state["extra"].get("data", {}).get("name")
     if trained_on != data.name or vae.x_dim != data.x_dim:
         raise ValueError(f"--m1 {path} is a VAE of {trained_on!r} data, not of {data.name!r}: train it on {data.name}")
@@ -288,12 +326,110 @@ def train_ss_command(args: argparse.Namespace) -> dict:
     return summary
 
 
+PLOTS = ("latent-map", "manifold", "interpolation", "traversal", "attribute", "samples", "reconstructions")
+
+
+def _add_plot_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "plot",
+        help="draw a picture of a trained VAE or autoencoder: latent map, manifold, interpolations, ...",
+        description="Write one picture of the model in CHECKPOINT (from pyrovae train) as a PNG. latent-map: "
+        "posterior means of --num-points images of --split coloured by label (t-SNE unless z is 2-D); manifold: "
+        "decoded grid of quantiles of N(0, I) (z_dim = 2 only); interpolation: --pairs rows of --steps decoded "
+        "codes between two images' means (--method linear or spherical); traversal: the --units most active "
+        "units of one image's mean varied over +-2 std; attribute: the attribute vector (--attribute thickness: "
+        "images with more ink than the median minus the others; class:K: class K minus the others) added with "
+        "weights 0..2 to images without the attribute; samples and reconstructions as in pyrovae train.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("kind", choices=PLOTS, help="which picture")
+    p.add_argument("checkpoint", help="checkpoint.pt written by pyrovae train")
+    p.add_argument("--out", default=None, help="PNG to write (default: KIND.png beside the checkpoint)")
+    _add_source_args(p)
+    p.add_argument("--split", default="test", choices=("test", "valid", "train"), help="images to draw from")
+    p.add_argument("--num-points", type=int, default=2000, help="latent-map: points plotted")
+    p.add_argument("--grid", type=int, default=20, help="manifold: images per side")
+    p.add_argument("--steps", type=int, default=10, help="interpolation/traversal: images per row")
+    p.add_argument("--pairs", type=int, default=8, help="interpolation: rows (pairs of images)")
+    p.add_argument("--method", default="linear", choices=INTERPOLATIONS, help="interpolation: path between codes")
+    p.add_argument("--units", type=int, default=8, help="traversal: rows (most active units first)")
+    p.add_argument("--attribute", default="thickness", help="attribute: 'thickness' or 'class:K'")
+    p.add_argument("--seed", type=int, default=0, help="seed of the image choice, samples and t-SNE")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
+    p.set_defaults(func=plot_command)
+
+
+def _attribute_mask(name: str, x, labels):
+    """The boolean mask of the images ``x`` that have the attribute ``name`` (see ``pyrovae plot -h``)."""
+    if name == "thickness":
+        amount = ink(x)
+        return amount > amount.median()
+    kind, _, value = name.partition(":")
+    if kind != "class" or not value.isdigit():
+        raise ValueError(f"unknown attribute {name!r}: use 'thickness' or 'class:K' with K a class index")
+    if labels is None:
+        raise ValueError(f"attribute {name!r} needs labels, and this split has none: use 'thickness'")
+    return labels == int(value)
+
+
+def plot_command(args: argparse.Namespace) -> str:
+    """``pyrovae plot``: writes the picture and returns (and prints) its path."""
+    device = resolve_device(args.device)
+    if "vae" not in load_checkpoint(args.checkpoint)["extra"]:
+        raise ValueError(f"{args.checkpoint} is not a VAE or autoencoder checkpoint: plot works on pyrovae train "
+                         "runs (train-ss writes its own analogies.png)")  # fmt: skip
+    vae, state = load_vae(args.checkpoint, map_location=device)
+    vae.eval()
+    settings = state["extra"].get("data")
+    if settings is None:
+        raise ValueError(
+            f"{args.checkpoint} does not record its dataset: train with pyrovae train, or pass "
+            "extra={'data': {'name': ..., 'binarize': ..., 'valid_size': ...}} to pyrovae.fit"
+        )
+    data = _load_data({**settings, "binarize": "none"}, args)  # grey levels: ink is measured on them
+    split = getattr(data, args.split)
+    if not len(split):
+        raise ValueError(f"the {args.split} split of {data.name} is empty: choose another --split")
+    pyro.set_rng_seed(args.seed)
+    order = torch.randperm(len(split))
+    grey = split.x.to(device)
+    # the model sees what it was trained on: the split binarized once with the evaluation seed
+    x = (grey if settings["binarize"] == "none" else binarize(grey, seed=EVAL_SEED))[order]
+    grey, labels = grey[order], None if split.y is None else split.y[order].to(device)
+    out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"{args.kind}.png"
+    shape, model, guide = data.image_shape, vae.model, vae.guide
+    if args.kind == "latent-map":
+        x, labels = x[: args.num_points], None if labels is None else labels[: args.num_points]
+        points = embed_2d(posterior_means(guide, x), seed=args.seed)
+        method = "posterior means" if vae.z_dim == 2 else f"t-SNE of {vae.z_dim}-D posterior means"
+        plot_latent_map(points, labels, out, title=f"{data.name}: {method}")
+    elif args.kind == "manifold":
+        save_grid(manifold_images(model, args.grid), out, shape)
+    elif args.kind == "interpolation":
+        pairs = x[: 2 * args.pairs].reshape(2, -1, x.shape[-1])
+        save_grid(interpolation_images(model, guide, pairs[0], pairs[1], args.steps, args.method), out, shape)
+    elif args.kind == "traversal":
+        images, _ = traversal_images(model, guide, x[0], x[:1000], args.units, args.steps)
+        save_grid(images, out, shape)
+    elif args.kind == "attribute":
+        mask = _attribute_mask(args.attribute, grey, labels)
+        targets = x[~mask][:8]
+        save_grid(torch.cat([targets[:, None], attribute_images(model, guide, x, mask, targets)], 1), out, shape)
+    elif args.kind == "samples":
+        save_samples(model, out, shape)
+    else:
+        save_reconstructions(model, guide, x[:16], out, shape)
+    print(out)
+    return str(out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pyrovae", description="Variational autoencoders written the Pyro way.")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_train_parser(subparsers)
     _add_evaluate_parser(subparsers)
     _add_train_ss_parser(subparsers)
+    _add_plot_parser(subparsers)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""Pictures of a trained model: prior samples, reconstructions and ELBO curves.
+"""Pictures of a trained model: prior samples, reconstructions, ELBO curves, image grids and latent maps.
 
 The image functions read the observation site's distribution from Pyro traces, so they work for any
 model whose observation site (``"x"`` by default) has a ``mean``; they show means (pixel
@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pyro.poutine as poutine  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from torchvision.utils import save_image  # noqa: E402
+from torchvision.utils import make_grid, save_image  # noqa: E402
 
 from .data.datasets import Dataset  # noqa: E402
 
@@ -41,7 +41,7 @@ def reconstruction_means(model: Callable, guide: Callable, x: torch.Tensor, site
     return trace.nodes[site]["fn"].mean
 
 
-def _as_images(x: torch.Tensor, image_shape: Sequence[int]) -> torch.Tensor:
+def as_images(x: torch.Tensor, image_shape: Sequence[int]) -> torch.Tensor:
     images = x.detach().float().cpu().reshape(len(x), *image_shape)
     height = images.shape[-2]
     if height < MIN_PIXELS:
@@ -53,7 +53,7 @@ def save_samples(
     model: Callable, path: str | os.PathLike, image_shape: Sequence[int], num_samples: int = 64, site: str = "x"
 ) -> torch.Tensor:
     """Save a grid of decoded prior samples to ``path`` (PNG); returns the images."""
-    images = _as_images(prior_means(model, num_samples, site), image_shape)
+    images = as_images(prior_means(model, num_samples, site), image_shape)
     save_image(images, path, nrow=int(num_samples**0.5), pad_value=1.0)
     return images
 
@@ -68,7 +68,7 @@ def save_reconstructions(
 ) -> torch.Tensor:
     """Save the images ``x`` (top row) above their reconstructions (bottom row); returns the images."""
     pair = torch.cat([x, reconstruction_means(model, guide, x, site)])
-    images = _as_images(pair, image_shape)
+    images = as_images(pair, image_shape)
     save_image(images, path, nrow=len(x), pad_value=1.0)
     return images
 
@@ -112,6 +112,16 @@ def save_figures(
     return paths
 
 
+def save_grid(images: torch.Tensor, path: str | os.PathLike, image_shape: Sequence[int]) -> torch.Tensor:
+    """Save ``images`` ``(rows, cols, D)`` as one PNG grid of ``rows x cols`` pictures (2 pixels of white
+    padding, as ``torchvision.utils.make_grid``); returns the pictures ``(rows * cols, C, H, W)``."""
+    if images.dim() != 3:
+        raise ValueError(f"expected images of shape (rows, cols, D), got {tuple(images.shape)}")
+    grid = as_images(images.reshape(-1, images.shape[-1]), image_shape)
+    save_image(grid, path, nrow=images.shape[1], pad_value=1.0)
+    return grid
+
+
 def save_analogies(
     images: torch.Tensor, analogies: torch.Tensor, path: str | os.PathLike, image_shape: Sequence[int]
 ) -> torch.Tensor:
@@ -121,7 +131,46 @@ def save_analogies(
     :param analogies: ``(rows, C, D)`` e.g. from :meth:`pyrovae.SSVAE.analogies`.
     :returns: the saved grid's images.
     """
-    rows = torch.cat([images[:, None, :], analogies], dim=1)
-    grid = _as_images(rows.reshape(-1, rows.shape[-1]), image_shape)
-    save_image(grid, path, nrow=rows.shape[1], pad_value=1.0)
-    return grid
+    return save_grid(torch.cat([images[:, None, :], analogies], dim=1), path, image_shape)
+
+
+def plot_latent_map(
+    points: torch.Tensor, labels: torch.Tensor | None, path: str | os.PathLike, title: str = ""
+) -> plt.Figure:
+    """Scatter ``points`` ``(N, 2)`` (e.g. from :func:`pyrovae.latent.embed_2d`) coloured by integer
+    ``labels`` ``(N,)``, one legend entry per class; 600 x 600 pixels, saved to ``path``."""
+    points = points.detach().cpu()
+    fig, ax = plt.subplots(figsize=(6, 6), dpi=100)
+    if labels is None:
+        ax.scatter(points[:, 0], points[:, 1], s=4, alpha=0.6)
+    else:
+        labels = labels.detach().cpu()
+        cmap = plt.get_cmap("tab10" if int(labels.max()) < 10 else "tab20")
+        for label in labels.unique().tolist():
+            keep = labels == label
+            ax.scatter(points[keep, 0], points[keep, 1], s=4, alpha=0.6, color=cmap(label), label=str(label))
+        ax.legend(markerscale=3, fontsize=8, loc="best", ncol=2)
+    ax.set_title(title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return fig
+
+
+def plot_panels(
+    panels: dict[str, torch.Tensor], path: str | os.PathLike, image_shape: Sequence[int], nrow: int = 8
+) -> plt.Figure:
+    """Grids of images side by side, one titled panel per entry of ``panels`` (title -> ``(N, D)``
+    images, ``nrow`` per row), e.g. decoded prior samples of a VAE beside those of an autoencoder."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.5), dpi=100, squeeze=False)
+    for ax, (title, images) in zip(axes[0], panels.items(), strict=True):
+        grid = make_grid(as_images(images, image_shape), nrow=nrow, pad_value=1.0)
+        ax.imshow(grid.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+        ax.set_title(title, fontsize=10)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return fig

@@ -44,7 +44,15 @@ from pyro.infer import ELBO, TraceEnum_ELBO
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import CheckpointError, check_resumable, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (
+    CheckpointError,
+    check_resumable,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    vae_from_config,
+)
 from .data.datasets import Dataset, Split
 from .device import resolve_device
 from .ssvae import SSVAE
@@ -307,7 +315,6 @@ def load_ssvae(
     :raises CheckpointError: if the checkpoint holds no SSVAE or its weights do not fit.
     """
     from .features import LatentFeatures
-    from .vae import VAE
 
     state = load_checkpoint(path, map_location)
     extra = state.get("extra", {})
@@ -318,7 +325,7 @@ def load_ssvae(
         ssvae.load_state_dict(state["weights"])
         features = None
         if extra.get("m1"):
-            vae = VAE(**extra["m1"]["vae"])
+            vae = vae_from_config(extra["m1"]["vae"])
             features = LatentFeatures(vae.encoder, vae.decoder, extra["m1"]["weights"]["active"])
             features.load_state_dict(extra["m1"]["weights"])
     except (RuntimeError, KeyError, TypeError, ValueError) as e:

@@ -134,6 +134,7 @@ def fit(
     extra: dict[str, Any] | None = None,
     progress: bool | None = None,
     verbose: bool = True,
+    callback: Callable[[dict[str, float]], None] | None = None,
 ) -> list[dict[str, float]]:
     """Train ``model``/``guide`` on ``data.train`` with SVI and Adam, evaluating on ``data.test``.
 
@@ -154,6 +155,10 @@ def fit(
     :param dict extra: plain values stored in the checkpoint under ``"extra"`` (e.g. the model's settings).
     :param bool progress: show a tqdm progress bar (default: only when stderr is a terminal).
     :param bool verbose: print one summary line per epoch.
+    :param callback: called with a copy of the epoch's row at the end of each epoch trained (not for
+        restored ones), after the row has been appended to the history and, with ``out_dir``, written to
+        ``metrics.jsonl`` and the checkpoint; e.g. a :class:`pyrovae.tensorboard.TensorBoardLogger`. It should leave the
+        random state alone (or restore it), or the run will no longer match one without the callback.
     :returns: the metrics history, one dict per epoch (including restored ones).
     """
     config = config or TrainConfig()
@@ -227,6 +232,8 @@ def fit(
                     "extra": extra or {},
                 },
             )
+        if callback is not None:
+            callback(dict(row))
     bar.close()
     return history
 

@@ -60,7 +60,13 @@ class VAE(nn.Module):
         ``(batch, x_dim)``.
     :param str prefix: prepended to every site and module name (``"p/z"``), so that several VAEs can
         live in one Pyro program.
+
+    A variant changes the distributions of ``z`` by overriding :meth:`prior` and :meth:`posterior`
+    (as :class:`pyrovae.Autoencoder` does); :meth:`model` and :meth:`guide` stay the same.
     """
+
+    #: the name under which checkpoints record this class (``config["model"]``)
+    kind = "vae"
 
     def __init__(
         self,
@@ -83,6 +89,7 @@ class VAE(nn.Module):
         self.config: dict[str, Any] | None = None
         if encoder is None and decoder is None and isinstance(activation, str):
             self.config = {
+                "model": self.kind,
                 "x_dim": self.x_dim,
                 "z_dim": self.z_dim,
                 "hidden": [int(h) for h in hidden],
@@ -104,6 +111,15 @@ class VAE(nn.Module):
             check_finite(x)
             check_binary(x)
 
+    def prior(self, batch_size: int, device: torch.device) -> dist.TorchDistribution:
+        """The distribution of ``z`` in the model, :math:`\\mathcal{N}(0, I)` with batch shape ``(batch_size,)``."""
+        return dist.Normal(torch.zeros(batch_size, self.z_dim, device=device), 1.0).to_event(1)
+
+    def posterior(self, x: torch.Tensor) -> dist.TorchDistribution:
+        """The distribution of ``z`` in the guide, :math:`\\mathcal{N}(\\mu(x), \\mathrm{diag}\\,\\sigma(x)^2)`."""
+        loc, scale = self.encoder(x)
+        return dist.Normal(loc, scale).to_event(1)
+
     def model(self, x: torch.Tensor | None = None, num_data: int | None = None) -> torch.Tensor:
         """Generative model :math:`p(z)\\,p(x|z)`.
 
@@ -119,8 +135,7 @@ class VAE(nn.Module):
         else:
             batch_size, device, num_data = num_data or 1, self._device(), None
         with data_plate(self.site("data"), batch_size, num_data, device):
-            prior = dist.Normal(torch.zeros(batch_size, self.z_dim, device=device), 1.0).to_event(1)
-            z = pyro.sample(self.site("z"), prior)
+            z = pyro.sample(self.site("z"), self.prior(batch_size, device))
             logits = self.decoder(z)
             return pyro.sample(self.site("x"), IndependentBernoulli(logits), obs=x)
 
@@ -136,5 +151,4 @@ class VAE(nn.Module):
         pyro.module(self.site("encoder"), self.encoder)
         self._check(x)
         with data_plate(self.site("data"), x.shape[0], num_data, x.device):
-            loc, scale = self.encoder(x)
-            return pyro.sample(self.site("z"), dist.Normal(loc, scale).to_event(1))
+            return pyro.sample(self.site("z"), self.posterior(x))

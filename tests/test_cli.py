@@ -4,7 +4,7 @@ from dataclasses import replace
 import pytest
 
 from pyrovae import CheckpointError, load_dataset, load_ssvae
-from pyrovae.checkpoint import load_checkpoint
+from pyrovae.checkpoint import load_checkpoint, save_checkpoint
 from pyrovae.cli import _m1_features, build_parser, main
 from pyrovae.semisupervised import accuracy
 from tests.common import png_size
@@ -86,6 +86,8 @@ def test_train_ss_writes_checkpoint_metrics_and_pictures_and_loads(tmp_path, cap
     main(["train", "--epochs", "1", "--out", str(tmp_path / "vae"), "--device", "cpu", "--quiet"])
     with pytest.raises(CheckpointError, match="no SSVAE"):
         load_ssvae(tmp_path / "vae" / "checkpoint.pt")
+    with pytest.raises(ValueError, match="not a VAE or autoencoder checkpoint"):
+        main(["plot", "samples", str(out / "checkpoint.pt")])
 
 
 def test_train_ss_on_m1_features(tmp_path, capsys):
@@ -104,3 +106,45 @@ def test_train_ss_on_m1_features(tmp_path, capsys):
         main(["evaluate", str(tmp_path / "m2" / "checkpoint.pt"), "--num-samples", "10", "--quiet"])
     with pytest.raises(ValueError, match="not of 'mnist'"):
         _m1_features(str(tmp_path / "m1" / "checkpoint.pt"), replace(data, name="mnist"))
+
+
+def test_plot_draws_every_kind_of_picture(tmp_path, capsys):
+    run = tmp_path / "vae"
+    main(["train", "--epochs", "2", "--z-dim", "2", "--out", str(run), "--device", "cpu", "--quiet"])
+    checkpoint = str(run / "checkpoint.pt")
+    sizes = {  # 8x8 digits are enlarged to 32x32, 2 px of padding
+        "latent-map": (600, 600),
+        "manifold": (5 * 34 + 2, 5 * 34 + 2),
+        "interpolation": (6 * 34 + 2, 3 * 34 + 2),
+        "traversal": (6 * 34 + 2, 2 * 34 + 2),
+        "attribute": (6 * 34 + 2, 8 * 34 + 2),  # input image + weights 0, 0.5, 1, 1.5, 2; 8 images
+        "samples": (8 * 34 + 2, 8 * 34 + 2),
+        "reconstructions": (16 * 34 + 2, 2 * 34 + 2),
+    }
+    for kind, size in sizes.items():
+        main(["plot", kind, checkpoint, "--num-points", "100", "--grid", "5", "--steps", "6", "--pairs", "3",
+              "--units", "2", "--device", "cpu"])  # fmt: skip
+        assert png_size(run / f"{kind}.png") == size, kind
+    main(["plot", "attribute", checkpoint, "--attribute", "class:3", "--out", str(tmp_path / "three.png")])
+    assert png_size(tmp_path / "three.png") == sizes["attribute"]
+    with pytest.raises(ValueError, match="unknown attribute 'bold'"):
+        main(["plot", "attribute", checkpoint, "--attribute", "bold"])
+    state = load_checkpoint(checkpoint)
+    save_checkpoint(tmp_path / "bare.pt", {**state, "extra": {"vae": state["extra"]["vae"]}})
+    with pytest.raises(ValueError, match="does not record its dataset"):
+        main(["plot", "samples", str(tmp_path / "bare.pt")])
+
+
+def test_autoencoder_with_tensorboard_then_plots_and_refuses_evaluate(tmp_path, capsys):
+    main(["train", "--model", "autoencoder", "--epochs", "2", "--z-dim", "3", "--out", str(tmp_path), "--device",
+          "cpu", "--quiet", "--tensorboard"])  # fmt: skip
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["extra"]["vae"]["model"] == "autoencoder"
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    main(["plot", "latent-map", str(tmp_path / "checkpoint.pt"), "--num-points", "50"])
+    assert png_size(tmp_path / "latent-map.png") == (600, 600)
+    with pytest.raises(ValueError, match="z_dim = 2"):
+        main(["plot", "manifold", str(tmp_path / "checkpoint.pt")])
+    with pytest.raises(ValueError, match="no density"):
+        main(["evaluate", str(tmp_path / "checkpoint.pt")])
+    with pytest.raises(ValueError, match="M1 features come from a VAE"):
+        main(["train-ss", "--m1", str(tmp_path / "checkpoint.pt"), "--out", str(tmp_path / "ss")])

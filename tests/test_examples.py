@@ -36,3 +36,64 @@ def test_semi_supervised_example(tmp_path):
     assert [row["labels"] for row in rows] == [50, 100]
     assert all(0 <= row["test_accuracy"] <= 1 and row["log_px"] < 0 for row in rows)
     assert png_size(tmp_path / "labels-100" / "analogies.png")[0] > 0
+
+
+def test_vae_vs_ae_example(tmp_path):
+    import json
+
+    import torch
+
+    from pyrovae.latent import decode
+
+    example = load("vae_vs_ae")
+    args = ["--epochs", "2", "--z-dim", "4", "--hidden", "32", "--num-samples", "100", "--classifier-iters", "5",
+            "--out", str(tmp_path), "--device", "cpu"]  # fmt: skip
+    results = example.main(example.parser().parse_args(args))
+    names = ("real", "VAE", "autoencoder")
+    for name in names:
+        row = results[name]
+        assert 0 <= row["confident_share"] <= 1
+        assert 0 <= row["class_entropy"] <= torch.log(torch.tensor(10.0)) + 1e-6
+        assert row["nearest_distance"] >= 0 and row["frechet_distance"] >= 0
+    assert all(results[name]["train_elbo"] < 0 and results[name]["test_elbo"] < 0 for name in names[1:])
+    assert results["VAE"] != results["autoencoder"]
+    assert png_size(tmp_path / "vae_vs_ae.png")[0] > 0
+    saved = json.loads((tmp_path / "vae_vs_ae.json").read_text())
+    assert set(names) <= set(saved) and saved["settings"]["epochs"] == 2
+    for folder in ("vae", "autoencoder"):
+        assert (tmp_path / folder / "checkpoint.pt").is_file()
+    # after both trainings, each model decodes with its own decoder's weights, not the param store's latest
+    vae, ae = results["models"]["VAE"], results["models"]["autoencoder"]
+    z = torch.randn(5, 4)
+    for model in (vae, ae):
+        assert torch.allclose(decode(model.model, z), torch.sigmoid(model.decoder(z)).detach())
+    assert not torch.allclose(decode(vae.model, z), decode(ae.model, z))
+
+
+def test_latent_space_example(tmp_path):
+    example = load("latent_space")
+    tiny = ["--epochs", "1", "--hidden", "32", "--grid", "5", "--steps", "4", "--pairs", "2", "--units", "2",
+            "--device", "cpu"]  # fmt: skip
+    result = example.main(example.parser().parse_args([*tiny, "--out", str(tmp_path / "train")]))
+    names = ("latent_map", "manifold", "interpolation", "interpolation_spherical", "traversal", "attribute")
+    assert set(result["paths"]) == set(names)
+    for name in names:
+        assert png_size(result["paths"][name])[0] > 0
+    width, height = png_size(result["paths"]["manifold"])
+    assert width == height  # a square grid of 5 x 5 images
+    assert len(result["attribute_ink"]) == len(result["attribute_weights"]) == 5
+    assert all(0 <= v <= 1 for v in result["attribute_ink"])
+    # the same pictures from the checkpoint the run wrote, without training
+    checkpoint = str(tmp_path / "train" / "checkpoint.pt")
+    reloaded = example.main(example.parser().parse_args([*tiny, "--checkpoint", checkpoint, "--out", str(tmp_path)]))
+    assert reloaded["attribute_ink"] == result["attribute_ink"]
+
+
+def test_latent_space_example_tsne(tmp_path):
+    example = load("latent_space")
+    args = ["--epochs", "1", "--z-dim", "3", "--hidden", "32", "--num-points", "40", "--steps", "3", "--pairs", "1",
+            "--units", "2", "--out", str(tmp_path), "--device", "cpu"]  # fmt: skip
+    result = example.main(example.parser().parse_args(args))
+    assert result["paths"]["manifold"] is None and not (tmp_path / "manifold.png").exists()
+    assert png_size(tmp_path / "latent_map.png") == (600, 600)
+    assert png_size(tmp_path / "attribute.png")[0] > 0
