@@ -6,6 +6,7 @@ from .checkpoint import CheckpointError, load_checkpoint, load_vae, save_checkpo
 from .data import Dataset, load_dataset
 from .features import LatentFeatures, active_units
 from .importance import ImportanceEstimate, log_marginal_likelihood
+from .iwae import TraceIWAE_ELBO
 from .metrics import elbo_per_datapoint, elbo_terms
 from .nets import Decoder, Encoder
 from .semisupervised import SemiSupervisedConfig, fit_semisupervised, labelled_subset, load_ssvae
@@ -26,6 +27,7 @@ __all__ = [
     "ImportanceEstimate",
     "LatentFeatures",
     "SemiSupervisedConfig",
+    "TraceIWAE_ELBO",
     "active_units",
     "TrainConfig",
     "compare",

@@ -143,14 +143,16 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def vae_from_config(config: dict[str, Any]):
     """Build the model that ``config`` (a :attr:`pyrovae.VAE.config`) describes: a :class:`pyrovae.VAE`, or
-    the :class:`pyrovae.Autoencoder` when ``config["model"] == "autoencoder"`` (the key defaults to ``"vae"``).
+    the :class:`pyrovae.Autoencoder` (``config["model"] == "autoencoder"``) or the IAF-guided
+    :class:`pyrovae.flows.IAFVAE` (``"iaf"``); the key defaults to ``"vae"``.
 
     :raises ValueError: for an unknown ``config["model"]``.
     """
     from .autoencoder import Autoencoder
+    from .flows import IAFVAE
     from .vae import VAE
 
-    models = {cls.kind: cls for cls in (VAE, Autoencoder)}
+    models = {cls.kind: cls for cls in (VAE, Autoencoder, IAFVAE)}
     config = dict(config)
     kind = config.pop("model", VAE.kind)
     if kind not in models:
@@ -175,11 +177,18 @@ def load_vae(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
     except ValueError as e:
         raise CheckpointError(f"{path}: {e}") from e
     weights = {}
-    for part in ("encoder", "decoder"):
+    for part, _ in vae.named_children():  # encoder, decoder and a learned Gaussian scale: each a pyro.module
         head = pyro.params.param_with_module_name(vae.site(part), "")
         weights.update({f"{part}.{k[len(head):]}": v for k, v in state["params"].items() if k.startswith(head)})
+    # the checkpoint holds parameters (the param store); buffers, such as a flow's masks, are rebuilt by the
+    # constructor from the settings
     try:
-        vae.load_state_dict(weights)
+        missing, unexpected = vae.load_state_dict(weights, strict=False)
     except RuntimeError as e:
         raise CheckpointError(f"the weights in {path} do not fit the VAE it describes: {e}") from e
+    missing = [name for name in missing if name in dict(vae.named_parameters())]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"the weights in {path} do not fit the VAE it describes: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
     return vae.to(map_location), state

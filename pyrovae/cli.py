@@ -25,7 +25,7 @@ from .checkpoint import load_checkpoint, load_vae, save_json, vae_from_config
 from .data import BINARIZATIONS, DATASETS, Dataset, load_dataset
 from .data.binarize import EVAL_SEED, binarize
 from .device import resolve_device
-from .features import LatentFeatures, active_units
+from .features import ACTIVE_THRESHOLD, LatentFeatures, active_units
 from .importance import MAX_MEMORY, log_marginal_likelihood
 from .latent import (
     INTERPOLATIONS,
@@ -37,6 +37,7 @@ from .latent import (
     posterior_means,
     traversal_images,
 )
+from .likelihoods import LIKELIHOODS
 from .nets import ACTIVATIONS
 from .plots import (
     plot_curves,
@@ -62,7 +63,8 @@ def _add_source_args(p) -> None:
     p.add_argument("--no-download", action="store_true", help="never try to download missing files")
 
 
-def _add_data_args(p: argparse.ArgumentParser) -> None:
+def _add_data_args(p: argparse.ArgumentParser, auto_binarize: bool = False) -> None:
+    """The data group; with ``auto_binarize``, ``--binarize auto`` (the default) follows ``--likelihood``."""
     data = p.add_argument_group("data")
     data.add_argument("--dataset", default="digits", choices=DATASETS,
                       help="'digits' is embedded (scikit-learn's 8x8 digits, no files needed); the others "
@@ -71,22 +73,25 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     data.add_argument("--valid-size", type=int, default=None,
                       help="training images held out for validation (default: 200 for digits, 10000 for the "
                       "28x28 sets; 0 trains on the whole official training set)")
-    data.add_argument("--binarize", default="dynamic", choices=BINARIZATIONS,
-                      help="dynamic: fresh Bernoulli draw per minibatch; static: one fixed draw; test sets "
-                      "are binarized once with a fixed seed")
+    auto = "auto: dynamic for --likelihood bernoulli, none for the continuous likelihoods; " if auto_binarize else ""
+    data.add_argument("--binarize", default="auto" if auto_binarize else "dynamic",
+                      choices=("auto", *BINARIZATIONS) if auto_binarize else BINARIZATIONS,
+                      help=f"{auto}dynamic: fresh Bernoulli draw per minibatch; static: one fixed draw; test sets "
+                      "are binarized once with a fixed seed; none: grey levels in [0, 1]")
 
 
 def _add_train_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "train",
         help="train a VAE with SVI and write checkpoint, metrics and pictures",
-        description="Train a VAE (Bernoulli likelihood, MLP encoder/decoder) by SVI, or with --model autoencoder "
-        "a deterministic autoencoder with the same nets. Writes into --out: checkpoint.pt (every epoch), "
+        description="Train a VAE (MLP encoder/decoder; Bernoulli likelihood on binarized data, or with --likelihood "
+        "continuous-bernoulli or normal on grey levels) by SVI, or with --model autoencoder a deterministic "
+        "autoencoder with the same nets. Writes into --out: checkpoint.pt (every epoch), "
         "metrics.jsonl, samples.png, reconstructions.png and elbo.png (and with --tensorboard, event files in "
         "tensorboard/).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    _add_data_args(p)
+    _add_data_args(p, auto_binarize=True)
     model = p.add_argument_group("model")
     model.add_argument("--z-dim", type=int, default=16, help="latent dimension")
     model.add_argument("--hidden", type=int, nargs="+", default=[400],
@@ -94,14 +99,29 @@ def _add_train_parser(subparsers) -> None:
     model.add_argument("--activation", default="relu", choices=sorted(ACTIVATIONS), help="hidden activation")
     model.add_argument("--model", default="vae", choices=("vae", "autoencoder"),
                        help="vae, or a deterministic autoencoder with the same nets (pyrovae.Autoencoder)")
+    model.add_argument("--likelihood", default="bernoulli", choices=LIKELIHOODS,
+                       help="p(x|z): bernoulli (binary data), continuous-bernoulli (grey levels in [0, 1]) or normal "
+                       "(Gaussian, mean = decoder output); see pyrovae.likelihoods")
+    model.add_argument("--scale", type=float, default=None,
+                       help="--likelihood normal only: fixed standard deviation of every pixel; None learns one "
+                       "per pixel")
+    model.add_argument("--flow", default="none", choices=("none", "iaf"),
+                       help="iaf: the guide's Gaussian pushed through inverse autoregressive flow steps "
+                       "(pyrovae.flows.IAFVAE)")
+    model.add_argument("--flow-depth", type=int, default=2, help="--flow iaf: number of IAF steps")
     train = p.add_argument_group("training")
     train.add_argument("--epochs", type=int, default=100, help="passes over the training set")
     train.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="minibatch size")
     train.add_argument("--lr", type=float, default=DEFAULTS.lr, help="Adam learning rate")
-    train.add_argument("--elbo", default=DEFAULTS.elbo, choices=sorted(ELBOS),
-                       help="trace: Trace_ELBO; meanfield: TraceMeanField_ELBO (analytic KL)")
+    train.add_argument("--objective", "--elbo", dest="elbo", default=DEFAULTS.elbo, choices=sorted(ELBOS),
+                       help="trace: Trace_ELBO; meanfield: TraceMeanField_ELBO (analytic KL); iwae: the "
+                       "importance-weighted bound with --particles K samples per data point (--objective iwae "
+                       "--particles K; no --jit)")
     train.add_argument("--jit", action="store_true", help="use the JIT-compiled ELBO")
     train.add_argument("--particles", type=int, default=DEFAULTS.num_particles, help="samples of z per data point")
+    train.add_argument("--beta", type=float, default=DEFAULTS.beta, help="weight of the KL term (beta-VAE)")
+    train.add_argument("--kl-warmup-epochs", type=int, default=DEFAULTS.kl_warmup_epochs,
+                       help="raise the KL weight linearly from 0 to --beta over this many epochs")
     train.add_argument("--seed", type=int, default=DEFAULTS.seed, help="random seed")
     train.add_argument("--device", default=DEFAULTS.device, help="auto (CUDA if available), cpu, cuda or cuda:N")
     out = p.add_argument_group("output")
@@ -123,6 +143,19 @@ def _load_data(settings: dict, args: argparse.Namespace) -> Dataset:
     )
 
 
+def _binarization(binarize: str, likelihood: str) -> str:
+    """The binarization of a ``pyrovae train`` run: ``auto`` is ``dynamic`` for the Bernoulli likelihood and
+    ``none`` (grey levels) for the continuous ones; grey levels under a Bernoulli likelihood are an error."""
+    if binarize == "auto":
+        return "dynamic" if likelihood == "bernoulli" else "none"
+    if binarize == "none" and likelihood == "bernoulli":
+        raise ValueError(
+            "--binarize none keeps grey levels, but --likelihood bernoulli needs binary data: use --likelihood "
+            "continuous-bernoulli or normal for grey levels, or --binarize dynamic/static"
+        )
+    return binarize
+
+
 def train_command(args: argparse.Namespace) -> dict:
     """``pyrovae train``: returns a summary (last metrics and written files) that is also printed."""
     out = Path(args.out or Path("runs") / args.dataset)
@@ -131,11 +164,18 @@ def train_command(args: argparse.Namespace) -> dict:
         settings, vae_config = saved["data"], saved["vae"]
         config = TrainConfig(**{**saved["train"], "epochs": args.epochs, "device": args.device})
     else:
-        settings = {"name": args.dataset, "binarize": args.binarize, "valid_size": args.valid_size}
-        vae_config = {"model": args.model, "z_dim": args.z_dim, "hidden": args.hidden, "activation": args.activation}
+        settings = {"name": args.dataset, "binarize": _binarization(args.binarize, args.likelihood),
+                    "valid_size": args.valid_size}  # fmt: skip
+        vae_config = {"model": args.model, "z_dim": args.z_dim, "hidden": args.hidden, "activation": args.activation,
+                      "likelihood": args.likelihood, "scale": args.scale}  # fmt: skip
+        if args.flow == "iaf":
+            if args.model != "vae":
+                raise ValueError(f"--flow iaf is a guide for a VAE, not for --model {args.model}")
+            vae_config.update(model="iaf", flow_depth=args.flow_depth)
         config = TrainConfig(
             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, elbo=args.elbo, jit=args.jit,
-            num_particles=args.particles, seed=args.seed, device=args.device,
+            num_particles=args.particles, seed=args.seed, device=args.device, beta=args.beta,
+            kl_warmup_epochs=args.kl_warmup_epochs,
         )
     data = _load_data(settings, args)
     pyro.clear_param_store()
@@ -160,7 +200,8 @@ def _add_evaluate_parser(subparsers) -> None:
         help="importance-sampled log p(x) (test NLL) of a trained VAE or SSVAE",
         description=f"Estimate log p(x) of every point of a split by importance sampling with the guide as "
         "proposal (Burda et al. 2016), and report NLL = -mean log p(x) with its Monte-Carlo standard error, "
-        "the ELBO, an IWAE bound and the gap. The dataset and its binarization are those the checkpoint was "
+        "the ELBO, an IWAE bound, the gap and the number of active units (Burda et al.: variance of the posterior "
+        "mean across the split above 0.01). The dataset and its binarization are those the checkpoint was "
         f"trained with; evaluation splits are binarized once with seed {EVAL_SEED}. For an SSVAE (pyrovae "
         "train-ss) the label is summed out: log p(x) = log sum_y p(x, y), y proposed by the classifier q(y|x). "
         "Prints the summary and writes it as JSON.",
@@ -219,9 +260,15 @@ def evaluate_command(args: argparse.Namespace) -> dict:
         max_memory=int(args.max_memory * 2**20), data_chunk=args.data_chunk, sample_chunk=args.sample_chunk,
         khat=args.khat, progress=False if args.quiet else None,
     )
+    seconds = time.perf_counter() - start
+    # Burda et al.'s active units (variance of the posterior mean across the split > 0.01): posterior collapse
+    # shows as few; an SSVAE's z depends on the label, so it gets none
+    means = None if "ssvae" in state["extra"] else posterior_means(guide, x.to(device))
     summary = {
         **estimate.summary(),
-        "seconds": time.perf_counter() - start,
+        "active_units": None if means is None else int((means.var(0) > ACTIVE_THRESHOLD).sum()),
+        "latent_dim": None if means is None else means.shape[-1],
+        "seconds": seconds,
         "dataset": settings["name"],
         "split": args.split,
         "binarize": settings["binarize"],
@@ -285,7 +332,7 @@ def _m1_features(path: str, data: Dataset) -> tuple[LatentFeatures, dict]:
     if trained_on != data.name or vae.x_dim != data.x_dim:
         raise ValueError(f"--m1 {path} is a VAE of {trained_on!r} data, not of {data.name!r}: train it on {data.name}")
     x = binarize(data.train.x, seed=EVAL_SEED) if data.binarize == "dynamic" else data.train.x
-    features = LatentFeatures(vae.encoder, vae.decoder, active_units(vae.encoder, x))
+    features = LatentFeatures(vae.encoder, vae.decoder, active_units(vae.encoder, x), vae.likelihood)
     return features, {"vae": vae.config, "checkpoint": str(path), "weights": features.state_dict()}
 
 

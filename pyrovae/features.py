@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .likelihoods import check_likelihood, observation
+
 #: Burda et al.'s threshold on the variance across data of a unit's posterior mean
 ACTIVE_THRESHOLD = 1e-2
 
@@ -38,12 +40,17 @@ class LatentFeatures(nn.Module):
     (``module.train()``), its mean in evaluation mode. The VAE's nets are frozen (no gradients).
 
     :param nn.Module encoder: maps ``x`` to ``(loc, scale)``, e.g. ``vae.encoder``.
-    :param nn.Module decoder: maps ``z`` to Bernoulli logits, e.g. ``vae.decoder`` (for :meth:`decode`).
+    :param nn.Module decoder: maps ``z`` to the parameters of p(x|z), e.g. ``vae.decoder`` (for :meth:`decode`).
     :param torch.Tensor active: boolean mask of the units to keep (see :func:`active_units`).
+    :param str likelihood: the VAE's likelihood (``vae.likelihood``), which says how :meth:`decode` reads
+        the decoder's output.
     """
 
-    def __init__(self, encoder: nn.Module, decoder: nn.Module, active: torch.Tensor) -> None:
+    def __init__(
+        self, encoder: nn.Module, decoder: nn.Module, active: torch.Tensor, likelihood: str = "bernoulli"
+    ) -> None:
         super().__init__()
+        self.likelihood = check_likelihood(likelihood)
         if active.dtype != torch.bool or active.dim() != 1 or not active.any():
             raise ValueError("active must be a 1-D boolean mask with at least one True entry")
         self.encoder = encoder.requires_grad_(False)
@@ -62,7 +69,9 @@ class LatentFeatures(nn.Module):
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Pixel probabilities of codes ``z`` ``(..., num_active)``, the inactive units set to their prior mean 0."""
+        """Means of p(x|z) (pixel probabilities for the Bernoulli likelihood) of codes ``z`` ``(..., num_active)``,
+        the inactive units set to their prior mean 0."""
         full = z.new_zeros(*z.shape[:-1], len(self.active))
         full[..., self.active] = z
-        return self.decoder(full).sigmoid()
+        scale = 1.0 if self.likelihood == "normal" else None  # the mean does not depend on it
+        return observation(self.likelihood, self.decoder(full), scale).mean

@@ -29,13 +29,16 @@ from collections.abc import Callable, Sequence
 import pyro.poutine as poutine
 import torch
 
+#: draws averaged for the posterior mean of a guide without a closed-form mean
+MEAN_SAMPLES = 256
 #: interpolation methods of :func:`interpolate`
 INTERPOLATIONS = ("linear", "spherical")
 
 
 def posterior_means(guide: Callable, x: torch.Tensor, site: str = "z", batch_size: int = 1000) -> torch.Tensor:
     """:math:`\\mathbb{E}_{q(z|x_n)}[z]` for every row of ``x``, ``(N, z_dim)``: the guide is traced on chunks of
-    ``batch_size`` rows and the mean of ``site``'s distribution is read from the trace.
+    ``batch_size`` rows and the mean of ``site``'s distribution is read from the trace; where it has no
+    closed form (a flow guide, :mod:`pyrovae.flows`), it is the average of :data:`MEAN_SAMPLES` draws.
 
     :raises ValueError: if the guide has no site ``site``.
     """
@@ -45,7 +48,11 @@ def posterior_means(guide: Callable, x: torch.Tensor, site: str = "z", batch_siz
             trace = poutine.trace(guide).get_trace(chunk)
             if site not in trace.nodes:
                 raise ValueError(f"the guide has no site {site!r}; its sites are {sorted(trace.stochastic_nodes)}")
-            means.append(trace.nodes[site]["fn"].mean)
+            fn = trace.nodes[site]["fn"]
+            try:
+                means.append(fn.mean)
+            except NotImplementedError:  # e.g. a flow: no closed form, so a Monte-Carlo average
+                means.append(fn.sample((MEAN_SAMPLES,)).mean(0))
     return torch.cat(means)
 
 

@@ -77,7 +77,15 @@ class Encoder(nn.Module):
         self.min_scale = min_scale
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        loc, raw_scale = self.net(x).split(self.z_dim, dim=-1)
+        return self.head(self.hidden(x))
+
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """The last hidden layer's activations ``(batch, hidden[-1])`` (``x`` itself without hidden layers)."""
+        return self.net[:-1](x)
+
+    def head(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loc, scale)`` from the last hidden layer's activations ``h``."""
+        loc, raw_scale = self.net[-1](h).split(self.z_dim, dim=-1)
         return loc, F.softplus(raw_scale) + self.min_scale
 
 

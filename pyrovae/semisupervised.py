@@ -326,7 +326,7 @@ def load_ssvae(
         features = None
         if extra.get("m1"):
             vae = vae_from_config(extra["m1"]["vae"])
-            features = LatentFeatures(vae.encoder, vae.decoder, extra["m1"]["weights"]["active"])
+            features = LatentFeatures(vae.encoder, vae.decoder, extra["m1"]["weights"]["active"], vae.likelihood)
             features.load_state_dict(extra["m1"]["weights"])
     except (RuntimeError, KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"the weights in {path} do not fit the SSVAE it describes: {e}") from e

@@ -65,18 +65,17 @@ import torch.nn.functional as F
 from pyro.infer.util import is_validation_enabled
 from torch import nn
 
-from .distributions import IndependentBernoulli
+from .likelihoods import observation, positive_scale
 from .nets import ConditionalMLP, mlp
 from .plate import data_plate
 from .validation import check_binary, check_finite, check_labels, check_shape
 
-#: the observation models :class:`SSVAE` knows
+#: the observation models :class:`SSVAE` knows (of :data:`pyrovae.likelihoods.LIKELIHOODS`)
 LIKELIHOODS = ("bernoulli", "normal")
 #: default weight of the classification term per labelled point, chosen on MNIST's validation split
 #: (M1+M2, 100 labels, 6 epochs of :func:`pyrovae.fit_semisupervised`: validation accuracy 84.3 / 84.7 /
 #: 83.1 / 77.9 % for alpha = 1 / 5 / 50 / 500)
 DEFAULT_ALPHA = 5.0
-MIN_SCALE = 1e-3
 
 
 class ConditionalEncoder(nn.Module):
@@ -167,9 +166,9 @@ class SSVAE(nn.Module):
         """The distribution p(x | y, z) (batch shape ``z.shape[:-1]`` broadcast with ``y``, event ``(x_dim,)``)."""
         out = self.decoder(z, y)
         if self.likelihood == "bernoulli":
-            return IndependentBernoulli(out)
-        loc, raw_scale = out.split(self.x_dim, dim=-1)
-        return dist.Normal(loc, F.softplus(raw_scale) + MIN_SCALE).to_event(1)
+            return observation("bernoulli", out)
+        loc, raw_scale = out.split(self.x_dim, dim=-1)  # identity link; scale softplus(raw) + MIN_SCALE
+        return observation("normal", loc, positive_scale(raw_scale))
 
     def model(
         self, x: torch.Tensor | None = None, y: torch.Tensor | None = None, num_data: int | None = None

@@ -45,12 +45,15 @@ from .checkpoint import (
 )
 from .data.datasets import Dataset
 from .device import resolve_device
+from .iwae import TraceIWAE_ELBO
+from .kl_scale import KLScaleMessenger, warmup_scale
 from .metrics import elbo_per_datapoint
 
-#: the objectives :func:`fit` knows, by name: (plain ELBO class, JIT-compiled class)
+#: the objectives :func:`fit` knows, by name: (plain ELBO class, JIT-compiled class or ``None``)
 ELBOS = {
     "trace": (pyro.infer.Trace_ELBO, pyro.infer.JitTrace_ELBO),
     "meanfield": (pyro.infer.TraceMeanField_ELBO, pyro.infer.JitTraceMeanField_ELBO),
+    "iwae": (TraceIWAE_ELBO, None),
 }
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -60,12 +63,18 @@ METRICS = "metrics.jsonl"
 class TrainConfig:
     """Settings of :func:`fit`, validated on construction.
 
-    :ivar str elbo: ``"trace"`` (``Trace_ELBO``, Monte-Carlo KL) or ``"meanfield"``
-        (``TraceMeanField_ELBO``, analytic KL where available).
+    :ivar str elbo: the training objective: ``"trace"`` (``Trace_ELBO``, Monte-Carlo KL), ``"meanfield"``
+        (``TraceMeanField_ELBO``, analytic KL where available) or ``"iwae"`` (the importance-weighted bound
+        of Burda et al. with ``num_particles`` samples per data point, :class:`pyrovae.iwae.TraceIWAE_ELBO`;
+        no JIT variant). With ``"iwae"``, :func:`fit`'s ``train_elbo`` is that bound on the training
+        minibatches, ``test_elbo`` the standard ELBO and ``test_iwae`` the bound on the test set.
     :ivar bool jit: use the JIT-compiled variant of the ELBO; the last, smaller minibatch of each epoch
         is then dropped, since a compiled step has fixed shapes.
     :ivar int num_particles: samples of z per data point and step (vectorized).
     :ivar str device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda[:N]"``.
+    :ivar float beta: weight :math:`\beta` of the KL term (:mod:`pyrovae.kl_scale`); 1 is the ELBO.
+    :ivar int kl_warmup_epochs: raise the KL weight linearly from 0 to ``beta`` over this many epochs
+        (per step); 0 for none.
     """
 
     epochs: int = 50
@@ -77,8 +86,14 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     eval_batch_size: int = 1000
+    beta: float = 1.0
+    kl_warmup_epochs: int = 0
 
     def __post_init__(self) -> None:
+        if not self.beta >= 0 or int(self.kl_warmup_epochs) < 0:
+            raise ValueError(f"need beta >= 0 and kl_warmup_epochs >= 0, got {self.beta} and {self.kl_warmup_epochs}")
+        if self.jit and self.kl_warmup_epochs:
+            raise ValueError("KL warm-up changes the KL weight every step, which a JIT-compiled ELBO cannot: drop jit")
         for name in ("epochs", "batch_size", "num_particles", "eval_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
@@ -86,11 +101,15 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.elbo not in ELBOS:
             raise ValueError(f"unknown elbo {self.elbo!r}: choose one of {sorted(ELBOS)}")
+        if self.jit and ELBOS[self.elbo][1] is None:
+            raise ValueError(f"elbo={self.elbo!r} has no JIT-compiled variant: drop jit")
 
 
 def make_elbo(config: TrainConfig) -> pyro.infer.ELBO:
     """The training objective named by ``config`` (``elbo``, ``jit``, ``num_particles``)."""
     plain, jitted = ELBOS[config.elbo]
+    if plain is TraceIWAE_ELBO:  # always vectorized over its particles
+        return TraceIWAE_ELBO(num_particles=config.num_particles)
     options = {"num_particles": config.num_particles, "vectorize_particles": config.num_particles > 1}
     return jitted(ignore_jit_warnings=True, **options) if config.jit else plain(**options)
 
@@ -145,7 +164,9 @@ def fit(
 
     Each epoch appends a row to the returned history (and to ``out_dir/metrics.jsonl``):
     ``epoch``, ``train_elbo`` (average over the epoch's minibatches, nats per data point),
-    ``test_elbo`` (nats per test point, when there is a test set) and ``seconds``.
+    ``test_elbo`` (nats per test point, when there is a test set) and ``seconds``. With ``beta != 1`` or a
+    KL warm-up, ``train_elbo`` is the objective optimised (the KL term weighted), ``test_elbo`` the
+    unweighted ELBO, and ``kl_scale`` the weight at the epoch's last step.
 
     :param Dataset data: from :func:`pyrovae.data.load_dataset` or :meth:`Dataset.from_tensors`.
     :param TrainConfig config: settings (defaults if omitted).
@@ -176,12 +197,16 @@ def fit(
         raise ValueError("resume=True needs the out_dir that holds the checkpoint")
 
     optim = pyro.optim.Adam({"lr": config.lr})
-    svi = pyro.infer.SVI(model, guide, optim, make_elbo(config))
-    eval_elbo = ELBOS[config.elbo][0]()
+    kl = KLScaleMessenger(config.beta)  # the KL weight; it changes every step during warm-up
+    scaled = config.beta != 1 or config.kl_warmup_epochs > 0
+    svi = pyro.infer.SVI(kl(model) if scaled else model, kl(guide) if scaled else guide, optim, make_elbo(config))
+    # the test ELBO is the standard one for every objective; an IWAE run also reports its bound on the test set
+    eval_elbo = pyro.infer.Trace_ELBO() if config.elbo == "iwae" else ELBOS[config.elbo][0]()
     history: list[dict[str, float]] = []
     if resume:
         state = load_checkpoint(out / CHECKPOINT, map_location=device)
-        check_resumable(out / CHECKPOINT, state["config"], asdict(config))
+        # settings added since a checkpoint was written take their defaults
+        check_resumable(out / CHECKPOINT, {**asdict(TrainConfig()), **state["config"]}, asdict(config))
         register_params(model, guide, _train_batch(data, torch.arange(1, device=device)), num_data=num_data)
         restore_params(state["params"])
         optim.set_state(state["optim"])
@@ -194,6 +219,7 @@ def fit(
             write_metrics(out / METRICS, history)
 
     steps_per_epoch = num_batches(num_data, config.batch_size, drop_last=config.jit)
+    warmup_steps = config.kl_warmup_epochs * steps_per_epoch
     bar = tqdm(
         total=config.epochs * steps_per_epoch,
         initial=len(history) * steps_per_epoch,
@@ -203,17 +229,24 @@ def fit(
     )
     for epoch in range(len(history), config.epochs):
         start, loss_sum, seen = time.perf_counter(), 0.0, 0
-        for idx in minibatches(num_data, config.batch_size, device, drop_last=config.jit):
+        for step, idx in enumerate(minibatches(num_data, config.batch_size, device, drop_last=config.jit)):
+            kl.scale = warmup_scale(epoch * steps_per_epoch + step, warmup_steps, config.beta)
             loss = svi.step(_train_batch(data, idx), num_data=num_data)
             loss_sum, seen = loss_sum + loss * len(idx) / num_data, seen + len(idx)
             bar.update()
             if not bar.disable:  # no string formatting on the hot path when nobody sees the bar
                 bar.set_postfix(elbo=f"{-loss / num_data:.2f}", epoch=epoch + 1, refresh=False)
         row = {"epoch": epoch + 1, "train_elbo": -loss_sum / seen}
+        if scaled:
+            row["kl_scale"] = kl.scale
         if len(data.test):
             row["test_elbo"] = elbo_per_datapoint(
                 model, guide, data.test.x, batch_size=config.eval_batch_size, elbo=eval_elbo
             )
+            if config.elbo == "iwae":
+                row["test_iwae"] = elbo_per_datapoint(
+                    model, guide, data.test.x, batch_size=config.eval_batch_size, elbo=make_elbo(config)
+                )
         row["seconds"] = time.perf_counter() - start
         history.append(row)
         if verbose:

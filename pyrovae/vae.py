@@ -8,6 +8,9 @@ Generative model and amortized guide, for each data point :math:`n` in the data 
 
     q(z_n | x_n) = \mathcal{N}(\mu_\phi(x_n), \mathrm{diag}\,\sigma_\phi(x_n)^2).
 
+The Bernoulli :math:`p(x|z)` is the default; ``likelihood="continuous-bernoulli"`` or ``"normal"`` model grey
+levels instead (:mod:`pyrovae.likelihoods`).
+
 Sites (documented, because users condition on them); with ``prefix="p"`` each becomes ``"p/<name>"``:
 
 ==============  =========================================================  ========================
@@ -15,9 +18,13 @@ site            what                                                       shape
 ==============  =========================================================  ========================
 ``"data"``      the data plate, size ``num_data`` (subsampled minibatch)   dim -1
 ``"z"``         latent code, ``Normal(0, I).to_event(1)`` / guide Normal   ``(batch, z_dim)``
-``"x"``         observation, ``IndependentBernoulli(logits)``              ``(batch, x_dim)``
+``"x"``         observation :math:`p(x|z)` chosen by ``likelihood``:       ``(batch, x_dim)``
+                ``IndependentBernoulli(logits)`` (default), continuous
+                Bernoulli or Normal (:mod:`pyrovae.likelihoods`)
 ``"encoder"``   ``pyro.module`` name of the encoder (guide)
 ``"decoder"``   ``pyro.module`` name of the decoder (model)
+``"scale"``     ``pyro.module`` name of the learned Gaussian scale (model;
+                ``likelihood="normal"``, ``scale=None`` only)
 ==============  =========================================================  ========================
 
 **References**
@@ -38,10 +45,10 @@ import torch
 from pyro.infer.util import is_validation_enabled
 from torch import nn
 
-from .distributions import IndependentBernoulli
+from .likelihoods import PixelScale, check_likelihood, check_support, observation
 from .nets import Decoder, Encoder
 from .plate import data_plate
-from .validation import check_binary, check_finite, check_shape
+from .validation import check_shape
 
 
 class VAE(nn.Module):
@@ -56,10 +63,16 @@ class VAE(nn.Module):
     :param activation: activation of the default MLPs (name such as ``"relu"``/``"tanh"`` or class).
     :param nn.Module encoder: replaces the default encoder; maps ``(batch, x_dim)`` to ``(loc, scale)``
         each ``(batch, z_dim)``.
-    :param nn.Module decoder: replaces the default decoder; maps ``(batch, z_dim)`` to Bernoulli logits
-        ``(batch, x_dim)``.
+    :param nn.Module decoder: replaces the default decoder; maps ``(batch, z_dim)`` to ``(batch, x_dim)``
+        logits (Bernoulli and continuous Bernoulli) or means (Normal).
     :param str prefix: prepended to every site and module name (``"p/z"``), so that several VAEs can
         live in one Pyro program.
+    :param str likelihood: the observation model p(x|z), one of :data:`pyrovae.likelihoods.LIKELIHOODS`:
+        ``"bernoulli"`` (binary data), ``"continuous-bernoulli"`` (grey levels in [0, 1]) or ``"normal"``
+        (real values; identity link, the decoder's output is the mean). See :mod:`pyrovae.likelihoods`.
+    :param float scale: ``"normal"`` only: a fixed standard deviation of every coordinate; ``None``
+        (default) learns one per coordinate (:class:`pyrovae.likelihoods.PixelScale`, initially 1, the
+        ``pyro.module`` ``"scale"``).
 
     A variant changes the distributions of ``z`` by overriding :meth:`prior` and :meth:`posterior`
     (as :class:`pyrovae.Autoencoder` does); :meth:`model` and :meth:`guide` stay the same.
@@ -77,11 +90,23 @@ class VAE(nn.Module):
         encoder: nn.Module | None = None,
         decoder: nn.Module | None = None,
         prefix: str = "",
+        likelihood: str = "bernoulli",
+        scale: float | None = None,
     ) -> None:
         super().__init__()
         if int(x_dim) < 1 or int(z_dim) < 1:
             raise ValueError(f"x_dim and z_dim must be positive, got x_dim={x_dim}, z_dim={z_dim}")
-        self.x_dim, self.z_dim, self.prefix = int(x_dim), int(z_dim), prefix
+        check_likelihood(likelihood)
+        if scale is not None and likelihood != "normal":
+            raise ValueError(f"scale={scale} is the Gaussian scale: it needs likelihood='normal', not {likelihood!r}")
+        if scale is not None and not 0 < float(scale) < float("inf"):
+            raise ValueError(f"scale must be a positive number (or None to learn it), got {scale}")
+        self.x_dim, self.z_dim, self.prefix, self.likelihood = int(x_dim), int(z_dim), prefix, likelihood
+        #: the Gaussian scale: a :class:`~pyrovae.likelihoods.PixelScale` module when learned, a float when
+        #: fixed, ``None`` for the other likelihoods
+        self.scale: PixelScale | float | None = None
+        if likelihood == "normal":
+            self.scale = PixelScale(self.x_dim) if scale is None else float(scale)
         self.encoder = encoder if encoder is not None else Encoder(x_dim, z_dim, hidden, activation)
         self.decoder = decoder if decoder is not None else Decoder(z_dim, x_dim, tuple(reversed(hidden)), activation)
         #: constructor arguments, saved in checkpoints so that :func:`pyrovae.load_vae` can rebuild the
@@ -95,6 +120,8 @@ class VAE(nn.Module):
                 "hidden": [int(h) for h in hidden],
                 "activation": activation,
                 "prefix": prefix,
+                "likelihood": likelihood,
+                "scale": None if scale is None else float(scale),
             }
 
     def site(self, name: str) -> str:
@@ -105,11 +132,18 @@ class VAE(nn.Module):
         return next(self.decoder.parameters()).device
 
     def _check(self, x: torch.Tensor) -> None:
-        """Shape checks always; value checks (finite, binary) while Pyro validation is enabled."""
+        """Shape checks always; value checks (finite, in the likelihood's support) while Pyro validation is on."""
         check_shape(x, self.x_dim)
         if is_validation_enabled():
-            check_finite(x)
-            check_binary(x)
+            check_support(self.likelihood, x)
+
+    def observation(self, z: torch.Tensor) -> dist.TorchDistribution:
+        """The distribution p(x|z) of the chosen likelihood, event shape ``(x_dim,)``. A learned Gaussian scale
+        is registered with Pyro here (``pyro.module`` ``"scale"``), as the decoder is in :meth:`model`."""
+        scale = self.scale
+        if isinstance(scale, nn.Module):
+            scale = pyro.module(self.site("scale"), scale)()
+        return observation(self.likelihood, self.decoder(z), scale)
 
     def prior(self, batch_size: int, device: torch.device) -> dist.TorchDistribution:
         """The distribution of ``z`` in the model, :math:`\\mathcal{N}(0, I)` with batch shape ``(batch_size,)``."""
@@ -136,8 +170,7 @@ class VAE(nn.Module):
             batch_size, device, num_data = num_data or 1, self._device(), None
         with data_plate(self.site("data"), batch_size, num_data, device):
             z = pyro.sample(self.site("z"), self.prior(batch_size, device))
-            logits = self.decoder(z)
-            return pyro.sample(self.site("x"), IndependentBernoulli(logits), obs=x)
+            return pyro.sample(self.site("x"), self.observation(z), obs=x)
 
     def guide(self, x: torch.Tensor | None = None, num_data: int | None = None) -> torch.Tensor:
         """Amortized guide :math:`q(z|x)`, a diagonal Gaussian from the encoder (reparameterized).
