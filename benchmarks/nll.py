@@ -7,6 +7,15 @@ memory while it runs. Prints a table and writes JSON (per seed and mean +- std) 
 86.76 nats (VAE, 1 stochastic layer, k=1).
 
     python benchmarks/nll.py --data-dir ../shared/data --epochs 100 --seeds 0 1 2
+
+Other training objectives and guides are forwarded to ``pyrovae train`` (``--objective iwae --particles K``,
+``--flow iaf --flow-depth D``, ``--kl-warmup-epochs W``); ``--curve E1 E2 ...`` trains to E1 epochs,
+evaluates, resumes to E2 (``pyrovae train --resume --epochs E2``), evaluates, and so on, one row per
+(seed, epoch). A non-default configuration writes ``results/nll_NAME.json`` and trains in ``runs/nll_NAME``
+(``--name``; derived from the options when not given):
+
+    python benchmarks/nll.py --name iwae5 --objective iwae --particles 5 --curve 10 20 30 --seeds 0 \\
+        --limit 2000 --runs runs/nll-objectives/iwae5
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ from pathlib import Path
 import torch
 
 import pyrovae
-from pyrovae.checkpoint import save_json
+from pyrovae.checkpoint import load_checkpoint, save_json
 from pyrovae.data.binarize import EVAL_SEED
 from pyrovae.device import resolve_device
 
@@ -61,13 +70,45 @@ class PeakMemory:
         self.peak = max(self.peak, rss_bytes())
 
 
-def train(args: argparse.Namespace, seed: int, out: Path) -> float:
+#: ``pyrovae train`` options forwarded by this script, with the values that keep the README's command
+TRAINING_DEFAULTS = {"objective": "trace", "particles": 1, "flow": "none", "flow_depth": 2, "kl_warmup_epochs": 0}
+
+
+def training_settings(args: argparse.Namespace) -> dict:
+    """The forwarded training options; ``flow_depth`` only matters with a flow."""
+    settings = {key: getattr(args, key) for key in TRAINING_DEFAULTS}
+    if settings["flow"] == "none":
+        settings["flow_depth"] = TRAINING_DEFAULTS["flow_depth"]
+    return settings
+
+
+def default_name(args: argparse.Namespace) -> str:
+    """A name for the configuration ('' for the README's VAE trained to --epochs), e.g. 'iwae5_iaf2_curve'."""
+    t, parts = training_settings(args), []
+    if t["objective"] != "trace" or t["particles"] != 1:
+        parts.append(f"{t['objective']}{t['particles'] if t['particles'] != 1 else ''}")
+    if t["flow"] != "none":
+        parts.append(f"{t['flow']}{t['flow_depth']}")
+    if t["kl_warmup_epochs"]:
+        parts.append(f"warmup{t['kl_warmup_epochs']}")
+    if args.curve:
+        parts.append("curve")
+    return "_".join(parts)
+
+
+def train(args: argparse.Namespace, seed: int, out: Path, epochs: int) -> float:
     """Run the README's training command (resuming an existing run); returns its wall time."""
     command = [
         sys.executable, "-m", "pyrovae", "train", "--dataset", "mnist", "--data-dir", args.data_dir,
-        "--epochs", str(args.epochs), "--z-dim", str(args.z_dim), "--hidden", *map(str, args.hidden),
+        "--epochs", str(epochs), "--z-dim", str(args.z_dim), "--hidden", *map(str, args.hidden),
         "--activation", args.activation, "--seed", str(seed), "--device", args.device, "--out", str(out), "--quiet",
-    ]
+    ]  # fmt: skip
+    flags = {"objective": "--objective", "particles": "--particles", "flow": "--flow", "flow_depth": "--flow-depth",
+             "kl_warmup_epochs": "--kl-warmup-epochs"}  # fmt: skip
+    settings = training_settings(args)
+    for key, value in settings.items():  # only what differs (and a flow's depth): the default stays the README's
+        if value != TRAINING_DEFAULTS[key] or (key == "flow_depth" and settings["flow"] != "none"):
+            command += [flags[key], str(value)]
     if (out / "checkpoint.pt").exists():
         command.append("--resume")
     print("$", " ".join(command[1:]), flush=True)
@@ -91,10 +132,13 @@ def evaluate(args: argparse.Namespace, checkpoint: Path, test_x: torch.Tensor) -
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - start
+    last = state["history"][-1]
     row = {
         **estimate.summary(),
         "epochs": state["epoch"],
-        "test_elbo_training_metric": state["history"][-1]["test_elbo"],
+        "test_elbo_training_metric": last["test_elbo"],
+        **({"test_iwae_training_metric": last["test_iwae"]} if "test_iwae" in last else {}),
+        "train_elbo_training_metric": last["train_elbo"],
         "eval_seconds": seconds,
         "rss_before_mib": memory.before / 2**20,
         "rss_peak_mib": memory.peak / 2**20,
@@ -103,6 +147,18 @@ def evaluate(args: argparse.Namespace, checkpoint: Path, test_x: torch.Tensor) -
     if device.type == "cuda":
         row["cuda_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
     return row
+
+
+def epoch_seconds(checkpoint: Path, start: int, stop: int) -> float | None:
+    """Mean seconds per epoch over epochs start+1..stop, from the run's history."""
+    history = load_checkpoint(checkpoint)["history"]
+    seconds = [h["seconds"] for h in history if start < h["epoch"] <= stop and "seconds" in h]
+    return statistics.fmean(seconds) if seconds else None
+
+
+def checkpoint_epoch(out: Path) -> int:
+    path = out / "checkpoint.pt"
+    return load_checkpoint(path)["epoch"] if path.exists() else 0
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -117,28 +173,62 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default="../shared/data", help="torchvision root holding MNIST/raw/*.gz")
     parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument(
+        "--curve",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="E",
+        help="evaluate after each of these epoch counts (ascending; resumes between them) "
+        "instead of once after --epochs",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--z-dim", type=int, default=50)
     parser.add_argument("--hidden", type=int, nargs="+", default=[400])
     parser.add_argument("--activation", default="relu")
+    parser.add_argument(
+        "--objective", choices=["trace", "meanfield", "iwae"], default="trace", help="pyrovae train --objective"
+    )
+    parser.add_argument("--particles", type=int, default=1, help="pyrovae train --particles (IWAE's K)")
+    parser.add_argument("--flow", choices=["none", "iaf"], default="none", help="pyrovae train --flow")
+    parser.add_argument("--flow-depth", type=int, default=2, help="pyrovae train --flow-depth")
+    parser.add_argument("--kl-warmup-epochs", type=int, default=0, help="pyrovae train --kl-warmup-epochs")
+    parser.add_argument(
+        "--name",
+        default=None,
+        help="configuration name: output results/nll_NAME.json, runs in runs/nll_NAME "
+        "(default: derived from the options; none for the README's VAE)",
+    )
     parser.add_argument("--num-samples", type=int, default=5000)
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N test images")
-    parser.add_argument("--max-memory", type=float, default=pyrovae.importance.MAX_MEMORY / 2**20,
-                        help="estimator memory budget in MiB")
+    parser.add_argument(
+        "--max-memory", type=float, default=pyrovae.importance.MAX_MEMORY / 2**20, help="estimator memory budget in MiB"
+    )
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--runs", default="runs/nll", help="folder of the training runs (one per seed)")
-    parser.add_argument("--out", default=str(HERE / "results" / "nll.json"))
-    parser.add_argument("--fresh", action="store_true",
-                        help="re-evaluate every seed (default: keep seeds already in --out with the same protocol)")
+    parser.add_argument(
+        "--runs", default=None, help="folder of the training runs, one per seed (default: runs/nll or runs/nll_NAME)"
+    )
+    parser.add_argument("--out", default=None, help="JSON (default: results/nll.json or results/nll_NAME.json)")
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="re-evaluate every seed (default: keep seeds already in --out with the same protocol)",
+    )
     args = parser.parse_args(argv)
+    if args.curve is not None and (args.curve != sorted(set(args.curve)) or args.curve[0] < 1):
+        parser.error("--curve takes positive epoch counts in ascending order")
+    name = default_name(args) if args.name is None else args.name
+    suffix = f"_{name}" if name else ""
+    args.runs = args.runs or f"runs/nll{suffix}"
+    args.out = args.out or str(HERE / "results" / f"nll{suffix}.json")
+    schedule = args.curve or [args.epochs]
 
     test_x = pyrovae.load_dataset("mnist", args.data_dir).test.x
     results = {
         "protocol": {
-            "dataset": "mnist, dynamic binarization for training; test set binarized once with seed "
-            f"{EVAL_SEED}",
+            "dataset": f"mnist, dynamic binarization for training; test set binarized once with seed {EVAL_SEED}",
             "architecture": f"784-{'-'.join(map(str, args.hidden))}-{args.z_dim}, {args.activation}",
-            "epochs": args.epochs,
+            "epochs": args.curve or args.epochs,
             "num_samples": args.num_samples,
             "num_test_points": len(test_x[: args.limit]),
         },
@@ -151,24 +241,53 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "seeds": [],
     }
+    training = training_settings(args)
+    if training != TRAINING_DEFAULTS:  # absent for the README's VAE, so that nll.json keeps its protocol
+        results["protocol"]["training"] = training
+    if name:
+        results["name"] = name
     previous = json.loads(Path(args.out).read_text()) if Path(args.out).exists() and not args.fresh else {}
     if previous.get("protocol") == results["protocol"]:
-        results["seeds"] = [row for row in previous["seeds"] if row["seed"] in args.seeds]
+        results["seeds"] = [row for row in previous["seeds"]
+                            if row["seed"] in args.seeds and row["epochs"] in schedule]  # fmt: skip
+
+    def summary() -> dict:
+        if args.curve is None:
+            return summarize(results["seeds"])
+        return {
+            str(e): summarize(rows) for e in schedule if (rows := [r for r in results["seeds"] if r["epochs"] == e])
+        }
+
     for seed in args.seeds:
-        if any(row["seed"] == seed for row in results["seeds"]):
-            continue
         out = Path(args.runs) / f"seed{seed}"
-        train_seconds = train(args, seed, out)
-        row = {"seed": seed, "train_seconds": train_seconds, **evaluate(args, out / "checkpoint.pt", test_x)}
-        results["seeds"].append(row)
-        print(json.dumps(row, indent=2), flush=True)
-        save_json(args.out, {**results, "summary": summarize(results["seeds"])})  # an interrupted run keeps it
-    s = results["summary"] = summarize(results["seeds"])
+        for epochs in schedule:
+            if any(row["seed"] == seed and row["epochs"] == epochs for row in results["seeds"]):
+                continue
+            start = checkpoint_epoch(out)
+            if start > epochs:
+                raise SystemExit(f"{out} is already at epoch {start}, past {epochs}: use a fresh --runs folder")
+            train_seconds = train(args, seed, out, epochs)
+            row = {"seed": seed, "train_seconds": train_seconds,
+                   "seconds_per_epoch": epoch_seconds(out / "checkpoint.pt", start, epochs),
+                   **evaluate(args, out / "checkpoint.pt", test_x)}  # fmt: skip
+            results["seeds"].append(row)
+            print(json.dumps(row, indent=2), flush=True)
+            save_json(args.out, {**results, "summary": summary()})  # an interrupted run keeps it
+    results["seeds"].sort(key=lambda r: (r["seed"], r["epochs"]))
+    results["summary"] = summary()
     save_json(args.out, results)
-    print(f"\nNLL {s['nll']['mean']:.2f} +- {s['nll']['std']:.2f} nats over {len(args.seeds)} seeds "
-          f"(ELBO {s['elbo']['mean']:.2f}); Burda et al. VAE 1 layer: {REFERENCE['vae_1_layer_k1']}")
-    print(f"estimate of {results['protocol']['num_test_points']} x {args.num_samples}: "
-          f"{s['eval_seconds']['mean']:.0f} s, {s['estimator_mib']['mean']:.0f} MiB above the process's baseline")
+    for epochs in schedule:
+        rows = [r for r in results["seeds"] if r["epochs"] == epochs and r["seed"] in args.seeds]
+        s = summarize(rows)
+        print(
+            f"\n{name or 'vae'}, {epochs} epochs: NLL {s['nll']['mean']:.2f} +- {s['nll']['std']:.2f} nats over "
+            f"{len(rows)} seeds (ELBO {s['elbo']['mean']:.2f}); Burda et al. VAE 1 layer: "
+            f"{REFERENCE['vae_1_layer_k1']}, IWAE k=50: {REFERENCE['iwae_1_layer_k50']}"
+        )
+        print(
+            f"estimate of {results['protocol']['num_test_points']} x {args.num_samples}: "
+            f"{s['eval_seconds']['mean']:.0f} s, {s['estimator_mib']['mean']:.0f} MiB above the process's baseline"
+        )
     return results
 
 

@@ -12,6 +12,7 @@ from .nets import Decoder, Encoder
 from .semisupervised import SemiSupervisedConfig, fit_semisupervised, labelled_subset, load_ssvae
 from .ssvae import SSVAE
 from .train import TrainConfig, fit
+from .two_layer import TwoLayerVAE
 from .vae import VAE
 
 __version__ = "0.1.0"
@@ -28,6 +29,7 @@ __all__ = [
     "LatentFeatures",
     "SemiSupervisedConfig",
     "TraceIWAE_ELBO",
+    "TwoLayerVAE",
     "active_units",
     "TrainConfig",
     "compare",

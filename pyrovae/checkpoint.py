@@ -143,16 +143,18 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def vae_from_config(config: dict[str, Any]):
     """Build the model that ``config`` (a :attr:`pyrovae.VAE.config`) describes: a :class:`pyrovae.VAE`, or
-    the :class:`pyrovae.Autoencoder` (``config["model"] == "autoencoder"``) or the IAF-guided
-    :class:`pyrovae.flows.IAFVAE` (``"iaf"``); the key defaults to ``"vae"``.
+    the :class:`pyrovae.Autoencoder` (``config["model"] == "autoencoder"``), the IAF-guided
+    :class:`pyrovae.flows.IAFVAE` (``"iaf"``) or the :class:`pyrovae.TwoLayerVAE` (``"two-layer"``); the key
+    defaults to ``"vae"``.
 
     :raises ValueError: for an unknown ``config["model"]``.
     """
     from .autoencoder import Autoencoder
     from .flows import IAFVAE
+    from .two_layer import TwoLayerVAE
     from .vae import VAE
 
-    models = {cls.kind: cls for cls in (VAE, Autoencoder, IAFVAE)}
+    models = {cls.kind: cls for cls in (VAE, Autoencoder, IAFVAE, TwoLayerVAE)}
     config = dict(config)
     kind = config.pop("model", VAE.kind)
     if kind not in models:
@@ -161,9 +163,10 @@ def vae_from_config(config: dict[str, Any]):
 
 
 def load_vae(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
-    """Rebuild the :class:`pyrovae.VAE` (or :class:`pyrovae.Autoencoder`) saved by ``pyrovae train`` (or by
-    :func:`pyrovae.fit` with ``extra={"vae": vae.config}``) with its trained weights. The param store is
-    not touched.
+    """Rebuild the :class:`pyrovae.VAE` (or any model :func:`vae_from_config` builds) saved by ``pyrovae train``
+    (or by :func:`pyrovae.fit` with ``extra={"vae": vae.config}``) with its trained weights. The param store is
+    not touched. Each child module of the model must be registered with ``pyro.module`` under the name
+    ``vae.site(child_name)`` (``"encoder"``, ``"decoder"``; ``"encoder1"``, ... of a two-layer model).
 
     :returns: ``(vae, checkpoint)``, the checkpoint dict holding ``history``, ``extra`` and the rest.
     :raises CheckpointError: if the checkpoint holds no VAE settings or its weights do not fit.
@@ -177,7 +180,7 @@ def load_vae(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
     except ValueError as e:
         raise CheckpointError(f"{path}: {e}") from e
     weights = {}
-    for part, _ in vae.named_children():  # encoder, decoder and a learned Gaussian scale: each a pyro.module
+    for part, _ in vae.named_children():  # encoder(s), decoder(s) and a learned Gaussian scale: each a pyro.module
         head = pyro.params.param_with_module_name(vae.site(part), "")
         weights.update({f"{part}.{k[len(head):]}": v for k, v in state["params"].items() if k.startswith(head)})
     # the checkpoint holds parameters (the param store); buffers, such as a flow's masks, are rebuilt by the

@@ -25,6 +25,7 @@ from .checkpoint import load_checkpoint, load_vae, save_json, vae_from_config
 from .data import BINARIZATIONS, DATASETS, Dataset, load_dataset
 from .data.binarize import EVAL_SEED, binarize
 from .device import resolve_device
+from .distributed import init_distributed, rank_and_world
 from .features import ACTIVE_THRESHOLD, LatentFeatures, active_units
 from .importance import MAX_MEMORY, log_marginal_likelihood
 from .latent import (
@@ -38,7 +39,7 @@ from .latent import (
     traversal_images,
 )
 from .likelihoods import LIKELIHOODS
-from .nets import ACTIVATIONS
+from .nets import ACTIVATIONS, NETS
 from .plots import (
     plot_curves,
     plot_latent_map,
@@ -52,6 +53,7 @@ from .semisupervised import SemiSupervisedConfig, analogies, fit_semisupervised,
 from .ssvae import DEFAULT_ALPHA, SSVAE
 from .tensorboard import TensorBoardLogger
 from .train import CHECKPOINT, ELBOS, TrainConfig, fit
+from .two_layer import TwoLayerVAE
 
 DEFAULTS = TrainConfig()
 
@@ -93,12 +95,19 @@ def _add_train_parser(subparsers) -> None:
     )
     _add_data_args(p, auto_binarize=True)
     model = p.add_argument_group("model")
-    model.add_argument("--z-dim", type=int, default=16, help="latent dimension")
-    model.add_argument("--hidden", type=int, nargs="+", default=[400],
-                       help="hidden layer sizes of the encoder (the decoder mirrors them), e.g. --hidden 200 200")
-    model.add_argument("--activation", default="relu", choices=sorted(ACTIVATIONS), help="hidden activation")
-    model.add_argument("--model", default="vae", choices=("vae", "autoencoder"),
-                       help="vae, or a deterministic autoencoder with the same nets (pyrovae.Autoencoder)")
+    model.add_argument("--z-dim", type=int, default=None,
+                       help="latent dimension; None: 16, or with --model two-layer 50 (the top layer z2; z1 is "
+                       "always twice as wide)")
+    model.add_argument("--hidden", type=int, nargs="+", default=None,
+                       help="hidden layer sizes of the encoder (the decoder mirrors them), e.g. --hidden 200 200; "
+                       "None: 400, or with --model two-layer 200 200 (the layers between x and z1; those between z1 "
+                       "and z2 are half as wide)")
+    model.add_argument("--activation", default=None, choices=sorted(ACTIVATIONS),
+                       help="hidden activation; None: relu, or tanh with --model two-layer")
+    model.add_argument("--model", default="vae", choices=("vae", "autoencoder", "two-layer"),
+                       help="vae, a deterministic autoencoder with the same nets (pyrovae.Autoencoder), or a VAE with "
+                       "two stochastic layers z1, z2 (pyrovae.TwoLayerVAE; the defaults are Burda et al.'s MNIST "
+                       "model, 784-200-200-100-100-100-50, tanh)")
     model.add_argument("--likelihood", default="bernoulli", choices=LIKELIHOODS,
                        help="p(x|z): bernoulli (binary data), continuous-bernoulli (grey levels in [0, 1]) or normal "
                        "(Gaussian, mean = decoder output); see pyrovae.likelihoods")
@@ -109,6 +118,9 @@ def _add_train_parser(subparsers) -> None:
                        help="iaf: the guide's Gaussian pushed through inverse autoregressive flow steps "
                        "(pyrovae.flows.IAFVAE)")
     model.add_argument("--flow-depth", type=int, default=2, help="--flow iaf: number of IAF steps")
+    model.add_argument("--net", default="mlp", choices=NETS,
+                       help="mlp, or conv: two stride-2 convolutions (32, 64 channels) before the --hidden MLP, "
+                       "mirrored by transposed convolutions in the decoder (images with H, W divisible by 4)")
     train = p.add_argument_group("training")
     train.add_argument("--epochs", type=int, default=100, help="passes over the training set")
     train.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="minibatch size")
@@ -130,6 +142,9 @@ def _add_train_parser(subparsers) -> None:
                      help="continue the run in --out with its saved settings; only --epochs and --device "
                      "are taken from this command line")
     out.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    train.add_argument("--distributed", action="store_true",
+                       help="data-parallel over the processes started by torchrun (DistributedDataParallel; NCCL on "
+                       "GPUs, gloo on CPUs); --batch-size is the global batch, divided among the ranks")
     out.add_argument("--tensorboard", action="store_true",
                      help="log scalars and image grids each epoch to OUT/tensorboard (needs pyrovae[tensorboard])")
     p.set_defaults(func=train_command)
@@ -156,13 +171,41 @@ def _binarization(binarize: str, likelihood: str) -> str:
     return binarize
 
 
+#: ``--z-dim``, ``--hidden`` and ``--activation`` when not given, by ``--model``
+MODEL_DEFAULTS = {
+    "vae": {"z_dim": 16, "hidden": [400], "activation": "relu"},
+    "two-layer": {"z_dim": 50, "hidden": [200, 200], "activation": "tanh"},  # Burda et al.'s two-layer model
+}
+
+
+def _two_layer_config(args: argparse.Namespace) -> dict:
+    """The :class:`pyrovae.TwoLayerVAE` settings of ``pyrovae train --model two-layer``: ``--z-dim`` is the top
+    layer z2 and z1 twice as wide; ``--hidden`` are the layers between x and z1 and those between z1 and z2 half
+    as wide, so that the defaults give Burda et al.'s 784-200-200-100-100-100-50."""
+    return {"model": "two-layer", "z1_dim": 2 * args.z_dim, "z2_dim": args.z_dim, "hidden1": args.hidden,
+            "hidden2": [max(1, h // 2) for h in args.hidden], "activation": args.activation,
+            "likelihood": args.likelihood, "scale": args.scale}  # fmt: skip
+
+
+def _model_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill ``--z-dim``, ``--hidden`` and ``--activation`` left out of the command line with the defaults of
+    ``--model`` (:data:`MODEL_DEFAULTS`), in place; returns ``args``."""
+    for key, value in MODEL_DEFAULTS.get(args.model, MODEL_DEFAULTS["vae"]).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
 def train_command(args: argparse.Namespace) -> dict:
     """``pyrovae train``: returns a summary (last metrics and written files) that is also printed."""
     out = Path(args.out or Path("runs") / args.dataset)
+    _model_defaults(args)
+    device = init_distributed(args.device) if args.distributed else args.device
+    rank = rank_and_world()[0]
     if args.resume:
         saved = load_checkpoint(out / CHECKPOINT)["extra"]
         settings, vae_config = saved["data"], saved["vae"]
-        config = TrainConfig(**{**saved["train"], "epochs": args.epochs, "device": args.device})
+        config = TrainConfig(**{**saved["train"], "epochs": args.epochs, "device": device})
     else:
         settings = {"name": args.dataset, "binarize": _binarization(args.binarize, args.likelihood),
                     "valid_size": args.valid_size}  # fmt: skip
@@ -172,22 +215,36 @@ def train_command(args: argparse.Namespace) -> dict:
             if args.model != "vae":
                 raise ValueError(f"--flow iaf is a guide for a VAE, not for --model {args.model}")
             vae_config.update(model="iaf", flow_depth=args.flow_depth)
+        if args.net != "mlp":
+            vae_config["net"] = args.net
+        if args.model == "two-layer":
+            if getattr(args, "net", "mlp") != "mlp":
+                raise ValueError(f"--net {args.net} builds a VAE's nets; --model two-layer has MLPs only")
+            vae_config = _two_layer_config(args)
         config = TrainConfig(
             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, elbo=args.elbo, jit=args.jit,
-            num_particles=args.particles, seed=args.seed, device=args.device, beta=args.beta,
+            num_particles=args.particles, seed=args.seed, device=device, beta=args.beta,
             kl_warmup_epochs=args.kl_warmup_epochs,
         )
     data = _load_data(settings, args)
     pyro.clear_param_store()
+    if vae_config.get("net", "mlp") != "mlp":
+        vae_config = {"image_shape": data.image_shape, **vae_config}
     vae = vae_from_config({**vae_config, "x_dim": data.x_dim})
     extra = {"data": settings, "vae": vae.config, "train": asdict(config)}
-    logger = TensorBoardLogger(out / "tensorboard", vae.model, vae.guide, data) if args.tensorboard else None
+    logger = None
+    if args.tensorboard and rank == 0:
+        logger = TensorBoardLogger(out / "tensorboard", vae.model, vae.guide, data)
     try:
         history = fit(vae.model, vae.guide, data, config, out_dir=out, resume=args.resume, extra=extra,
                       verbose=not args.quiet, callback=logger)  # fmt: skip
     finally:
         if logger is not None:
             logger.close()
+        if args.distributed:
+            torch.distributed.destroy_process_group()
+    if rank != 0:  # rank 0 draws and reports
+        return history[-1]
     files = save_figures(vae.model, vae.guide, data, history, out)
     summary = {**history[-1], "checkpoint": str(out / CHECKPOINT), **files}
     print(json.dumps(summary, indent=2))
@@ -262,12 +319,17 @@ def evaluate_command(args: argparse.Namespace) -> dict:
     )
     seconds = time.perf_counter() - start
     # Burda et al.'s active units (variance of the posterior mean across the split > 0.01): posterior collapse
-    # shows as few; an SSVAE's z depends on the label, so it gets none
-    means = None if "ssvae" in state["extra"] else posterior_means(guide, x.to(device))
+    # shows as few; an SSVAE's z depends on the label, so it gets none. A two-layer model reports each layer, z2's
+    # from the mean of q(z2|z1) at a draw of z1 (as Burda et al.'s code does), and the total
+    sites = () if "ssvae" in state["extra"] else getattr(getattr(guide, "__self__", None), "latent_sites", ("z",))
+    pyro.set_rng_seed(args.seed)  # draws of lower layers (and of flow guides' means) are reproducible
+    means = {site: posterior_means(guide, x.to(device), site=site) for site in sites}
+    units = {site: int((m.var(0) > ACTIVE_THRESHOLD).sum()) for site, m in means.items()}
     summary = {
         **estimate.summary(),
-        "active_units": None if means is None else int((means.var(0) > ACTIVE_THRESHOLD).sum()),
-        "latent_dim": None if means is None else means.shape[-1],
+        "active_units": sum(units.values()) if means else None,
+        "latent_dim": sum(m.shape[-1] for m in means.values()) if means else None,
+        **({"active_units_per_layer": units} if len(units) > 1 else {}),
         "seconds": seconds,
         "dataset": settings["name"],
         "split": args.split,
@@ -328,6 +390,8 @@ def _m1_features(path: str, data: Dataset) -> tuple[LatentFeatures, dict]:
     vae, state = load_vae(path)
     if isinstance(vae, Autoencoder):
         raise ValueError(f"--m1 {path} is a deterministic autoencoder: M1 features come from a VAE's q(z|x)")
+    if isinstance(vae, TwoLayerVAE):
+        raise ValueError(f"--m1 {path} is a two-layer VAE: M1 features come from the single z of a VAE's q(z|x)")
     trained_on = state["extra"].get("data", {}).get("name")
     if trained_on != data.name or vae.x_dim != data.x_dim:
         raise ValueError(f"--m1 {path} is a VAE of {trained_on!r} data, not of {data.name!r}: train it on {data.name}")
@@ -426,6 +490,12 @@ def plot_command(args: argparse.Namespace) -> str:
         raise ValueError(f"{args.checkpoint} is not a VAE or autoencoder checkpoint: plot works on pyrovae train "
                          "runs (train-ss writes its own analogies.png)")  # fmt: skip
     vae, state = load_vae(args.checkpoint, map_location=device)
+    if isinstance(vae, TwoLayerVAE) and args.kind not in ("samples", "reconstructions"):
+        raise ValueError(
+            f"plot {args.kind} walks the single latent space z of a VAE, and {args.checkpoint} is a two-layer VAE "
+            "(z1, z2): only samples and reconstructions are drawn for it (for its codes, call "
+            "pyrovae.latent.posterior_means(vae.guide, x, site='z1') or site='z2')"
+        )
     vae.eval()
     settings = state["extra"].get("data")
     if settings is None:

@@ -42,31 +42,30 @@ from .vae import VAE
 
 
 class IAFEncoder(nn.Module):
-    """The Gaussian :class:`~pyrovae.nets.Encoder` followed by ``depth`` conditional IAF steps.
+    """A Gaussian encoder followed by ``depth`` conditional IAF steps.
 
     Called on ``x`` it returns the base Gaussian's ``(loc, scale)`` like a plain encoder; :meth:`posterior`
     gives the flow distribution.
 
+    :param base: the Gaussian encoder, an :class:`~pyrovae.nets.Encoder` or :class:`~pyrovae.nets.ConvEncoder`
+        (its ``hidden(x)`` is the flow's context).
+    :param int x_dim: data dimension.
     :param int depth: number of IAF steps.
     :param flow_hidden: hidden sizes of each step's MADE network (default ``(10 * z_dim,)``, Pyro's
         default); each must be at least ``z_dim``.
     """
 
     def __init__(
-        self,
-        x_dim: int,
-        z_dim: int,
-        hidden: Sequence[int] = (400,),
-        activation: str | type[nn.Module] = "relu",
-        depth: int = 2,
-        flow_hidden: Sequence[int] | None = None,
+        self, base: Encoder, x_dim: int, depth: int = 2, flow_hidden: Sequence[int] | None = None
     ) -> None:
         super().__init__()
         if int(depth) < 1:
             raise ValueError(f"an IAF needs at least one step, got depth={depth}")
+        z_dim = base.z_dim
         flow_hidden = list(flow_hidden or [10 * z_dim])
-        self.base = Encoder(x_dim, z_dim, hidden, activation)
-        context_dim = hidden[-1] if len(hidden) else x_dim
+        self.base = base
+        with torch.no_grad():
+            context_dim = base.hidden(torch.zeros(1, x_dim)).shape[-1]
         order = torch.arange(z_dim)
         self.steps = nn.ModuleList()
         for t in range(int(depth)):
@@ -96,8 +95,8 @@ class IAFVAE(VAE):
 
     :param int flow_depth: number of IAF steps.
     :param flow_hidden: hidden sizes of each step's MADE network (default ``(10 * z_dim,)``).
-    :param kwargs: the other :class:`~pyrovae.VAE` settings (``prefix``, ``likelihood``, ...), except a
-        custom ``encoder``.
+    :param kwargs: the other :class:`~pyrovae.VAE` settings (``prefix``, ``likelihood``, ``net``, ...), except
+        a custom ``encoder``; the flow's context is the last hidden layer of the MLP or convolutional encoder.
     """
 
     kind = "iaf"
@@ -115,7 +114,7 @@ class IAFVAE(VAE):
         if "encoder" in kwargs:
             raise ValueError("IAFVAE builds its own encoder (a Gaussian encoder followed by the flow)")
         super().__init__(x_dim, z_dim, hidden, activation, **kwargs)
-        self.encoder = IAFEncoder(x_dim, z_dim, hidden, activation, flow_depth, flow_hidden)
+        self.encoder = IAFEncoder(self.encoder, x_dim, flow_depth, flow_hidden)
         self.config.update(
             flow_depth=int(flow_depth), flow_hidden=None if flow_hidden is None else [int(h) for h in flow_hidden]
         )

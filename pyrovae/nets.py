@@ -14,6 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+#: the default network families of :class:`pyrovae.VAE` (``net=``)
+NETS = ("mlp", "conv")
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
@@ -142,3 +145,89 @@ class ConditionalMLP(nn.Module):
     def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``h``: ``(..., in_dim)``; ``y``: integer labels whose shape broadcasts with ``h.shape[:-1]``."""
         return self.rest(self.input(h) + self.label(y))
+
+
+class ConvEncoder(Encoder):
+    r"""Convolutional amortized posterior network for images: :math:`x \mapsto (\mu(x), \sigma(x))`.
+
+    ``x`` ``(..., C*H*W)`` is reshaped to ``(C, H, W)`` and passed through stride-2 convolutions (kernel 4,
+    padding 1: each halves the height and width); the flattened feature maps then go through the MLP of an
+    :class:`Encoder` with ``hidden`` sizes, which gives ``(loc, scale)``. Any leading batch dimensions are kept.
+
+    :param image_shape: ``(C, H, W)``; ``H`` and ``W`` must be divisible by ``2 ** len(channels)``.
+    :param channels: output channels of the convolutions, e.g. ``(32, 64)``: 28x28 -> 14x14 -> 7x7.
+    """
+
+    def __init__(
+        self,
+        image_shape: Sequence[int],
+        z_dim: int,
+        hidden: Sequence[int] = (400,),
+        activation: str | type[nn.Module] = "relu",
+        channels: Sequence[int] = (32, 64),
+        min_scale: float = 1e-4,
+    ) -> None:
+        image_shape = _check_image_shape(image_shape, len(channels))
+        super().__init__(_conv_size(image_shape, channels), z_dim, hidden, activation, min_scale)
+        self.image_shape = image_shape
+        act = activation_class(activation)
+        layers: list[nn.Module] = []
+        for n_in, n_out in pairwise([image_shape[0], *channels]):
+            layers += [nn.Conv2d(n_in, n_out, kernel_size=4, stride=2, padding=1), act()]
+        self.conv = nn.Sequential(*layers, nn.Flatten())
+
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        return super().hidden(self.conv(x.reshape(-1, *self.image_shape)).reshape(*lead, -1))
+
+
+class ConvDecoder(nn.Module):
+    r"""Convolutional generative network: :math:`z \mapsto` logits (or means) of :math:`p(x|z)`, the mirror of
+    :class:`ConvEncoder`: an MLP to ``channels[-1]`` feature maps of ``H / 2**L x W / 2**L``, then stride-2
+    transposed convolutions (kernel 4, padding 1) up to ``(C, H, W)``, flattened to ``(..., C*H*W)``.
+
+    :param image_shape: ``(C, H, W)``.
+    :param channels: the encoder's channels, e.g. ``(32, 64)`` (used in reverse order).
+    """
+
+    def __init__(
+        self,
+        z_dim: int,
+        image_shape: Sequence[int],
+        hidden: Sequence[int] = (400,),
+        activation: str | type[nn.Module] = "relu",
+        channels: Sequence[int] = (32, 64),
+    ) -> None:
+        super().__init__()
+        self.image_shape = _check_image_shape(image_shape, len(channels))
+        c, h, w = self.image_shape
+        self.grid = (channels[-1], h >> len(channels), w >> len(channels))
+        act = activation_class(activation)
+        self.net = nn.Sequential(mlp([z_dim, *hidden, _conv_size(self.image_shape, channels)], activation), act())
+        layers: list[nn.Module] = []
+        for n_in, n_out in pairwise([*reversed(channels), c]):
+            layers += [nn.ConvTranspose2d(n_in, n_out, kernel_size=4, stride=2, padding=1), act()]
+        self.deconv = nn.Sequential(*layers[:-1])  # linear output
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        lead = z.shape[:-1]
+        out = self.deconv(self.net(z.reshape(-1, z.shape[-1])).reshape(-1, *self.grid))
+        return out.reshape(*lead, -1)
+
+
+def _check_image_shape(image_shape: Sequence[int], num_convs: int) -> tuple[int, int, int]:
+    if len(image_shape) != 3 or any(int(s) < 1 for s in image_shape):
+        raise ValueError(f"image_shape must be (C, H, W), got {tuple(image_shape)}")
+    c, h, w = (int(s) for s in image_shape)
+    if h % 2**num_convs or w % 2**num_convs:
+        raise ValueError(
+            f"{num_convs} stride-2 convolutions need H and W divisible by {2**num_convs}, got {h}x{w}: "
+            "use fewer channels or the MLP nets"
+        )
+    return c, h, w
+
+
+def _conv_size(image_shape: tuple[int, int, int], channels: Sequence[int]) -> int:
+    """Features after the convolutions: ``channels[-1] * H / 2**L * W / 2**L``."""
+    _, h, w = image_shape
+    return channels[-1] * (h >> len(channels)) * (w >> len(channels))

@@ -45,6 +45,7 @@ from .checkpoint import (
 )
 from .data.datasets import Dataset
 from .device import resolve_device
+from .distributed import DistributedStep, gather_rng_states, rank_and_world
 from .iwae import TraceIWAE_ELBO
 from .kl_scale import KLScaleMessenger, warmup_scale
 from .metrics import elbo_per_datapoint
@@ -120,12 +121,46 @@ def num_batches(num_data: int, batch_size: int, drop_last: bool = False) -> int:
 
 
 def minibatches(
-    num_data: int, batch_size: int, device: torch.device, drop_last: bool = False
+    num_data: int,
+    batch_size: int,
+    device: torch.device,
+    drop_last: bool = False,
+    generator: torch.Generator | None = None,
 ) -> Iterator[torch.Tensor]:
-    """Indices of one epoch's minibatches: a random permutation of ``range(num_data)`` drawn on
-    ``device`` with the global RNG, cut into :func:`num_batches` pieces of ``batch_size``."""
-    perm = torch.randperm(num_data, device=device)
+    """Indices of one epoch's minibatches: a random permutation of ``range(num_data)`` cut into
+    :func:`num_batches` pieces of ``batch_size``, drawn on ``device`` with the global RNG, or on the CPU with
+    ``generator`` (then moved to ``device``)."""
+    if generator is None:
+        perm = torch.randperm(num_data, device=device)
+    else:
+        perm = torch.randperm(num_data, generator=generator).to(device)
     yield from perm[: num_batches(num_data, batch_size, drop_last) * batch_size].split(batch_size)
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The generator of epoch ``epoch``'s permutation: a function of the seed and the epoch only, so that
+    every rank of a distributed run draws the same one, and a resumed run the same as an uninterrupted one."""
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
+
+
+class SVIStep:
+    """One ``pyro.infer.SVI`` step with ``pyro.optim.Adam`` per call (the single-process step of :func:`fit`);
+    returns the loss."""
+
+    def __init__(self, model: Callable, guide: Callable, elbo: pyro.infer.ELBO, lr: float) -> None:
+        self.optim = pyro.optim.Adam({"lr": lr})
+        self.svi = pyro.infer.SVI(model, guide, self.optim, elbo)
+
+    def __call__(self, x: torch.Tensor, num_data: int) -> float:
+        return self.svi.step(x, num_data=num_data)
+
+    def get_state(self) -> dict:
+        return self.optim.get_state()
+
+    def set_state(self, state: dict) -> None:
+        if "torch_adam" in state:
+            raise ValueError("this checkpoint was written by a distributed run: resume it under torchrun, distributed")
+        self.optim.set_state(state)
 
 
 def _train_batch(data: Dataset, idx: torch.Tensor) -> torch.Tensor:
@@ -134,12 +169,14 @@ def _train_batch(data: Dataset, idx: torch.Tensor) -> torch.Tensor:
     return torch.bernoulli(x) if data.binarize == "dynamic" else x
 
 
-def _move_owners(device: torch.device, *fns: Callable) -> None:
-    """Move the ``nn.Module`` that owns each bound method (``vae.model``) to ``device``."""
+def _owners(*fns: Callable) -> list[nn.Module]:
+    """The distinct ``nn.Module`` s that own the bound methods ``fns`` (``vae.model`` belongs to ``vae``)."""
+    owners: list[nn.Module] = []
     for fn in fns:
         owner = getattr(fn, "__self__", None)
-        if isinstance(owner, nn.Module):
-            owner.to(device)
+        if isinstance(owner, nn.Module) and all(owner is not o for o in owners):
+            owners.append(owner)
+    return owners
 
 
 def fit(
@@ -181,57 +218,78 @@ def fit(
         ``metrics.jsonl`` and the checkpoint; e.g. a :class:`pyrovae.tensorboard.TensorBoardLogger`. It should leave the
         random state alone (or restore it), or the run will no longer match one without the callback.
     :returns: the metrics history, one dict per epoch (including restored ones).
+
+    **Distributed**: inside an initialised ``torch.distributed`` process group (``torchrun``, then
+    :func:`pyrovae.distributed.init_distributed`), each rank trains on its share of every global minibatch of
+    ``batch_size`` rows with ``DistributedDataParallel`` (see :mod:`pyrovae.distributed`); rank 0 alone
+    evaluates, writes ``out_dir`` and calls ``callback``, and only its rows have ``test_elbo``.
+
+    Each epoch's permutation comes from a generator seeded by ``seed`` and the epoch
+    (:func:`epoch_generator`), the model's noise from the global RNG seeded with ``seed`` (+ rank).
     """
     config = config or TrainConfig()
     device = resolve_device(config.device)
-    _move_owners(device, model, guide)
+    owners = _owners(model, guide)
+    for owner in owners:
+        owner.to(device)
     data = data.to(device)
     num_data = len(data.train)
-    if config.batch_size > num_data and config.jit:
+    rank, world = rank_and_world()
+    drop_last = config.jit or world > 1  # compiled steps have fixed shapes; ranks need equal shares
+    if world > 1 and (config.jit or config.batch_size % world):
         raise ValueError(
-            f"batch_size ({config.batch_size}) is larger than the training set ({num_data} points) and the JIT "
-            "drops incomplete batches: lower batch_size"
+            f"distributed training over {world} ranks needs a batch_size divisible by {world} (got "
+            f"{config.batch_size}) and no JIT"
         )
-    out = Path(out_dir) if out_dir is not None else None
-    if resume and out is None:
+    if config.batch_size > num_data and drop_last:
+        raise ValueError(
+            f"batch_size ({config.batch_size}) is larger than the training set ({num_data} points) and incomplete "
+            "batches are dropped (JIT or distributed): lower batch_size"
+        )
+    out = Path(out_dir) if out_dir is not None and rank == 0 else None
+    if resume and out_dir is None:
         raise ValueError("resume=True needs the out_dir that holds the checkpoint")
 
-    optim = pyro.optim.Adam({"lr": config.lr})
     kl = KLScaleMessenger(config.beta)  # the KL weight; it changes every step during warm-up
     scaled = config.beta != 1 or config.kl_warmup_epochs > 0
-    svi = pyro.infer.SVI(kl(model) if scaled else model, kl(guide) if scaled else guide, optim, make_elbo(config))
+    train_model, train_guide = (kl(model), kl(guide)) if scaled else (model, guide)
+    if world > 1:
+        stepper = DistributedStep(owners, train_model, train_guide, make_elbo(config), config.lr)
+    else:
+        stepper = SVIStep(train_model, train_guide, make_elbo(config), config.lr)
     # the test ELBO is the standard one for every objective; an IWAE run also reports its bound on the test set
     eval_elbo = pyro.infer.Trace_ELBO() if config.elbo == "iwae" else ELBOS[config.elbo][0]()
     history: list[dict[str, float]] = []
     if resume:
-        state = load_checkpoint(out / CHECKPOINT, map_location=device)
+        path = Path(out_dir) / CHECKPOINT
+        state = load_checkpoint(path, map_location=device)
         # settings added since a checkpoint was written take their defaults
-        check_resumable(out / CHECKPOINT, {**asdict(TrainConfig()), **state["config"]}, asdict(config))
+        check_resumable(path, {**asdict(TrainConfig()), **state["config"]}, asdict(config))
         register_params(model, guide, _train_batch(data, torch.arange(1, device=device)), num_data=num_data)
         restore_params(state["params"])
-        optim.set_state(state["optim"])
-        set_rng_state(state["rng"])
+        stepper.set_state(state["optim"])
+        set_rng_state(state["rng_ranks"][rank] if "rng_ranks" in state else state["rng"])
         history = list(state["history"])
-        write_metrics(out / METRICS, history)
     else:
-        pyro.set_rng_seed(config.seed)
-        if out is not None:
-            write_metrics(out / METRICS, history)
+        pyro.set_rng_seed(config.seed + rank)  # each rank its own noise
+    if out is not None:
+        write_metrics(out / METRICS, history)
 
-    steps_per_epoch = num_batches(num_data, config.batch_size, drop_last=config.jit)
+    steps_per_epoch = num_batches(num_data, config.batch_size, drop_last=drop_last)
     warmup_steps = config.kl_warmup_epochs * steps_per_epoch
     bar = tqdm(
         total=config.epochs * steps_per_epoch,
         initial=len(history) * steps_per_epoch,
-        disable=None if progress is None else not progress,
+        disable=True if rank else None if progress is None else not progress,
         unit="step",
         desc="training",
     )
     for epoch in range(len(history), config.epochs):
         start, loss_sum, seen = time.perf_counter(), 0.0, 0
-        for step, idx in enumerate(minibatches(num_data, config.batch_size, device, drop_last=config.jit)):
+        batches = minibatches(num_data, config.batch_size, device, drop_last, epoch_generator(config.seed, epoch))
+        for step, idx in enumerate(batches):
             kl.scale = warmup_scale(epoch * steps_per_epoch + step, warmup_steps, config.beta)
-            loss = svi.step(_train_batch(data, idx), num_data=num_data)
+            loss = stepper(_train_batch(data, idx.tensor_split(world)[rank]), num_data)
             loss_sum, seen = loss_sum + loss * len(idx) / num_data, seen + len(idx)
             bar.update()
             if not bar.disable:  # no string formatting on the hot path when nobody sees the bar
@@ -239,7 +297,7 @@ def fit(
         row = {"epoch": epoch + 1, "train_elbo": -loss_sum / seen}
         if scaled:
             row["kl_scale"] = kl.scale
-        if len(data.test):
+        if len(data.test) and rank == 0:
             row["test_elbo"] = elbo_per_datapoint(
                 model, guide, data.test.x, batch_size=config.eval_batch_size, elbo=eval_elbo
             )
@@ -249,7 +307,8 @@ def fit(
                 )
         row["seconds"] = time.perf_counter() - start
         history.append(row)
-        if verbose:
+        rng = gather_rng_states(rng_state()) if world > 1 else [rng_state()]
+        if verbose and rank == 0:
             bar.write(", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
         if out is not None:
             append_metrics(out / METRICS, row)
@@ -258,14 +317,15 @@ def fit(
                 {
                     "epoch": epoch + 1,
                     "params": param_state(),
-                    "optim": optim.get_state(),
-                    "rng": rng_state(),
+                    "optim": stepper.get_state(),
+                    "rng": rng[0],
+                    **({"rng_ranks": rng} if world > 1 else {}),
                     "history": history,
                     "config": asdict(config),
                     "extra": extra or {},
                 },
             )
-        if callback is not None:
+        if callback is not None and rank == 0:
             callback(dict(row))
     bar.close()
     return history

@@ -36,6 +36,7 @@ site            what                                                       shape
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,7 +47,7 @@ from pyro.infer.util import is_validation_enabled
 from torch import nn
 
 from .likelihoods import PixelScale, check_likelihood, check_support, observation
-from .nets import Decoder, Encoder
+from .nets import NETS, ConvDecoder, ConvEncoder, Decoder, Encoder
 from .plate import data_plate
 from .validation import check_shape
 
@@ -73,6 +74,10 @@ class VAE(nn.Module):
     :param float scale: ``"normal"`` only: a fixed standard deviation of every coordinate; ``None``
         (default) learns one per coordinate (:class:`pyrovae.likelihoods.PixelScale`, initially 1, the
         ``pyro.module`` ``"scale"``).
+    :param str net: the default networks: ``"mlp"`` (:class:`~pyrovae.nets.Encoder`, :class:`~pyrovae.nets.Decoder`)
+        or ``"conv"`` (:class:`~pyrovae.nets.ConvEncoder`, :class:`~pyrovae.nets.ConvDecoder`: two stride-2
+        convolutions with 32 and 64 channels, then the MLP of ``hidden``; the decoder mirrors them).
+    :param image_shape: ``(C, H, W)`` of the images, needed by ``net="conv"`` (e.g. ``data.image_shape``).
 
     A variant changes the distributions of ``z`` by overriding :meth:`prior` and :meth:`posterior`
     (as :class:`pyrovae.Autoencoder` does); :meth:`model` and :meth:`guide` stay the same.
@@ -92,8 +97,14 @@ class VAE(nn.Module):
         prefix: str = "",
         likelihood: str = "bernoulli",
         scale: float | None = None,
+        net: str = "mlp",
+        image_shape: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
+        if net not in NETS:
+            raise ValueError(f"unknown net {net!r}: choose one of {NETS}")
+        if net == "conv" and (image_shape is None or math.prod(image_shape) != int(x_dim)):
+            raise ValueError(f"net='conv' needs the image_shape (C, H, W) of the data, with C*H*W = x_dim = {x_dim}")
         if int(x_dim) < 1 or int(z_dim) < 1:
             raise ValueError(f"x_dim and z_dim must be positive, got x_dim={x_dim}, z_dim={z_dim}")
         check_likelihood(likelihood)
@@ -107,8 +118,14 @@ class VAE(nn.Module):
         self.scale: PixelScale | float | None = None
         if likelihood == "normal":
             self.scale = PixelScale(self.x_dim) if scale is None else float(scale)
-        self.encoder = encoder if encoder is not None else Encoder(x_dim, z_dim, hidden, activation)
-        self.decoder = decoder if decoder is not None else Decoder(z_dim, x_dim, tuple(reversed(hidden)), activation)
+        if net == "conv":
+            default_encoder = ConvEncoder(image_shape, z_dim, hidden, activation)
+            default_decoder = ConvDecoder(z_dim, image_shape, tuple(reversed(hidden)), activation)
+        else:
+            default_encoder = Encoder(x_dim, z_dim, hidden, activation)
+            default_decoder = Decoder(z_dim, x_dim, tuple(reversed(hidden)), activation)
+        self.encoder = encoder if encoder is not None else default_encoder
+        self.decoder = decoder if decoder is not None else default_decoder
         #: constructor arguments, saved in checkpoints so that :func:`pyrovae.load_vae` can rebuild the
         #: model; ``None`` when a custom encoder/decoder or activation class was given
         self.config: dict[str, Any] | None = None
@@ -123,6 +140,8 @@ class VAE(nn.Module):
                 "likelihood": likelihood,
                 "scale": None if scale is None else float(scale),
             }
+            if net != "mlp":  # older checkpoints have no key: MLP nets
+                self.config.update(net=net, image_shape=[int(s) for s in image_shape])
 
     def site(self, name: str) -> str:
         """The full name of site ``name`` (``"z"``, ``"x"``, ``"data"``, ...) with this VAE's prefix."""

@@ -11,6 +11,7 @@ from pyrovae import latent
 from pyrovae.checkpoint import load_checkpoint
 from pyrovae.cli import main
 from pyrovae.flows import IAFVAE, IAFEncoder
+from pyrovae.nets import Encoder
 
 
 def _randomize(encoder: IAFEncoder, seed: int = 0) -> None:
@@ -27,7 +28,7 @@ def test_log_density_is_the_base_density_minus_the_log_determinant_2d():
     the full Jacobian from autograd (not assuming it is triangular), for the guide's own (cached) samples and
     for fresh copies that force the inverse."""
     torch.manual_seed(0)
-    encoder = IAFEncoder(5, 2, hidden=(7,), depth=2, flow_hidden=(6,))
+    encoder = IAFEncoder(Encoder(5, 2, hidden=(7,)), 5, depth=2, flow_hidden=(6,))
     _randomize(encoder)
     x = torch.rand(3, 5)
     q = encoder.posterior(x)
