@@ -11,8 +11,9 @@ memory while it runs. Prints a table and writes JSON (per seed and mean +- std) 
 Other training objectives and guides are forwarded to ``pyrovae train`` (``--objective iwae --particles K``,
 ``--flow iaf --flow-depth D``, ``--kl-warmup-epochs W``); ``--curve E1 E2 ...`` trains to E1 epochs,
 evaluates, resumes to E2 (``pyrovae train --resume --epochs E2``), evaluates, and so on, one row per
-(seed, epoch). A non-default configuration writes ``results/nll_NAME.json`` and trains in ``runs/nll_NAME``
-(``--name``; derived from the options when not given):
+(seed, epoch); calling it again with a longer ``--curve`` keeps the rows it has. A non-default configuration
+writes ``results/nll_NAME.json`` and trains in ``runs/nll_NAME`` (``--name``; derived from the options when
+not given):
 
     python benchmarks/nll.py --name iwae5 --objective iwae --particles 5 --curve 10 20 30 --seeds 0 \\
         --limit 2000 --runs runs/nll-objectives/iwae5
@@ -228,7 +229,7 @@ def main(argv: list[str] | None = None) -> dict:
         "protocol": {
             "dataset": f"mnist, dynamic binarization for training; test set binarized once with seed {EVAL_SEED}",
             "architecture": f"784-{'-'.join(map(str, args.hidden))}-{args.z_dim}, {args.activation}",
-            "epochs": args.curve or args.epochs,
+            "epochs": "per row (--curve)" if args.curve else args.epochs,
             "num_samples": args.num_samples,
             "num_test_points": len(test_x[: args.limit]),
         },
@@ -248,15 +249,14 @@ def main(argv: list[str] | None = None) -> dict:
         results["name"] = name
     previous = json.loads(Path(args.out).read_text()) if Path(args.out).exists() and not args.fresh else {}
     if previous.get("protocol") == results["protocol"]:
-        results["seeds"] = [row for row in previous["seeds"]
-                            if row["seed"] in args.seeds and row["epochs"] in schedule]  # fmt: skip
+        # with --curve, rows at epochs outside this --curve stay: a later call can extend the curve
+        results["seeds"] = [row for row in previous["seeds"] if row["seed"] in args.seeds]
 
     def summary() -> dict:
         if args.curve is None:
             return summarize(results["seeds"])
-        return {
-            str(e): summarize(rows) for e in schedule if (rows := [r for r in results["seeds"] if r["epochs"] == e])
-        }
+        epochs = sorted({r["epochs"] for r in results["seeds"]})
+        return {str(e): summarize([r for r in results["seeds"] if r["epochs"] == e]) for e in epochs}
 
     for seed in args.seeds:
         out = Path(args.runs) / f"seed{seed}"
