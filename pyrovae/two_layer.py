@@ -64,16 +64,13 @@ from typing import Any
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.infer.util import is_validation_enabled
-from torch import nn
 
-from .likelihoods import PixelScale, check_likelihood, check_support, observation
 from .nets import Decoder, Encoder
 from .plate import data_plate
-from .validation import check_shape
+from .vae import ObservedModel
 
 
-class TwoLayerVAE(nn.Module):
+class TwoLayerVAE(ObservedModel):
     """A VAE with two stochastic layers (see the module docstring) whose :meth:`model` and :meth:`guide` are
     ordinary Pyro callables, trained and evaluated like :class:`pyrovae.VAE`.
 
@@ -110,18 +107,9 @@ class TwoLayerVAE(nn.Module):
         super().__init__()
         if min(int(x_dim), int(z1_dim), int(z2_dim)) < 1:
             raise ValueError(f"x_dim, z1_dim and z2_dim must be positive, got {x_dim}, {z1_dim}, {z2_dim}")
-        check_likelihood(likelihood)
-        if scale is not None and likelihood != "normal":
-            raise ValueError(f"scale={scale} is the Gaussian scale: it needs likelihood='normal', not {likelihood!r}")
-        if scale is not None and not 0 < float(scale) < float("inf"):
-            raise ValueError(f"scale must be a positive number (or None to learn it), got {scale}")
-        self.x_dim, self.z1_dim, self.z2_dim = int(x_dim), int(z1_dim), int(z2_dim)
-        self.prefix, self.likelihood = prefix, likelihood
+        self._init_observation(x_dim, prefix, likelihood, scale)
+        self.z1_dim, self.z2_dim = int(z1_dim), int(z2_dim)
         hidden1, hidden2 = [int(h) for h in hidden1], [int(h) for h in hidden2]
-        #: the Gaussian scale of x: a learned :class:`~pyrovae.likelihoods.PixelScale`, a float, or ``None``
-        self.scale: PixelScale | float | None = None
-        if likelihood == "normal":
-            self.scale = PixelScale(self.x_dim) if scale is None else float(scale)
         self.encoder1 = Encoder(self.x_dim, self.z1_dim, hidden1, activation)
         self.encoder2 = Encoder(self.z1_dim, self.z2_dim, hidden2, activation)
         self.decoder2 = Encoder(self.z2_dim, self.z1_dim, hidden2[::-1], activation)
@@ -145,26 +133,9 @@ class TwoLayerVAE(nn.Module):
         """The full names of the latent sites, bottom layer first: ``(site("z1"), site("z2"))``."""
         return self.site("z1"), self.site("z2")
 
-    def site(self, name: str) -> str:
-        """The full name of site ``name`` (``"z1"``, ``"z2"``, ``"x"``, ``"data"``, ...) with this model's prefix."""
-        return f"{self.prefix}/{name}" if self.prefix else name
-
-    def _device(self) -> torch.device:
-        return next(self.decoder1.parameters()).device
-
-    def _check(self, x: torch.Tensor) -> None:
-        """Shape checks always; value checks (finite, in the likelihood's support) while Pyro validation is on."""
-        check_shape(x, self.x_dim)
-        if is_validation_enabled():
-            check_support(self.likelihood, x)
-
     def observation(self, z1: torch.Tensor) -> dist.TorchDistribution:
-        """The distribution p(x|z1) of the chosen likelihood, event shape ``(x_dim,)``; a learned Gaussian scale is
-        registered here (``pyro.module`` ``"scale"``)."""
-        scale = self.scale
-        if isinstance(scale, nn.Module):
-            scale = pyro.module(self.site("scale"), scale)()
-        return observation(self.likelihood, self.decoder1(z1), scale)
+        """The distribution p(x|z1) of the chosen likelihood, event shape ``(x_dim,)``."""
+        return self._observe(self.decoder1(z1))
 
     def model(self, x: torch.Tensor | None = None, num_data: int | None = None) -> torch.Tensor:
         """Generative model :math:`p(z_2)\\,p(z_1|z_2)\\,p(x|z_1)`.

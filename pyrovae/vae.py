@@ -52,7 +52,46 @@ from .plate import data_plate
 from .validation import check_shape
 
 
-class VAE(nn.Module):
+class ObservedModel(nn.Module):
+    """What every pyrovae model of images shares: prefixed site names, the input checks of its likelihood and
+    the observation distribution p(x|·) (:mod:`pyrovae.likelihoods`) with its Gaussian scale, if any."""
+
+    def _init_observation(self, x_dim: int, prefix: str, likelihood: str, scale: float | None) -> None:
+        check_likelihood(likelihood)
+        if scale is not None and likelihood != "normal":
+            raise ValueError(f"scale={scale} is the Gaussian scale: it needs likelihood='normal', not {likelihood!r}")
+        if scale is not None and not 0 < float(scale) < float("inf"):
+            raise ValueError(f"scale must be a positive number (or None to learn it), got {scale}")
+        self.x_dim, self.prefix, self.likelihood = int(x_dim), prefix, likelihood
+        #: the Gaussian scale: a :class:`~pyrovae.likelihoods.PixelScale` module when learned, a float when
+        #: fixed, ``None`` for the other likelihoods
+        self.scale: PixelScale | float | None = None
+        if likelihood == "normal":
+            self.scale = PixelScale(self.x_dim) if scale is None else float(scale)
+
+    def site(self, name: str) -> str:
+        """The full name of site ``name`` (``"z"``, ``"x"``, ``"data"``, ...) with this model's prefix."""
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def _check(self, x: torch.Tensor) -> None:
+        """Shape checks always; value checks (finite, in the likelihood's support) while Pyro validation is on."""
+        check_shape(x, self.x_dim)
+        if is_validation_enabled():
+            check_support(self.likelihood, x)
+
+    def _observe(self, output: torch.Tensor) -> dist.TorchDistribution:
+        """p(x|·) of the likelihood from the decoder's ``output``; a learned Gaussian scale is registered with Pyro
+        here (``pyro.module`` ``"scale"``)."""
+        scale = self.scale
+        if isinstance(scale, nn.Module):
+            scale = pyro.module(self.site("scale"), scale)()
+        return observation(self.likelihood, output, scale)
+
+
+class VAE(ObservedModel):
     """A VAE whose :meth:`model` and :meth:`guide` are ordinary Pyro callables.
 
     Train with any Pyro ELBO, e.g. ``SVI(vae.model, vae.guide, Adam({"lr": 1e-3}), Trace_ELBO())``,
@@ -107,17 +146,8 @@ class VAE(nn.Module):
             raise ValueError(f"net='conv' needs the image_shape (C, H, W) of the data, with C*H*W = x_dim = {x_dim}")
         if int(x_dim) < 1 or int(z_dim) < 1:
             raise ValueError(f"x_dim and z_dim must be positive, got x_dim={x_dim}, z_dim={z_dim}")
-        check_likelihood(likelihood)
-        if scale is not None and likelihood != "normal":
-            raise ValueError(f"scale={scale} is the Gaussian scale: it needs likelihood='normal', not {likelihood!r}")
-        if scale is not None and not 0 < float(scale) < float("inf"):
-            raise ValueError(f"scale must be a positive number (or None to learn it), got {scale}")
-        self.x_dim, self.z_dim, self.prefix, self.likelihood = int(x_dim), int(z_dim), prefix, likelihood
-        #: the Gaussian scale: a :class:`~pyrovae.likelihoods.PixelScale` module when learned, a float when
-        #: fixed, ``None`` for the other likelihoods
-        self.scale: PixelScale | float | None = None
-        if likelihood == "normal":
-            self.scale = PixelScale(self.x_dim) if scale is None else float(scale)
+        self._init_observation(x_dim, prefix, likelihood, scale)
+        self.z_dim = int(z_dim)
         if net == "conv":
             default_encoder = ConvEncoder(image_shape, z_dim, hidden, activation)
             default_decoder = ConvDecoder(z_dim, image_shape, tuple(reversed(hidden)), activation)
@@ -143,26 +173,9 @@ class VAE(nn.Module):
             if net != "mlp":  # older checkpoints have no key: MLP nets
                 self.config.update(net=net, image_shape=[int(s) for s in image_shape])
 
-    def site(self, name: str) -> str:
-        """The full name of site ``name`` (``"z"``, ``"x"``, ``"data"``, ...) with this VAE's prefix."""
-        return f"{self.prefix}/{name}" if self.prefix else name
-
-    def _device(self) -> torch.device:
-        return next(self.decoder.parameters()).device
-
-    def _check(self, x: torch.Tensor) -> None:
-        """Shape checks always; value checks (finite, in the likelihood's support) while Pyro validation is on."""
-        check_shape(x, self.x_dim)
-        if is_validation_enabled():
-            check_support(self.likelihood, x)
-
     def observation(self, z: torch.Tensor) -> dist.TorchDistribution:
-        """The distribution p(x|z) of the chosen likelihood, event shape ``(x_dim,)``. A learned Gaussian scale
-        is registered with Pyro here (``pyro.module`` ``"scale"``), as the decoder is in :meth:`model`."""
-        scale = self.scale
-        if isinstance(scale, nn.Module):
-            scale = pyro.module(self.site("scale"), scale)()
-        return observation(self.likelihood, self.decoder(z), scale)
+        """The distribution p(x|z) of the chosen likelihood, event shape ``(x_dim,)``."""
+        return self._observe(self.decoder(z))
 
     def prior(self, batch_size: int, device: torch.device) -> dist.TorchDistribution:
         """The distribution of ``z`` in the model, :math:`\\mathcal{N}(0, I)` with batch shape ``(batch_size,)``."""
