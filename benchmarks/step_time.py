@@ -1,17 +1,26 @@
-"""Time one SVI step of pyrovae's VAE against a plain-PyTorch VAE of the same network, in one process.
+"""Time one training step of pyrovae's VAE against a plain-PyTorch VAE of the same network, in one process.
 
-Both use the same encoder/decoder classes, the same minibatch and Adam; the plain step computes the same
-single-sample ELBO by hand (reparameterized z, Bernoulli log-likelihood, Gaussian log-densities). Further rows:
-the loss as a module stepped by ``torch.optim.Adam`` (the route of distributed training), and Kingma et al.'s
-M2 (``SSVAE``, 784-400-50, 10 classes) on an unlabelled batch with the label enumerated in parallel, whose
-ratio is to the same plain VAE step.
-Prints a table and writes JSON (default ``benchmarks/results/step_time.json``).
+Every configuration trains the same 784-400-50 network (batch 128, Adam 1e-3) on the same minibatch. The plain
+steps compute the single-sample ELBO by hand (reparameterized z, Bernoulli log-likelihood, Gaussian
+log-densities), with ``torch.optim.Adam``'s default implementation or the fused one. The Pyro rows run
+``VAE.model``/``guide``: under ``pyro.infer.SVI`` with ``pyro.optim.Adam`` (Pyro's textbook route, one
+optimizer per parameter), and as :func:`pyrovae.fit` steps them (:class:`pyrovae.step.AdamStep`: the ELBO's
+differentiable loss and one fused Adam) with Pyro's validation on (the first epoch), off (later epochs), and
+with ``JitTrace_ELBO`` (``--jit``). Last, Kingma et al.'s M2 (``SSVAE``, 784-400-50, 10 classes) on an
+unlabelled batch with the label enumerated in parallel, as ``fit_semisupervised`` steps it, eager and JIT.
 
-Run: ``python benchmarks/step_time.py --steps 200``
+The configurations run **interleaved**: each round times ``--steps`` steps of every configuration in turn, and
+the ratios are medians over ``--rounds`` rounds of the per-round ratio, so that a machine whose speed drifts
+(shared cores, frequency scaling) moves numerator and denominator together. Prints a table and writes JSON
+(default ``benchmarks/results/step_time.json``).
+
+Run: ``python benchmarks/step_time.py`` (``--device cuda`` on a GPU)
 """
 
 import argparse
+import functools
 import platform
+import statistics
 import time
 from pathlib import Path
 
@@ -23,12 +32,14 @@ from pyro.infer import SVI, JitTrace_ELBO, JitTraceEnum_ELBO, Trace_ELBO, TraceE
 from pyrovae import SSVAE, VAE
 from pyrovae.checkpoint import save_json
 from pyrovae.device import resolve_device
-from pyrovae.distributed import ELBOLoss
+from pyrovae.step import AdamStep, adam
+
+NUM_DATA = 60000
 
 
-def plain_step_fn(vae, num_data):
+def plain_step_fn(vae, x, fused):
     """A hand-written VAE step on ``vae``'s networks: returns ``step(x) -> loss``."""
-    optim = torch.optim.Adam(vae.parameters(), lr=1e-3)
+    optim = adam(vae.parameters(), 1e-3) if fused else torch.optim.Adam(vae.parameters(), lr=1e-3)
 
     def step(x):
         loc, scale = vae.encoder(x)
@@ -36,18 +47,75 @@ def plain_step_fn(vae, num_data):
         log_lik = td.Bernoulli(logits=vae.decoder(z)).log_prob(x).sum(-1)
         log_prior = td.Normal(0.0, 1.0).log_prob(z).sum(-1)
         log_q = td.Normal(loc, scale).log_prob(z).sum(-1)
-        loss = -(log_lik + log_prior - log_q).sum() * num_data / len(x)
-        optim.zero_grad()
+        loss = -(log_lik + log_prior - log_q).sum() * NUM_DATA / len(x)
+        optim.zero_grad(set_to_none=True)
         loss.backward()
         optim.step()
-        return loss.item()
+        return loss.detach()
 
     return step
 
 
-def timed(step, x, steps, warmup):
-    for _ in range(warmup):
-        step(x)
+def svi_step_fn(model, guide, elbo, x):
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": 1e-3}), elbo)
+    return lambda x: svi.step(x, num_data=NUM_DATA)
+
+
+def pyrovae_step_fn(module, elbo, x, validate=True):
+    """The step :func:`pyrovae.fit` (and ``fit_semisupervised``) takes on ``module.model``/``guide``, with Pyro's
+    validation on or off around it."""
+    step = AdamStep(dict(module.named_parameters()), functools.partial(elbo.differentiable_loss, module.model,
+                                                                       module.guide), 1e-3)  # fmt: skip
+
+    def run(x):
+        with pyro.validation_enabled(validate):
+            return step(x, num_data=NUM_DATA)
+
+    return run
+
+
+def _vae(name, device):
+    return VAE(784, z_dim=50, hidden=(400,), prefix=name).to(device)
+
+
+def _m2(name, device):
+    return SSVAE(784, 10, z_dim=50, hidden=(400,), activation="relu", prefix=name).to(device)
+
+
+def pyro_route(net, route, elbo, validate=True):
+    """Builder of a step of ``net``'s model/guide: ``route`` ``"svi"`` or ``"pyrovae"``, ``elbo()`` the ELBO."""
+
+    def build(name, device, x):
+        m = net(name, device)
+        if route == "svi":
+            return svi_step_fn(m.model, m.guide, elbo(), x)
+        return pyrovae_step_fn(m, elbo(), x, validate)
+
+    return build
+
+
+JIT = functools.partial(JitTrace_ELBO, ignore_jit_warnings=True)
+ENUM = functools.partial(TraceEnum_ELBO, max_plate_nesting=1)
+JIT_ENUM = functools.partial(JitTraceEnum_ELBO, max_plate_nesting=1, ignore_jit_warnings=True)
+
+#: configuration -> builder of ``step(x)`` from (name, device, x)
+CONFIGS = {
+    "plain PyTorch, torch Adam": lambda n, d, x: plain_step_fn(_vae(n, d), x, fused=False),
+    "plain PyTorch, fused Adam": lambda n, d, x: plain_step_fn(_vae(n, d), x, fused=True),
+    "SVI, Trace_ELBO, pyro.optim.Adam": pyro_route(_vae, "svi", Trace_ELBO),
+    "SVI, JitTrace_ELBO, pyro.optim.Adam": pyro_route(_vae, "svi", JIT),
+    "pyrovae fit, Trace_ELBO, validation on (epoch 1)": pyro_route(_vae, "pyrovae", Trace_ELBO),
+    "pyrovae fit, Trace_ELBO (epochs 2+)": pyro_route(_vae, "pyrovae", Trace_ELBO, validate=False),
+    "pyrovae fit --jit, JitTrace_ELBO": pyro_route(_vae, "pyrovae", JIT, validate=False),
+    "M2 unlabelled, TraceEnum_ELBO": pyro_route(_m2, "pyrovae", ENUM),
+    "M2 unlabelled, JitTraceEnum_ELBO": pyro_route(_m2, "pyrovae", JIT_ENUM, validate=False),
+}
+#: the reference of each ratio column
+REFERENCES = {"ratio_to_plain": "plain PyTorch, torch Adam", "ratio_to_plain_fused": "plain PyTorch, fused Adam"}
+
+
+def timed(step, x, steps):
+    """Milliseconds per step over ``steps`` steps (device synchronised)."""
     if x.is_cuda:
         torch.cuda.synchronize()
     start = time.perf_counter()
@@ -58,70 +126,38 @@ def timed(step, x, steps, warmup):
     return 1000 * (time.perf_counter() - start) / steps
 
 
-def svi_step_fn(model, guide, elbo, num_data):
-    svi = SVI(model, guide, pyro.optim.Adam({"lr": 1e-3}), elbo)
-    return lambda x: svi.step(x, num_data=num_data)
-
-
-def module_step_fn(vae, elbo, num_data, foreach):
-    """The loss as a module (:class:`pyrovae.distributed.ELBOLoss`, like Pyro's ``ELBOModule``) stepped by
-    ``torch.optim.Adam`` (``foreach``: one multi-tensor kernel per update instead of one per parameter)."""
-    loss_module = ELBOLoss([vae], vae.model, vae.guide, elbo)
-    optim = torch.optim.Adam(loss_module.parameters(), lr=1e-3, foreach=foreach)
-
-    def step(x):
-        loss = loss_module(x, num_data=num_data)
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        optim.step()
-        return loss.item()
-
-    return step
-
-
-#: configuration -> builder of ``step(x)`` from (vae, ssvae, num_data)
-CONFIGS = {
-    "plain-pytorch": lambda vae, ssvae, n: plain_step_fn(vae, n),
-    "Trace_ELBO": lambda vae, ssvae, n: svi_step_fn(vae.model, vae.guide, Trace_ELBO(), n),
-    "JitTrace_ELBO": lambda vae, ssvae, n: svi_step_fn(
-        vae.model, vae.guide, JitTrace_ELBO(ignore_jit_warnings=True), n
-    ),
-    "Trace_ELBO, loss module + torch Adam": lambda vae, ssvae, n: module_step_fn(vae, Trace_ELBO(), n, False),
-    "Trace_ELBO, loss module + foreach Adam": lambda vae, ssvae, n: module_step_fn(vae, Trace_ELBO(), n, True),
-    "JitTrace_ELBO, loss module + foreach Adam": lambda vae, ssvae, n: module_step_fn(
-        vae, JitTrace_ELBO(ignore_jit_warnings=True), n, True
-    ),
-    "M2 unlabelled, TraceEnum_ELBO": lambda vae, ssvae, n: svi_step_fn(
-        ssvae.model, ssvae.guide, TraceEnum_ELBO(max_plate_nesting=1), n
-    ),
-    "M2 unlabelled, JitTraceEnum_ELBO": lambda vae, ssvae, n: svi_step_fn(
-        ssvae.model, ssvae.guide, JitTraceEnum_ELBO(max_plate_nesting=1, ignore_jit_warnings=True), n
-    ),
-}
-
-
 def main(args):
     device = resolve_device(args.device)
     torch.manual_seed(0)
+    pyro.clear_param_store()
     x = torch.bernoulli(torch.rand(args.batch_size, 784, device=device))
+    names = [name for name in CONFIGS if args.only is None or any(o in name for o in args.only)]
+    names = list(dict.fromkeys([*REFERENCES.values(), *names]))
+    steps = {name: CONFIGS[name](f"c{i}", device, x) for i, name in enumerate(names)}
+    for name in names:
+        timed(steps[name], x, args.warmup)
+    times = {name: [] for name in names}
+    for _ in range(args.rounds):
+        for name in names:
+            times[name].append(timed(steps[name], x, args.steps))
     rows = []
-    for name, build in CONFIGS.items():
-        pyro.clear_param_store()
-        vae = VAE(784, z_dim=50, hidden=(400,)).to(device)
-        ssvae = SSVAE(784, 10, z_dim=50, hidden=(400,), activation="relu").to(device)
-        step = build(vae, ssvae, args.num_data)
-        rows.append({"config": name, "ms_per_step": timed(step, x, args.steps, args.warmup)})
-    base = rows[0]["ms_per_step"]
-    for row in rows:
-        row["ratio_to_plain"] = row["ms_per_step"] / base
-        print(f"{row['config']:>42s}  {row['ms_per_step']:7.2f} ms/step  {row['ratio_to_plain']:.2f}x")
+    for name in names:
+        row = {"config": name, "ms_per_step": statistics.median(times[name])}
+        for column, ref in REFERENCES.items():
+            row[column] = statistics.median(a / b for a, b in zip(times[name], times[ref], strict=True))
+        rows.append(row)
+        print(f"{name:>50s}  {row['ms_per_step']:7.2f} ms/step  {row['ratio_to_plain']:.2f}x plain  "
+              f"{row['ratio_to_plain_fused']:.2f}x plain fused")  # fmt: skip
     result = {
         "network": "784-400-50 MLP, ReLU, Bernoulli",
         "batch_size": args.batch_size,
         "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
         "torch": torch.__version__,
         "pyro": pyro.__version__,
+        "rounds": args.rounds,
+        "steps_per_round": args.steps,
         "rows": rows,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -132,9 +168,10 @@ def main(args):
 def parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--num-data", type=int, default=60000)
-    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--steps", type=int, default=20, help="steps per configuration and round")
+    p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--only", nargs="+", help="run only the configurations whose names contain one of these")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="benchmarks/results/step_time.json")
     return p

@@ -15,9 +15,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import pyro
-import pyro.poutine as poutine
 import torch
-from pyro.infer import Trace_ELBO
 
 #: written into every checkpoint; a file without it is not a pyrovae checkpoint
 FORMAT = "pyrovae-checkpoint-1"
@@ -95,13 +93,6 @@ def check_resumable(path: str | os.PathLike, saved: dict[str, Any], config: dict
 def param_state() -> dict[str, torch.Tensor]:
     """The unconstrained value of every parameter in Pyro's param store, by name (detached copies)."""
     return {name: p.detach().clone() for name, p in pyro.get_param_store().named_parameters()}
-
-
-def register_params(model, guide, *args, **kwargs) -> None:
-    """Create every parameter that ``model`` and ``guide`` declare, by running them once on
-    ``*args, **kwargs`` (nothing is recorded; the global RNG advances)."""
-    with poutine.block():
-        Trace_ELBO().loss(model, guide, *args, **kwargs)
 
 
 def restore_params(params: dict[str, torch.Tensor]) -> None:

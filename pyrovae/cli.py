@@ -374,6 +374,8 @@ def _add_train_ss_parser(subparsers) -> None:
     train.add_argument("--batch-size", type=int, default=128, help="unlabelled rows per step")
     train.add_argument("--labelled-batch-size", type=int, default=128, help="labelled rows per step")
     train.add_argument("--labelled-every", type=int, default=1, help="a labelled step after every N unlabelled steps")
+    train.add_argument("--jit", action="store_true",
+                       help="compile the steps with JitTraceEnum_ELBO (drops incomplete batches)")  # fmt: skip
     train.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     train.add_argument("--seed", type=int, default=0, help="random seed of the training")
     train.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
@@ -414,7 +416,7 @@ def train_ss_command(args: argparse.Namespace) -> dict:
         config = SemiSupervisedConfig(
             num_labels=args.labels, epochs=args.epochs, batch_size=args.batch_size,
             labelled_batch_size=args.labelled_batch_size, labelled_every=args.labelled_every, lr=args.lr,
-            seed=args.seed, label_seed=args.label_seed, device=args.device,
+            seed=args.seed, label_seed=args.label_seed, device=args.device, jit=args.jit,
         )  # fmt: skip
     data = _load_data(settings, args)
     features, m1 = _m1_features(m1_path, data) if m1_path else (None, None)

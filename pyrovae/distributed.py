@@ -13,9 +13,9 @@ ranks:
 
 the gradient a single process computes on the whole global batch. The loss goes through a small module,
 :class:`ELBOLoss`, whose parameters are those of the modules owning the model and guide (the same tensors that
-``pyro.module`` puts in the param store), and Adam is ``torch.optim.Adam`` on them (Pyro's ``SVI`` steps its
-own optimizer outside the module's forward, where DDP could not average the gradients). DDP broadcasts rank 0's
-parameters when it wraps the module, so every rank starts, and stays, identical. Each rank draws its own noise
+``pyro.module`` puts in the param store), wrapped by :func:`data_parallel_loss`, and the step is
+:class:`pyrovae.step.AdamStep`'s, the same as in a single process. DDP broadcasts rank 0's parameters when it
+wraps the module, so every rank starts, and stays, identical. Each rank draws its own noise
 (seed + rank). Rank 0 alone evaluates, prints, writes metrics and checkpoints (with every rank's RNG state, so
 that a resumed run continues exactly).
 
@@ -86,45 +86,39 @@ class ELBOLoss(nn.Module):
         return self.elbo.differentiable_loss(self.model, self.guide, *args, **kwargs)
 
 
-class DistributedStep:
-    """One data-parallel Adam step per call: the DDP-wrapped :class:`ELBOLoss` on this rank's rows, backward
-    (gradients averaged over ranks), ``torch.optim.Adam``; returns the loss averaged over ranks (an estimate
-    of the full-data loss, like ``SVI.step``'s).
+def data_parallel_loss(
+    owners: Sequence[nn.Module],
+    params: dict[str, torch.Tensor],
+    model: Callable,
+    guide: Callable,
+    elbo: pyro.infer.ELBO,
+) -> DistributedDataParallel:
+    """The :class:`ELBOLoss` of ``model`` and ``guide`` wrapped in ``DistributedDataParallel``, for
+    :class:`pyrovae.step.AdamStep`: its backward averages the gradients over the ranks.
 
-    :param owners: the modules owning the model and guide, holding every trained parameter.
-    :param float lr: Adam's learning rate.
+    :param owners: the modules owning the model and guide.
+    :param dict params: every trained parameter (:func:`pyrovae.step.trained_params`); each must belong to
+        ``owners``, or its gradient would not be averaged and the ranks would drift apart.
+    :raises ValueError: naming the parameters outside ``owners``.
     """
+    loss = ELBOLoss(owners, model, guide, elbo)
+    owned = {id(p) for p in loss.parameters()}
+    outside = [name for name, p in params.items() if id(p) not in owned]
+    if outside:
+        raise ValueError(
+            f"distributed training needs every parameter inside the nn.Modules whose methods are the model and "
+            f"guide (as vae.model and vae.guide are), so that DistributedDataParallel averages its gradient; "
+            f"{outside[:5]} are not"
+        )
+    device = next(loss.parameters()).device
+    return DistributedDataParallel(loss, device_ids=[device] if device.type == "cuda" else None)
 
-    def __init__(
-        self, owners: Sequence[nn.Module], model: Callable, guide: Callable, elbo: pyro.infer.ELBO, lr: float
-    ) -> None:
-        if not owners:
-            raise ValueError(
-                "distributed training needs model and guide that are methods of an nn.Module (as vae.model is), "
-                "so that DistributedDataParallel can find the parameters"
-            )
-        self.world = dist.get_world_size()
-        loss = ELBOLoss(owners, model, guide, elbo)
-        device = next(loss.parameters()).device
-        self.module = DistributedDataParallel(loss, device_ids=[device] if device.type == "cuda" else None)
-        self.optim = torch.optim.Adam(self.module.parameters(), lr=lr)
 
-    def __call__(self, x: torch.Tensor, num_data: int) -> float:
-        loss = self.module(x, num_data=num_data)
-        self.optim.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optim.step()
-        total = loss.detach().clone()
-        dist.all_reduce(total)
-        return total.item() / self.world
-
-    def get_state(self) -> dict:
-        return {"torch_adam": self.optim.state_dict()}
-
-    def set_state(self, state: dict) -> None:
-        if "torch_adam" not in state:
-            raise ValueError("this checkpoint was written by a single-process run: resume it without --distributed")
-        self.optim.load_state_dict(state["torch_adam"])
+def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
+    """The average of ``value`` over all ranks (a new tensor; an all-reduce)."""
+    total = value.detach().clone()
+    dist.all_reduce(total)
+    return total / dist.get_world_size()
 
 
 def gather_rng_states(state: dict) -> list[dict]:

@@ -40,7 +40,7 @@ from typing import Any
 
 import pyro
 import torch
-from pyro.infer import ELBO, TraceEnum_ELBO
+from pyro.infer import ELBO, JitTraceEnum_ELBO, TraceEnum_ELBO
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -56,7 +56,8 @@ from .checkpoint import (
 from .data.datasets import Dataset, Split
 from .device import resolve_device
 from .ssvae import SSVAE
-from .train import METRICS, append_metrics, minibatches, write_metrics
+from .step import adam, check_owned, trained_params
+from .train import METRICS, append_metrics, minibatches, num_batches, write_metrics
 from .validation import check_labels
 
 CHECKPOINT = "checkpoint.pt"
@@ -71,6 +72,9 @@ class SemiSupervisedConfig:
     :ivar int batch_size: unlabelled rows per step.
     :ivar int labelled_batch_size: rows per labelled step (at most ``num_labels``).
     :ivar int labelled_every: a labelled step after every ``labelled_every`` unlabelled steps.
+    :ivar bool jit: compile the steps with ``JitTraceEnum_ELBO`` (one compiled function for labelled and one for
+        unlabelled minibatches; the last, incomplete unlabelled minibatch of each epoch is dropped, since a
+        compiled step has fixed shapes).
     """
 
     num_labels: int = 100
@@ -83,6 +87,7 @@ class SemiSupervisedConfig:
     label_seed: int = 0
     device: str = "auto"
     eval_batch_size: int = 1000
+    jit: bool = False
 
     def __post_init__(self) -> None:
         for name in ("num_labels", "epochs", "batch_size", "labelled_batch_size", "labelled_every", "eval_batch_size"):
@@ -227,8 +232,12 @@ def fit_semisupervised(
     if resume and out is None:
         raise ValueError("resume=True needs the out_dir that holds the checkpoint")
 
-    elbo = TraceEnum_ELBO(max_plate_nesting=1)
-    optim = torch.optim.Adam(ssvae.parameters(), lr=config.lr)
+    if config.jit:  # the compiled step takes the parameters from Pyro's param store: they must be the SSVAE's
+        check_owned(trained_params(ssvae.model, ssvae.guide, draw(x_l[:1]), y_l[:1]), [ssvae])
+        elbo = JitTraceEnum_ELBO(max_plate_nesting=1, ignore_jit_warnings=True)
+    else:
+        elbo = TraceEnum_ELBO(max_plate_nesting=1)
+    optim = adam(ssvae.parameters(), config.lr)
     history: list[dict[str, float]] = []
     if resume:
         state = load_checkpoint(out / CHECKPOINT, map_location=device)
@@ -245,7 +254,10 @@ def fit_semisupervised(
     if out is not None:
         write_metrics(out / METRICS, history)
 
-    unlabelled_steps = -(-len(x_u) // config.batch_size)
+    unlabelled_steps = num_batches(len(x_u), config.batch_size, drop_last=config.jit)
+    if unlabelled_steps == 0:
+        raise ValueError(f"batch_size ({config.batch_size}) exceeds the {len(x_u)} unlabelled points and jit drops "
+                         "incomplete batches: lower batch_size")  # fmt: skip
     if config.labelled_every > unlabelled_steps:
         raise ValueError(
             f"labelled_every ({config.labelled_every}) exceeds the {unlabelled_steps} unlabelled steps of an epoch: "
@@ -256,7 +268,7 @@ def fit_semisupervised(
     for epoch in range(len(history), config.epochs):
         start, labelled = time.perf_counter(), _cycle(len(x_l), config.labelled_batch_size, device)
         sums, labelled_rows = torch.zeros(3, device=device), 0  # labelled ELBO, unlabelled ELBO, labelled log q
-        for step, idx in enumerate(minibatches(len(x_u), config.batch_size, device), 1):
+        for step, idx in enumerate(minibatches(len(x_u), config.batch_size, device, drop_last=config.jit), 1):
             loss = semisupervised_loss(ssvae.model, ssvae.guide, elbo, None, draw(x_u[idx]))
             _adam_step(optim, loss)
             sums[1] -= loss.detach()
@@ -270,7 +282,8 @@ def fit_semisupervised(
                 labelled_rows += len(lab)
                 _adam_step(optim, loss)
             bar.update()
-        sums = (sums / torch.tensor([labelled_rows, len(x_u), labelled_rows], device=device)).tolist()
+        unlabelled_rows = unlabelled_steps * config.batch_size if config.jit else len(x_u)
+        sums = (sums / torch.tensor([labelled_rows, unlabelled_rows, labelled_rows], device=device)).tolist()
         row: dict[str, float] = {"epoch": epoch + 1, "labelled_elbo": sums[0], "unlabelled_elbo": sums[1],
                                  "labelled_log_q": sums[2]}  # fmt: skip
         ssvae.eval()

@@ -65,10 +65,10 @@ import torch.nn.functional as F
 from pyro.infer.util import is_validation_enabled
 from torch import nn
 
-from .likelihoods import observation, positive_scale
+from .likelihoods import check_support, observation, positive_scale
 from .nets import ConditionalMLP, mlp
 from .plate import data_plate
-from .validation import check_binary, check_finite, check_labels, check_shape
+from .validation import check_labels, check_shape
 
 #: the observation models :class:`SSVAE` knows (of :data:`pyrovae.likelihoods.LIKELIHOODS`)
 LIKELIHOODS = ("bernoulli", "normal")
@@ -158,9 +158,7 @@ class SSVAE(nn.Module):
         if y is not None:
             check_labels(y, len(x), self.num_classes)
         if is_validation_enabled():
-            check_finite(x)
-            if self.likelihood == "bernoulli":
-                check_binary(x)
+            check_support(self.likelihood, x)
 
     def observation(self, z: torch.Tensor, y: torch.Tensor) -> dist.TorchDistribution:
         """The distribution p(x | y, z) (batch shape ``z.shape[:-1]`` broadcast with ``y``, event ``(x_dim,)``)."""

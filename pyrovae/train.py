@@ -5,12 +5,19 @@ r"""Training a Pyro model/guide pair by stochastic variational inference.
 .. math:: \mathcal{L}(\theta, \phi) = \sum_{n=1}^N \mathbb{E}_{q_\phi(z|x_n)}
     [\log p_\theta(x_n, z) - \log q_\phi(z|x_n)]
 
-with ``pyro.infer.SVI`` and Adam. Each minibatch of ``B`` rows is passed as ``model(x, num_data=N)``
+by stochastic gradient steps on Pyro's ELBO estimate with Adam (:mod:`pyrovae.step`: what ``pyro.infer.SVI``
+does, with one fused Adam for all parameters). Each minibatch of ``B`` rows is passed as ``model(x, num_data=N)``
 so that the data plate scales its terms by ``N / B``: every step's loss is an unbiased estimate of
 :math:`-\mathcal{L}` over the whole training set (Hoffman et al. 2013).
 
 The training set lives on the training device; each epoch draws a random permutation there and indexes
 it, and dynamically binarized data get a fresh Bernoulli draw for every minibatch.
+
+**Validation.** While Pyro's validation is on (its default), every step checks the data (shape, values in the
+likelihood's support) and Pyro checks every distribution's arguments and the model against the guide. By
+default (``validate="first-epoch"``) these checks run during the first epoch a process trains, which visits
+every training row, and are switched off after it: they cost about a quarter of a step on a CPU
+(``benchmarks/step_time.py``). The loss is checked once per epoch instead: a non-finite one stops training.
 
 **References**
 
@@ -20,16 +27,19 @@ it, and dynamically binarized data get a fresh Bernoulli draw for every minibatc
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pyro
 import pyro.infer
 import torch
+from pyro.infer.util import is_validation_enabled
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -37,7 +47,6 @@ from .checkpoint import (
     check_resumable,
     load_checkpoint,
     param_state,
-    register_params,
     restore_params,
     rng_state,
     save_checkpoint,
@@ -45,10 +54,11 @@ from .checkpoint import (
 )
 from .data.datasets import Dataset
 from .device import resolve_device
-from .distributed import DistributedStep, gather_rng_states, rank_and_world
+from .distributed import data_parallel_loss, gather_rng_states, mean_over_ranks, rank_and_world
 from .iwae import TraceIWAE_ELBO
 from .kl_scale import KLScaleMessenger, warmup_scale
 from .metrics import elbo_per_datapoint
+from .step import AdamStep, check_owned, trained_params
 
 #: the objectives :func:`fit` knows, by name: (plain ELBO class, JIT-compiled class or ``None``)
 ELBOS = {
@@ -56,6 +66,8 @@ ELBOS = {
     "meanfield": (pyro.infer.TraceMeanField_ELBO, pyro.infer.JitTraceMeanField_ELBO),
     "iwae": (TraceIWAE_ELBO, None),
 }
+#: when :func:`fit` runs Pyro's validation
+VALIDATE = ("first-epoch", "always")
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 
@@ -76,6 +88,8 @@ class TrainConfig:
     :ivar float beta: weight :math:`\beta` of the KL term (:mod:`pyrovae.kl_scale`); 1 is the ELBO.
     :ivar int kl_warmup_epochs: raise the KL weight linearly from 0 to ``beta`` over this many epochs
         (per step); 0 for none.
+    :ivar str validate: ``"first-epoch"`` (Pyro's validation during the first epoch this process trains, off
+        after it) or ``"always"``; with Pyro's validation off globally, never.
     """
 
     epochs: int = 50
@@ -89,8 +103,11 @@ class TrainConfig:
     eval_batch_size: int = 1000
     beta: float = 1.0
     kl_warmup_epochs: int = 0
+    validate: str = "first-epoch"
 
     def __post_init__(self) -> None:
+        if self.validate not in VALIDATE:
+            raise ValueError(f"unknown validate {self.validate!r}: choose one of {VALIDATE}")
         if not self.beta >= 0 or int(self.kl_warmup_epochs) < 0:
             raise ValueError(f"need beta >= 0 and kl_warmup_epochs >= 0, got {self.beta} and {self.kl_warmup_epochs}")
         if self.jit and self.kl_warmup_epochs:
@@ -143,26 +160,6 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
 
 
-class SVIStep:
-    """One ``pyro.infer.SVI`` step with ``pyro.optim.Adam`` per call (the single-process step of :func:`fit`);
-    returns the loss."""
-
-    def __init__(self, model: Callable, guide: Callable, elbo: pyro.infer.ELBO, lr: float) -> None:
-        self.optim = pyro.optim.Adam({"lr": lr})
-        self.svi = pyro.infer.SVI(model, guide, self.optim, elbo)
-
-    def __call__(self, x: torch.Tensor, num_data: int) -> float:
-        return self.svi.step(x, num_data=num_data)
-
-    def get_state(self) -> dict:
-        return self.optim.get_state()
-
-    def set_state(self, state: dict) -> None:
-        if "torch_adam" in state:
-            raise ValueError("this checkpoint was written by a distributed run: resume it under torchrun, distributed")
-        self.optim.set_state(state)
-
-
 def _train_batch(data: Dataset, idx: torch.Tensor) -> torch.Tensor:
     """Training rows ``idx``, with a fresh Bernoulli draw if the data are dynamically binarized."""
     x = data.train.x[idx]
@@ -192,7 +189,8 @@ def fit(
     verbose: bool = True,
     callback: Callable[[dict[str, float]], None] | None = None,
 ) -> list[dict[str, float]]:
-    """Train ``model``/``guide`` on ``data.train`` with SVI and Adam, evaluating on ``data.test``.
+    """Train ``model``/``guide`` on ``data.train`` by SVI with Adam (:mod:`pyrovae.step`), evaluating on
+    ``data.test``.
 
     ``model`` and ``guide`` take ``(x, num_data=N)``, like :meth:`pyrovae.VAE.model`. If they are
     methods of an ``nn.Module`` (as ``vae.model`` is), that module is moved to the device; the data
@@ -253,10 +251,14 @@ def fit(
     kl = KLScaleMessenger(config.beta)  # the KL weight; it changes every step during warm-up
     scaled = config.beta != 1 or config.kl_warmup_epochs > 0
     train_model, train_guide = (kl(model), kl(guide)) if scaled else (model, guide)
+    elbo = make_elbo(config)
+    params = trained_params(model, guide, _train_batch(data, torch.arange(1, device=device)), num_data=num_data)
+    check_owned(params, owners)
     if world > 1:
-        stepper = DistributedStep(owners, train_model, train_guide, make_elbo(config), config.lr)
+        loss = data_parallel_loss(owners, params, train_model, train_guide, elbo)
     else:
-        stepper = SVIStep(train_model, train_guide, make_elbo(config), config.lr)
+        loss = partial(elbo.differentiable_loss, train_model, train_guide)
+    stepper = AdamStep(params, loss, config.lr)
     # the test ELBO is the standard one for every objective; an IWAE run also reports its bound on the test set
     eval_elbo = pyro.infer.Trace_ELBO() if config.elbo == "iwae" else ELBOS[config.elbo][0]()
     history: list[dict[str, float]] = []
@@ -265,7 +267,6 @@ def fit(
         state = load_checkpoint(path, map_location=device)
         # settings added since a checkpoint was written take their defaults
         check_resumable(path, {**asdict(TrainConfig()), **state["config"]}, asdict(config))
-        register_params(model, guide, _train_batch(data, torch.arange(1, device=device)), num_data=num_data)
         restore_params(state["params"])
         stepper.set_state(state["optim"])
         set_rng_state(state["rng_ranks"][rank] if "rng_ranks" in state else state["rng"])
@@ -277,6 +278,7 @@ def fit(
 
     steps_per_epoch = num_batches(num_data, config.batch_size, drop_last=drop_last)
     warmup_steps = config.kl_warmup_epochs * steps_per_epoch
+    first_epoch, validating = len(history), is_validation_enabled()
     bar = tqdm(
         total=config.epochs * steps_per_epoch,
         initial=len(history) * steps_per_epoch,
@@ -284,17 +286,25 @@ def fit(
         unit="step",
         desc="training",
     )
-    for epoch in range(len(history), config.epochs):
-        start, loss_sum, seen = time.perf_counter(), 0.0, 0
+    for epoch in range(first_epoch, config.epochs):
+        start, loss_sum, seen = time.perf_counter(), torch.zeros((), device=device), 0
         batches = minibatches(num_data, config.batch_size, device, drop_last, epoch_generator(config.seed, epoch))
-        for step, idx in enumerate(batches):
-            kl.scale = warmup_scale(epoch * steps_per_epoch + step, warmup_steps, config.beta)
-            loss = stepper(_train_batch(data, idx.tensor_split(world)[rank]), num_data)
-            loss_sum, seen = loss_sum + loss * len(idx) / num_data, seen + len(idx)
-            bar.update()
-            if not bar.disable:  # no string formatting on the hot path when nobody sees the bar
-                bar.set_postfix(elbo=f"{-loss / num_data:.2f}", epoch=epoch + 1, refresh=False)
-        row = {"epoch": epoch + 1, "train_elbo": -loss_sum / seen}
+        check = validating and (config.validate == "always" or epoch == first_epoch)
+        with pyro.validation_enabled(check):
+            for step, idx in enumerate(batches):
+                kl.scale = warmup_scale(epoch * steps_per_epoch + step, warmup_steps, config.beta)
+                loss = stepper(_train_batch(data, idx.tensor_split(world)[rank]), num_data)
+                loss_sum, seen = loss_sum + loss * (len(idx) / num_data), seen + len(idx)
+                bar.update()
+                if not bar.disable:  # no device sync and no string formatting when nobody sees the bar
+                    bar.set_postfix(elbo=f"{-loss.item() / num_data:.2f}", epoch=epoch + 1, refresh=False)
+        train_loss = (mean_over_ranks(loss_sum) if world > 1 else loss_sum).item() / seen
+        if not math.isfinite(train_loss):
+            raise FloatingPointError(
+                f"training diverged in epoch {epoch + 1}: the loss is {train_loss} (not saved; the checkpoint holds "
+                f"the last finite epoch). Lower the learning rate (lr={config.lr}), or check the model and data"
+            )
+        row = {"epoch": epoch + 1, "train_elbo": -train_loss}
         if scaled:
             row["kl_scale"] = kl.scale
         if len(data.test) and rank == 0:

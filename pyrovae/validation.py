@@ -26,32 +26,6 @@ def check_shape(x: torch.Tensor, x_dim: int, name: str = "x") -> None:
         raise ValueError(f"{name} is empty: it has shape {tuple(x.shape)}, give at least one data point")
 
 
-def check_finite(x: torch.Tensor, name: str = "x") -> None:
-    """Check that ``x`` holds no NaN or inf.
-
-    :raises ValueError: naming how many rows are bad.
-    """
-    finite = torch.isfinite(x)
-    if not finite.all():
-        bad = int((~finite).reshape(len(x), -1).any(-1).sum())
-        raise ValueError(f"{name} contains NaN or inf in {bad} row(s): clean the data before using it")
-
-
-def check_binary(x: torch.Tensor, name: str = "x") -> None:
-    """Check that every entry of ``x`` is 0 or 1, the support of a Bernoulli likelihood.
-
-    :raises ValueError: naming how many entries are outside {0, 1} and how to binarize.
-    """
-    outside = (x != 0) & (x != 1)
-    if outside.any():
-        example = x[outside][0].item()
-        raise ValueError(
-            f"{name} has {int(outside.sum())} value(s) outside {{0, 1}} (e.g. {example:g}), "
-            "but the Bernoulli likelihood needs binary data: binarize it "
-            "(pyrovae.data.binarize, or load_dataset(..., binarize='dynamic'/'static'))"
-        )
-
-
 def check_labels(y: torch.Tensor, batch_size: int, num_classes: int, name: str = "y") -> None:
     """Check that ``y`` is a ``(batch_size,)`` integer tensor of class indices in ``0 .. num_classes - 1``.
 

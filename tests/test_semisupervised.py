@@ -1,7 +1,7 @@
 import pyro
 import pytest
 import torch
-from pyro.infer import TraceEnum_ELBO
+from pyro.infer import JitTraceEnum_ELBO, TraceEnum_ELBO
 
 from pyrovae import CheckpointError, SemiSupervisedConfig, fit_semisupervised, labelled_subset, load_dataset
 from pyrovae.nets import mlp
@@ -64,6 +64,7 @@ def test_labelled_unlabelled_and_mixed_batches_train(kind):
 
 def digits_run(tmp_path=None, epochs=2, resume=False, **config):
     data = load_dataset("digits")
+    pyro.clear_param_store()
     pyro.set_rng_seed(0)  # the initial weights
     ssvae = SSVAE(data.x_dim, z_dim=4, hidden=(32,))
     config = SemiSupervisedConfig(num_labels=50, epochs=epochs, batch_size=256, device="cpu", **config)
@@ -88,6 +89,28 @@ def test_metrics_and_checkpoint_resume_exactly(tmp_path):
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2
     with pytest.raises(CheckpointError, match="other settings"):
         digits_run(tmp_path, epochs=3, resume=True, lr=0.1)
+
+
+def test_jit_losses_equal_the_eager_ones_and_a_jit_run_trains():
+    """Compiled (JitTraceEnum_ELBO) losses estimate the eager ones: for an unlabelled and a labelled batch (two
+    compiled functions) the means of 300 draws agree within 4 standard errors (the compiled step draws its noise
+    in another order, so single draws differ); a JIT run learns (grey digits, 100 labels, 4 epochs: 88.7 %, the
+    eager run 89.0 %)."""
+    pyro.clear_param_store()
+    ssvae = SSVAE(6, num_classes=3, z_dim=2, hidden=(8,))
+    x, y = torch.bernoulli(torch.full((5, 6), 0.5)), torch.tensor([0, 1, 2, 0, 1])
+    jit, eager = JitTraceEnum_ELBO(max_plate_nesting=1, ignore_jit_warnings=True), TraceEnum_ELBO(max_plate_nesting=1)
+    for batch in [(x,), (x, y)]:
+        draws = [torch.stack([elbo.differentiable_loss(ssvae.model, ssvae.guide, *batch).detach() for _ in range(300)])
+                 for elbo in (jit, eager)]  # fmt: skip
+        se = (draws[0].var() / 300 + draws[1].var() / 300).sqrt()
+        assert (draws[0].mean() - draws[1].mean()).abs() < 4 * se
+    data = load_dataset("digits", binarize="none")
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    ssvae = SSVAE(data.x_dim, z_dim=16, hidden=(256,), likelihood="normal")
+    config = SemiSupervisedConfig(num_labels=100, epochs=4, batch_size=64, device="cpu", jit=True)
+    assert fit_semisupervised(ssvae, data, config, verbose=False)[-1]["test_accuracy"] > 0.8  # chance: 0.1
 
 
 def test_training_errors():

@@ -47,6 +47,9 @@ def test_resume_gives_exactly_the_uninterrupted_run(tmp_path):
 def test_resume_rejects_other_settings_and_missing_or_corrupt_checkpoints(tmp_path):
     _train(tmp_path, 1)
     vae = tiny_vae()
+    with pytest.raises(ValueError, match="clear_param_store"):  # the store still holds _train's VAE
+        fit(vae.model, vae.guide, tiny_dataset(), TrainConfig(epochs=2, batch_size=16, seed=7), verbose=False)
+    pyro.clear_param_store()
     with pytest.raises(CheckpointError, match="other settings"):
         fit(vae.model, vae.guide, tiny_dataset(), TrainConfig(epochs=2, lr=0.1, batch_size=16, seed=7),
             out_dir=tmp_path, resume=True, verbose=False)
@@ -73,9 +76,12 @@ def test_dynamic_binarization_draws_fresh_batches():
     data = pyrovae.Dataset.from_tensors(grey, binarize="dynamic")
     seen = []
     vae = tiny_vae()
-    vae.model = lambda x, num_data=None: seen.append(x.clone())  # noqa: E731  (records the batches)
-    vae.guide = lambda x, num_data=None: None  # noqa: E731
-    fit(vae.model, vae.guide, data, TrainConfig(epochs=2, batch_size=20, device="cpu"), verbose=False)
+
+    def model(x, num_data=None):  # records the batches
+        seen.append(x.clone())
+        return vae.model(x, num_data)
+
+    fit(model, vae.guide, data, TrainConfig(epochs=2, batch_size=20, device="cpu"), verbose=False)
     batches = [x for x in seen if len(x) == 20]
     assert all(set(x.unique().tolist()) <= {0.0, 1.0} for x in batches)
     assert not torch.equal(batches[0], batches[-1])
@@ -102,3 +108,35 @@ def test_device_errors():
             fit(vae.model, vae.guide, tiny_dataset(), TrainConfig(device="cuda"), verbose=False)
     with pytest.raises(ValueError, match="unknown device"):
         fit(vae.model, vae.guide, tiny_dataset(), TrainConfig(device="tpu9"), verbose=False)
+
+
+@pytest.mark.parametrize("validate, checked", [("first-epoch", [True, False, False]), ("always", [True] * 3)])
+def test_validation_runs_in_the_first_epoch_only_by_default(validate, checked):
+    """Pyro's validation is on during the steps of the first epoch (which visits every row) and off after it,
+    unless validate="always"; a resumed process validates its own first epoch again."""
+    vae, steps = tiny_vae(), []
+
+    def model(x, num_data=None):
+        steps.append(pyro.infer.util.is_validation_enabled())
+        return vae.model(x, num_data)
+
+    data = pyrovae.Dataset.from_tensors(tiny_dataset().train.x)  # no test split: every call is a training step
+    fit(model, vae.guide, data, TrainConfig(epochs=3, batch_size=20, device="cpu", validate=validate), verbose=False)
+    assert steps[1:] == [c for c in checked for _ in range(2)]  # steps[0]: finding the parameters
+    with pytest.raises(ValueError, match="unknown validate"):
+        TrainConfig(validate="sometimes")
+
+
+def test_a_diverging_run_stops_with_a_clear_error(tmp_path):
+    vae, calls = tiny_vae(), []
+
+    def model(x, num_data=None):  # a log-density that turns NaN in epoch 2 (call 1 finds the parameters)
+        calls.append(1)
+        nan = float("nan") if len(calls) > 2 else 0.0
+        pyro.factor("broken", pyro.param("w", torch.tensor(1.0)) * nan)
+        return vae.model(x, num_data)
+
+    with pytest.raises(FloatingPointError, match="diverged in epoch 2.*Lower the learning rate"):
+        data = pyrovae.Dataset.from_tensors(tiny_dataset().train.x)  # no test split: every call is a training step
+        fit(model, vae.guide, data, TrainConfig(epochs=3, device="cpu"), out_dir=tmp_path, verbose=False)
+    assert pyrovae.load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
