@@ -5,8 +5,10 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from pyrovae import log_marginal_likelihood
-from pyrovae.importance import chunk_sizes, psis_khat
+from pyrovae import VAE, log_marginal_likelihood
+from pyrovae.flows import IAFVAE
+from pyrovae.importance import ALLOCATOR_OVERHEAD, bytes_per_pair, chunk_sizes, psis_khat
+from pyrovae.memory import PeakMemory
 from pyrovae.noise import IndexedNoise
 from tests.common import tiny_dataset, tiny_vae
 
@@ -232,14 +234,31 @@ def test_bad_data_is_explained():
 
 
 def test_chunk_sizes_respect_the_memory_budget():
-    # 784 values per row at 16 bytes: 1 MiB holds 83 (sample, point) pairs
-    assert chunk_sizes(10000, 5000, 784, 2**20) == (1, 83)
-    data_chunk, sample_chunk = chunk_sizes(10000, 5000, 784, 2**30)
-    assert sample_chunk == 5000 and data_chunk == 2**30 // (16 * 784) // 5000
-    assert chunk_sizes(10000, 5000, 784, 2**28) == (4, 5000)
-    assert chunk_sizes(3, 5000, 784, 2**40) == (3, 5000)  # never more than there is
-    assert chunk_sizes(100, 5000, 784, 2**30, data_chunk=10) == (10, 5000)
-    assert chunk_sizes(100, 5000, 784, 2**26, sample_chunk=100) == (53, 100)
+    # 6,272 bytes per (sample, point) pair and half of 1 MiB for tensors: 83 pairs
+    assert chunk_sizes(10000, 5000, 6272, 2**20) == (1, 83)
+    data_chunk, sample_chunk = chunk_sizes(10000, 5000, 6272, 2**30)
+    assert sample_chunk == 5000 and data_chunk == 2**30 // (2 * 6272) // 5000
+    assert chunk_sizes(10000, 5000, 6272, 2**28) == (4, 5000)
+    assert chunk_sizes(3, 5000, 6272, 2**40) == (3, 5000)  # never more than there is
+    assert chunk_sizes(100, 5000, 6272, 2**30, data_chunk=10) == (10, 5000)
+    assert chunk_sizes(100, 5000, 6272, 2**26, sample_chunk=100) == (53, 100)
+
+
+def test_chunks_follow_the_models_own_tensors():
+    """The probes see a flow's intermediates: a wide IAF guide takes several times the bytes per (sample, point)
+    of the plain guide, and for both the tensors' peak over a whole estimate stays within the budget's share
+    for tensors (max_memory / ALLOCATOR_OVERHEAD), give or take the per-chunk constants."""
+    x = torch.bernoulli(torch.full((40, 20), 0.5), generator=torch.Generator().manual_seed(0))
+    budget = 4 * 2**20
+    pair_bytes = {}
+    models = {"vae": VAE(20, z_dim=8, hidden=(16,)), "iaf": IAFVAE(20, 8, hidden=(16,), flow_hidden=[256])}
+    for name, vae in models.items():
+        pair_bytes[name] = bytes_per_pair(vae.model, vae.guide, [x[:2]], "data", 1, seed=0)
+        with PeakMemory() as memory:
+            log_marginal_likelihood(vae.model, vae.guide, x, 500, max_memory=budget, progress=False)
+        assert memory.peak < 1.2 * budget / ALLOCATOR_OVERHEAD, name
+        assert chunk_sizes(40, 500, pair_bytes[name], budget)[0] < 40  # several chunks
+    assert pair_bytes["iaf"] > 3 * pair_bytes["vae"]
 
 
 def test_nan_log_densities_are_reported_not_averaged():
