@@ -37,7 +37,7 @@ from pyrovae.step import AdamStep, adam
 NUM_DATA = 60000
 
 
-def plain_step_fn(vae, x, fused):
+def plain_step_fn(vae, fused):
     """A hand-written VAE step on ``vae``'s networks: returns ``step(x) -> loss``."""
     optim = adam(vae.parameters(), 1e-3) if fused else torch.optim.Adam(vae.parameters(), lr=1e-3)
 
@@ -56,12 +56,12 @@ def plain_step_fn(vae, x, fused):
     return step
 
 
-def svi_step_fn(model, guide, elbo, x):
+def svi_step_fn(model, guide, elbo):
     svi = SVI(model, guide, pyro.optim.Adam({"lr": 1e-3}), elbo)
     return lambda x: svi.step(x, num_data=NUM_DATA)
 
 
-def pyrovae_step_fn(module, elbo, x, validate=True):
+def pyrovae_step_fn(module, elbo, validate=True):
     """The step :func:`pyrovae.fit` (and ``fit_semisupervised``) takes on ``module.model``/``guide``, with Pyro's
     validation on or off around it."""
     step = AdamStep(dict(module.named_parameters()), functools.partial(elbo.differentiable_loss, module.model,
@@ -85,11 +85,11 @@ def _m2(name, device):
 def pyro_route(net, route, elbo, validate=True):
     """Builder of a step of ``net``'s model/guide: ``route`` ``"svi"`` or ``"pyrovae"``, ``elbo()`` the ELBO."""
 
-    def build(name, device, x):
+    def build(name, device):
         m = net(name, device)
         if route == "svi":
-            return svi_step_fn(m.model, m.guide, elbo(), x)
-        return pyrovae_step_fn(m, elbo(), x, validate)
+            return svi_step_fn(m.model, m.guide, elbo())
+        return pyrovae_step_fn(m, elbo(), validate)
 
     return build
 
@@ -98,10 +98,10 @@ JIT = functools.partial(JitTrace_ELBO, ignore_jit_warnings=True)
 ENUM = functools.partial(TraceEnum_ELBO, max_plate_nesting=1)
 JIT_ENUM = functools.partial(JitTraceEnum_ELBO, max_plate_nesting=1, ignore_jit_warnings=True)
 
-#: configuration -> builder of ``step(x)`` from (name, device, x)
+#: configuration -> builder of ``step(x)`` from (prefix, device)
 CONFIGS = {
-    "plain PyTorch, torch Adam": lambda n, d, x: plain_step_fn(_vae(n, d), x, fused=False),
-    "plain PyTorch, fused Adam": lambda n, d, x: plain_step_fn(_vae(n, d), x, fused=True),
+    "plain PyTorch, torch Adam": lambda n, d: plain_step_fn(_vae(n, d), fused=False),
+    "plain PyTorch, fused Adam": lambda n, d: plain_step_fn(_vae(n, d), fused=True),
     "SVI, Trace_ELBO, pyro.optim.Adam": pyro_route(_vae, "svi", Trace_ELBO),
     "SVI, JitTrace_ELBO, pyro.optim.Adam": pyro_route(_vae, "svi", JIT),
     "pyrovae fit, Trace_ELBO, validation on (epoch 1)": pyro_route(_vae, "pyrovae", Trace_ELBO),
@@ -133,7 +133,7 @@ def main(args):
     x = torch.bernoulli(torch.rand(args.batch_size, 784, device=device))
     names = [name for name in CONFIGS if args.only is None or any(o in name for o in args.only)]
     names = list(dict.fromkeys([*REFERENCES.values(), *names]))
-    steps = {name: CONFIGS[name](f"c{i}", device, x) for i, name in enumerate(names)}
+    steps = {name: CONFIGS[name](f"c{i}", device) for i, name in enumerate(names)}
     for name in names:
         timed(steps[name], x, args.warmup)
     times = {name: [] for name in names}
