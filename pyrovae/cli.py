@@ -52,7 +52,7 @@ from .plots import (
 from .semisupervised import SemiSupervisedConfig, analogies, fit_semisupervised, load_ssvae
 from .ssvae import DEFAULT_ALPHA, SSVAE
 from .tensorboard import TensorBoardLogger
-from .train import CHECKPOINT, ELBOS, TrainConfig, fit
+from .train import CHECKPOINT, ELBOS, VALIDATE, TrainConfig, fit
 from .two_layer import TwoLayerVAE
 
 DEFAULTS = TrainConfig()
@@ -129,7 +129,9 @@ def _add_train_parser(subparsers) -> None:
                        help="trace: Trace_ELBO; meanfield: TraceMeanField_ELBO (analytic KL); iwae: the "
                        "importance-weighted bound with --particles K samples per data point (--objective iwae "
                        "--particles K; no --jit)")
-    train.add_argument("--jit", action="store_true", help="use the JIT-compiled ELBO")
+    train.add_argument("--jit", action="store_true", help="JIT-compiled ELBO (fastest; drops incomplete batches)")
+    train.add_argument("--validate", default=DEFAULTS.validate, choices=VALIDATE,
+                       help="Pyro's validation (data, distribution arguments): first epoch only, or always")
     train.add_argument("--particles", type=int, default=DEFAULTS.num_particles, help="samples of z per data point")
     train.add_argument("--beta", type=float, default=DEFAULTS.beta, help="weight of the KL term (beta-VAE)")
     train.add_argument("--kl-warmup-epochs", type=int, default=DEFAULTS.kl_warmup_epochs,
@@ -224,7 +226,7 @@ def train_command(args: argparse.Namespace) -> dict:
         config = TrainConfig(
             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, elbo=args.elbo, jit=args.jit,
             num_particles=args.particles, seed=args.seed, device=device, beta=args.beta,
-            kl_warmup_epochs=args.kl_warmup_epochs,
+            kl_warmup_epochs=args.kl_warmup_epochs, validate=args.validate,
         )
     data = _load_data(settings, args)
     pyro.clear_param_store()

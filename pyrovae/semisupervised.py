@@ -232,8 +232,9 @@ def fit_semisupervised(
     if resume and out is None:
         raise ValueError("resume=True needs the out_dir that holds the checkpoint")
 
+    model, guide = ssvae.model, ssvae.guide  # bound once: Pyro's JIT keys its compiled functions by their ids
     if config.jit:  # the compiled step takes the parameters from Pyro's param store: they must be the SSVAE's
-        check_owned(trained_params(ssvae.model, ssvae.guide, draw(x_l[:1]), y_l[:1]), [ssvae])
+        check_owned(trained_params(model, guide, draw(x_l[:1]), y_l[:1]), [ssvae])
         elbo = JitTraceEnum_ELBO(max_plate_nesting=1, ignore_jit_warnings=True)
     else:
         elbo = TraceEnum_ELBO(max_plate_nesting=1)
@@ -269,13 +270,13 @@ def fit_semisupervised(
         start, labelled = time.perf_counter(), _cycle(len(x_l), config.labelled_batch_size, device)
         sums, labelled_rows = torch.zeros(3, device=device), 0  # labelled ELBO, unlabelled ELBO, labelled log q
         for step, idx in enumerate(minibatches(len(x_u), config.batch_size, device, drop_last=config.jit), 1):
-            loss = semisupervised_loss(ssvae.model, ssvae.guide, elbo, None, draw(x_u[idx]))
+            loss = semisupervised_loss(model, guide, elbo, None, draw(x_u[idx]))
             _adam_step(optim, loss)
             sums[1] -= loss.detach()
             if step % config.labelled_every == 0:
                 lab = next(labelled)
                 xb, yb = draw(x_l[lab]), y_l[lab]
-                loss = semisupervised_loss(ssvae.model, ssvae.guide, elbo, (xb, yb), None)
+                loss = semisupervised_loss(model, guide, elbo, (xb, yb), None)
                 with torch.no_grad():  # the same weights as the loss: its ELBO without the classification term
                     log_q = ssvae.classifier(xb).log_softmax(-1).gather(-1, yb[:, None]).sum()
                     sums[0::2] += torch.stack([-loss.detach() - ssvae.alpha * log_q, log_q])

@@ -94,7 +94,7 @@ def test_metrics_and_checkpoint_resume_exactly(tmp_path):
 def test_jit_losses_equal_the_eager_ones_and_a_jit_run_trains():
     """Compiled (JitTraceEnum_ELBO) losses estimate the eager ones: for an unlabelled and a labelled batch (two
     compiled functions) the means of 300 draws agree within 4 standard errors (the compiled step draws its noise
-    in another order, so single draws differ); a JIT run learns (grey digits, 100 labels, 4 epochs: 88.7 %, the
+    in another order, so single draws differ); a JIT run learns (grey digits, 100 labels, 4 epochs: 84.3 %, the
     eager run 89.0 %)."""
     pyro.clear_param_store()
     ssvae = SSVAE(6, num_classes=3, z_dim=2, hidden=(8,))
