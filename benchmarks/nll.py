@@ -76,16 +76,21 @@ TRAINING_DEFAULTS = {"objective": "trace", "particles": 1, "flow": "none", "flow
 
 
 def training_settings(args: argparse.Namespace) -> dict:
-    """The forwarded training options; ``flow_depth`` only matters with a flow."""
+    """The forwarded training options; ``flow_depth`` only matters with a flow, ``model`` is there when it is
+    not the VAE (so that the VAE runs' protocol stays what it was before the option existed)."""
     settings = {key: getattr(args, key) for key in TRAINING_DEFAULTS}
     if settings["flow"] == "none":
         settings["flow_depth"] = TRAINING_DEFAULTS["flow_depth"]
+    if args.model != "vae":
+        settings["model"] = args.model
     return settings
 
 
 def default_name(args: argparse.Namespace) -> str:
     """A name for the configuration ('' for the README's VAE trained to --epochs), e.g. 'iwae5_iaf2_curve'."""
     t, parts = training_settings(args), []
+    if "model" in t:
+        parts.append(t["model"])
     if t["objective"] != "trace" or t["particles"] != 1:
         parts.append(f"{t['objective']}{t['particles'] if t['particles'] != 1 else ''}")
     if t["flow"] != "none":
@@ -101,14 +106,15 @@ def train(args: argparse.Namespace, seed: int, out: Path, epochs: int) -> float:
     """Run the README's training command (resuming an existing run); returns its wall time."""
     command = [
         sys.executable, "-m", "pyrovae", "train", "--dataset", "mnist", "--data-dir", args.data_dir,
-        "--epochs", str(epochs), "--z-dim", str(args.z_dim), "--hidden", *map(str, args.hidden),
-        "--activation", args.activation, "--seed", str(seed), "--device", args.device, "--out", str(out), "--quiet",
+        "--epochs", str(epochs), "--seed", str(seed), "--device", args.device, "--out", str(out), "--quiet",
     ]  # fmt: skip
-    flags = {"objective": "--objective", "particles": "--particles", "flow": "--flow", "flow_depth": "--flow-depth",
-             "kl_warmup_epochs": "--kl-warmup-epochs"}  # fmt: skip
+    if args.model == "vae":  # the two-layer model keeps Burda et al.'s sizes (pyrovae.TwoLayerVAE's defaults)
+        command += ["--z-dim", str(args.z_dim), "--hidden", *map(str, args.hidden), "--activation", args.activation]
+    flags = {"model": "--model", "objective": "--objective", "particles": "--particles", "flow": "--flow",
+             "flow_depth": "--flow-depth", "kl_warmup_epochs": "--kl-warmup-epochs"}  # fmt: skip
     settings = training_settings(args)
     for key, value in settings.items():  # only what differs (and a flow's depth): the default stays the README's
-        if value != TRAINING_DEFAULTS[key] or (key == "flow_depth" and settings["flow"] != "none"):
+        if value != TRAINING_DEFAULTS.get(key) or (key == "flow_depth" and settings["flow"] != "none"):
             command += [flags[key], str(value)]
     if (out / "checkpoint.pt").exists():
         command.append("--resume")
@@ -187,6 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--z-dim", type=int, default=50)
     parser.add_argument("--hidden", type=int, nargs="+", default=[400])
     parser.add_argument("--activation", default="relu")
+    parser.add_argument("--model", choices=["vae", "two-layer"], default="vae", help="pyrovae train --model")
     parser.add_argument(
         "--objective", choices=["trace", "meanfield", "iwae"], default="trace", help="pyrovae train --objective"
     )
@@ -228,7 +235,9 @@ def main(argv: list[str] | None = None) -> dict:
     results = {
         "protocol": {
             "dataset": f"mnist, dynamic binarization for training; test set binarized once with seed {EVAL_SEED}",
-            "architecture": f"784-{'-'.join(map(str, args.hidden))}-{args.z_dim}, {args.activation}",
+            "architecture": f"784-{'-'.join(map(str, args.hidden))}-{args.z_dim}, {args.activation}"
+            if args.model == "vae"
+            else "784-200-200-100(z1)-100-100-50(z2), tanh (Burda et al.)",
             "epochs": "per row (--curve)" if args.curve else args.epochs,
             "num_samples": args.num_samples,
             "num_test_points": len(test_x[: args.limit]),
