@@ -314,7 +314,7 @@ def fit(
             )
             if config.elbo == "iwae":
                 row["test_iwae"] = elbo_per_datapoint(
-                    model, guide, data.test.x, batch_size=config.eval_batch_size, elbo=make_elbo(config)
+                    model, guide, data.test.x, batch_size=config.eval_batch_size, elbo=elbo
                 )
         row["seconds"] = time.perf_counter() - start
         history.append(row)
