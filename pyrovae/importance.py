@@ -38,7 +38,8 @@ tensors take at most ``max_memory /`` :data:`ALLOCATOR_OVERHEAD`, the rest being
 After each data chunk, reference cycles are collected (Pyro's flow transforms keep cached tensors in them)
 and freed memory is returned to the operating system (:func:`release_free_memory`). On a 2-core CPU, 200
 MNIST images x 5,000 samples with the default 1 GiB budget peaked 0.67 GiB (VAE) and 0.59 GiB (IAF) above
-the process's baseline.
+the process's baseline; 2,000 images peaked at 1.0-1.3 GiB, the allocator's fragmentation creeping over many
+chunks, so ``max_memory`` bounds the chunks' tensors and the process only approximately.
 Noise comes from :class:`pyrovae.noise.IndexedNoise`, so results are identical for any chunk sizes.
 
 **References**
