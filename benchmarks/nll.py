@@ -49,7 +49,7 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * 4096
 
 
-class PeakMemory:
+class PeakRSS:
     """Samples the resident memory every ``interval`` seconds on a thread while the block runs."""
 
     def __init__(self, interval: float = 0.05) -> None:
@@ -59,7 +59,7 @@ class PeakMemory:
         while not self._stop.wait(self.interval):
             self.peak = max(self.peak, rss_bytes())
 
-    def __enter__(self) -> PeakMemory:
+    def __enter__(self) -> PeakRSS:
         self.before = self.peak = rss_bytes()
         self._thread = threading.Thread(target=self._poll, daemon=True)
         self._thread.start()
@@ -131,7 +131,7 @@ def evaluate(args: argparse.Namespace, checkpoint: Path, test_x: torch.Tensor) -
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         torch.cuda.synchronize(device)
-    with PeakMemory() as memory:
+    with PeakRSS() as memory:
         start = time.perf_counter()
         estimate = pyrovae.log_marginal_likelihood(
             vae.model, vae.guide, x, args.num_samples, max_memory=int(args.max_memory * 2**20), progress=True

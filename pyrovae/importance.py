@@ -371,9 +371,8 @@ def release_free_memory() -> None:
     Pyro's flow transforms keep the tensors they cache in reference cycles, which Python's cycle collector may
     not visit for many chunks: with an IAF guide each chunk of 10 points x 5,000 samples left 48 MiB behind,
     and an MNIST evaluation grew to 2.4 GiB above its baseline. Chunk-sized tensors freed by several threads
-    also leave glibc's heaps fragmented, and without the trim the resident memory of a long CPU evaluation
-    creeps far above ``max_memory`` (2.8 GiB for a 1 GiB budget over MNIST's 10,000 test images) although
-    nothing is leaked. The trim is a no-op where glibc is absent."""
+    also leave glibc's heaps fragmented: without the trim the resident memory of a long CPU evaluation crept to
+    2.8 GiB for a 1 GiB budget over MNIST's 10,000 test images. The trim is a no-op where glibc is absent."""
     gc.collect()
     if _LIBC is not None:
         _LIBC.malloc_trim(0)

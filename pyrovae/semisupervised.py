@@ -268,11 +268,13 @@ def fit_semisupervised(
                desc="training", disable=None if progress is None else not progress)  # fmt: skip
     for epoch in range(len(history), config.epochs):
         start, labelled = time.perf_counter(), _cycle(len(x_l), config.labelled_batch_size, device)
-        sums, labelled_rows = torch.zeros(3, device=device), 0  # labelled ELBO, unlabelled ELBO, labelled log q
+        sums = torch.zeros(3, device=device)  # labelled ELBO, unlabelled ELBO, labelled log q
+        labelled_rows = unlabelled_rows = 0
         for step, idx in enumerate(minibatches(len(x_u), config.batch_size, device, drop_last=config.jit), 1):
             loss = semisupervised_loss(model, guide, elbo, None, draw(x_u[idx]))
             _adam_step(optim, loss)
             sums[1] -= loss.detach()
+            unlabelled_rows += len(idx)
             if step % config.labelled_every == 0:
                 lab = next(labelled)
                 xb, yb = draw(x_l[lab]), y_l[lab]
@@ -283,7 +285,6 @@ def fit_semisupervised(
                 labelled_rows += len(lab)
                 _adam_step(optim, loss)
             bar.update()
-        unlabelled_rows = unlabelled_steps * config.batch_size if config.jit else len(x_u)
         sums = (sums / torch.tensor([labelled_rows, unlabelled_rows, labelled_rows], device=device)).tolist()
         row: dict[str, float] = {"epoch": epoch + 1, "labelled_elbo": sums[0], "unlabelled_elbo": sums[1],
                                  "labelled_log_q": sums[2]}  # fmt: skip
