@@ -11,6 +11,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -77,15 +78,18 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return state
 
 
-def check_resumable(path: str | os.PathLike, saved: dict[str, Any], config: dict[str, Any]) -> None:
-    """Check that a run saved with settings ``saved`` may continue with ``config`` (both plain dicts):
-    only ``epochs`` and ``device`` may differ.
+def check_resumable(path: str | os.PathLike, saved: dict[str, Any], config: Any) -> None:
+    """Check that a run saved with settings ``saved`` (a plain dict) may continue with ``config`` (a dataclass
+    instance such as :class:`pyrovae.TrainConfig`): only ``epochs`` and ``device`` may differ. Settings added
+    to the dataclass since the checkpoint was written take their defaults.
 
     :raises CheckpointError: naming both settings.
     """
-    if saved | {"epochs": config["epochs"], "device": config["device"]} != config:
+    current = asdict(config)
+    saved = {**asdict(type(config)()), **saved}
+    if saved | {"epochs": current["epochs"], "device": current["device"]} != current:
         raise CheckpointError(
-            f"{path} was trained with other settings ({saved}) than {config}: only epochs and device may change "
+            f"{path} was trained with other settings ({saved}) than {current}: only epochs and device may change "
             "on resume"
         )
 

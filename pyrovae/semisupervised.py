@@ -242,7 +242,7 @@ def fit_semisupervised(
     history: list[dict[str, float]] = []
     if resume:
         state = load_checkpoint(out / CHECKPOINT, map_location=device)
-        check_resumable(out / CHECKPOINT, state["config"], asdict(config))
+        check_resumable(out / CHECKPOINT, state["config"], config)
         try:
             ssvae.load_state_dict(state["weights"])
             optim.load_state_dict(state["optim"])

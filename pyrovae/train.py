@@ -266,8 +266,7 @@ def fit(
     if resume:
         path = Path(out_dir) / CHECKPOINT
         state = load_checkpoint(path, map_location=device)
-        # settings added since a checkpoint was written take their defaults
-        check_resumable(path, {**asdict(TrainConfig()), **state["config"]}, asdict(config))
+        check_resumable(path, state["config"], config)
         restore_params(state["params"])
         stepper.set_state(state["optim"])
         set_rng_state(state["rng_ranks"][rank] if "rng_ranks" in state else state["rng"])

@@ -4,6 +4,7 @@ import torch
 from pyro.infer import JitTraceEnum_ELBO, TraceEnum_ELBO
 
 from pyrovae import CheckpointError, SemiSupervisedConfig, fit_semisupervised, labelled_subset, load_dataset
+from pyrovae.checkpoint import load_checkpoint, save_checkpoint
 from pyrovae.nets import mlp
 from pyrovae.semisupervised import accuracy, semisupervised_loss, split_batch
 from pyrovae.ssvae import SSVAE
@@ -89,6 +90,18 @@ def test_metrics_and_checkpoint_resume_exactly(tmp_path):
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2
     with pytest.raises(CheckpointError, match="other settings"):
         digits_run(tmp_path, epochs=3, resume=True, lr=0.1)
+
+
+def test_resume_of_a_checkpoint_older_than_a_setting(tmp_path):
+    """A checkpoint written before ``jit`` existed (no such key in its config) resumes with the default."""
+    digits_run(tmp_path, epochs=1)
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    del state["config"]["jit"]
+    save_checkpoint(tmp_path / "checkpoint.pt", {k: v for k, v in state.items() if k != "format"})
+    _, history = digits_run(tmp_path, epochs=2, resume=True)
+    assert [row["epoch"] for row in history] == [1, 2]
+    with pytest.raises(CheckpointError, match="other settings"):
+        digits_run(tmp_path, epochs=3, resume=True, jit=True)
 
 
 def test_jit_losses_equal_the_eager_ones_and_a_jit_run_trains():
