@@ -72,7 +72,10 @@ class PeakRSS:
 
 
 #: ``pyrovae train`` options forwarded by this script, with the values that keep the README's command
-TRAINING_DEFAULTS = {"objective": "trace", "particles": 1, "flow": "none", "flow_depth": 2, "kl_warmup_epochs": 0}
+TRAINING_DEFAULTS = {
+    "objective": "trace", "particles": 1, "flow": "none", "flow_depth": 2, "kl_warmup_epochs": 0, "lr": 1e-3,
+    "lr_decay": 1.0, "batch_size": 128,
+}  # fmt: skip
 
 
 def training_settings(args: argparse.Namespace) -> dict:
@@ -97,6 +100,10 @@ def default_name(args: argparse.Namespace) -> str:
         parts.append(f"{t['flow']}{t['flow_depth']}")
     if t["kl_warmup_epochs"]:
         parts.append(f"warmup{t['kl_warmup_epochs']}")
+    if t["batch_size"] != 128:
+        parts.append(f"b{t['batch_size']}")
+    if t["lr"] != 1e-3 or t["lr_decay"] != 1:
+        parts.append(f"lr{t['lr']:g}" + (f"x{t['lr_decay']:g}" if t["lr_decay"] != 1 else ""))
     if args.curve:
         parts.append("curve")
     return "_".join(parts)
@@ -111,7 +118,8 @@ def train(args: argparse.Namespace, seed: int, out: Path, epochs: int) -> float:
     if args.model == "vae":  # the two-layer model keeps Burda et al.'s sizes (pyrovae.TwoLayerVAE's defaults)
         command += ["--z-dim", str(args.z_dim), "--hidden", *map(str, args.hidden), "--activation", args.activation]
     flags = {"model": "--model", "objective": "--objective", "particles": "--particles", "flow": "--flow",
-             "flow_depth": "--flow-depth", "kl_warmup_epochs": "--kl-warmup-epochs"}  # fmt: skip
+             "flow_depth": "--flow-depth", "kl_warmup_epochs": "--kl-warmup-epochs", "lr": "--lr",
+             "lr_decay": "--lr-decay", "batch_size": "--batch-size"}  # fmt: skip
     settings = training_settings(args)
     for key, value in settings.items():  # only what differs (and a flow's depth): the default stays the README's
         if value != TRAINING_DEFAULTS.get(key) or (key == "flow_depth" and settings["flow"] != "none"):
@@ -201,6 +209,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--flow", choices=["none", "iaf"], default="none", help="pyrovae train --flow")
     parser.add_argument("--flow-depth", type=int, default=2, help="pyrovae train --flow-depth")
     parser.add_argument("--kl-warmup-epochs", type=int, default=0, help="pyrovae train --kl-warmup-epochs")
+    parser.add_argument("--lr", type=float, default=1e-3, help="pyrovae train --lr")
+    parser.add_argument("--lr-decay", type=float, default=1.0, help="pyrovae train --lr-decay")
+    parser.add_argument("--batch-size", type=int, default=128, help="pyrovae train --batch-size")
     parser.add_argument(
         "--name",
         default=None,

@@ -125,6 +125,8 @@ def _add_train_parser(subparsers) -> None:
     train.add_argument("--epochs", type=int, default=100, help="passes over the training set")
     train.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="minibatch size")
     train.add_argument("--lr", type=float, default=DEFAULTS.lr, help="Adam learning rate")
+    train.add_argument("--lr-decay", type=float, default=DEFAULTS.lr_decay,
+                       help="multiply the learning rate by this after every epoch (1: constant)")
     train.add_argument("--objective", "--elbo", dest="elbo", default=DEFAULTS.elbo, choices=sorted(ELBOS),
                        help="trace: Trace_ELBO; meanfield: TraceMeanField_ELBO (analytic KL); iwae: the "
                        "importance-weighted bound with --particles K samples per data point (--objective iwae "
@@ -133,6 +135,8 @@ def _add_train_parser(subparsers) -> None:
     train.add_argument("--validate", default=DEFAULTS.validate, choices=VALIDATE,
                        help="Pyro's validation (data, distribution arguments): first epoch only, or always")
     train.add_argument("--particles", type=int, default=DEFAULTS.num_particles, help="samples of z per data point")
+    train.add_argument("--dreg", action="store_true",
+                       help="--objective iwae: doubly reparameterized guide gradient (Tucker et al. 2019)")
     train.add_argument("--beta", type=float, default=DEFAULTS.beta, help="weight of the KL term (beta-VAE)")
     train.add_argument("--kl-warmup-epochs", type=int, default=DEFAULTS.kl_warmup_epochs,
                        help="raise the KL weight linearly from 0 to --beta over this many epochs")
@@ -224,9 +228,9 @@ def train_command(args: argparse.Namespace) -> dict:
                 raise ValueError(f"--net {args.net} builds a VAE's nets; --model two-layer has MLPs only")
             vae_config = _two_layer_config(args)
         config = TrainConfig(
-            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, elbo=args.elbo, jit=args.jit,
-            num_particles=args.particles, seed=args.seed, device=device, beta=args.beta,
-            kl_warmup_epochs=args.kl_warmup_epochs, validate=args.validate,
+            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_decay=args.lr_decay, elbo=args.elbo,
+            jit=args.jit, num_particles=args.particles, seed=args.seed, device=device, beta=args.beta,
+            kl_warmup_epochs=args.kl_warmup_epochs, validate=args.validate, dreg=args.dreg,
         )
     data = _load_data(settings, args)
     pyro.clear_param_store()

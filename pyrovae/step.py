@@ -100,6 +100,12 @@ class AdamStep:
         self.optim.step()
         return loss.detach()
 
+    def set_lr(self, lr: float) -> float:
+        """Set Adam's learning rate (e.g. a schedule, once per epoch); returns it."""
+        for group in self.optim.param_groups:
+            group["lr"] = lr
+        return lr
+
     def get_state(self) -> dict:
         """Adam's state and the names of the parameters in its order."""
         return {"adam": self.optim.state_dict(), "params": list(self.params)}

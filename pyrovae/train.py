@@ -82,6 +82,8 @@ class TrainConfig:
         of Burda et al. with ``num_particles`` samples per data point, :class:`pyrovae.iwae.TraceIWAE_ELBO`;
         no JIT variant). With ``"iwae"``, :func:`fit`'s ``train_elbo`` is that bound on the training
         minibatches, ``test_elbo`` the standard ELBO and ``test_iwae`` the bound on the test set.
+    :ivar bool dreg: with ``elbo="iwae"``, the doubly reparameterized gradient of Tucker et al. (2019) for the
+        guide's parameters (same objective, lower-variance guide gradient; see :class:`~pyrovae.iwae.TraceIWAE_ELBO`).
     :ivar bool jit: use the JIT-compiled variant of the ELBO; the last, smaller minibatch of each epoch
         is then dropped, since a compiled step has fixed shapes.
     :ivar int num_particles: samples of z per data point and step (vectorized).
@@ -89,6 +91,8 @@ class TrainConfig:
     :ivar float beta: weight :math:`\beta` of the KL term (:mod:`pyrovae.kl_scale`); 1 is the ELBO.
     :ivar int kl_warmup_epochs: raise the KL weight linearly from 0 to ``beta`` over this many epochs
         (per step); 0 for none.
+    :ivar float lr_decay: exponential learning-rate decay per epoch: epoch :math:`e` (counted from 0) trains with
+        ``lr * lr_decay ** e``; 1 keeps ``lr`` throughout.
     :ivar str validate: ``"first-epoch"`` (Pyro's validation during the first epoch this process trains, off
         after it) or ``"always"``; with Pyro's validation off globally, never.
     """
@@ -105,6 +109,8 @@ class TrainConfig:
     beta: float = 1.0
     kl_warmup_epochs: int = 0
     validate: str = "first-epoch"
+    lr_decay: float = 1.0
+    dreg: bool = False
 
     def __post_init__(self) -> None:
         if self.validate not in VALIDATE:
@@ -118,8 +124,12 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if not 0 < self.lr_decay <= 1:
+            raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
         if self.elbo not in ELBOS:
             raise ValueError(f"unknown elbo {self.elbo!r}: choose one of {sorted(ELBOS)}")
+        if self.dreg and self.elbo != "iwae":
+            raise ValueError(f"dreg is a gradient estimator of the IWAE objective: use elbo='iwae', not {self.elbo!r}")
         if self.jit and ELBOS[self.elbo][1] is None:
             raise ValueError(f"elbo={self.elbo!r} has no JIT-compiled variant: drop jit")
 
@@ -128,7 +138,7 @@ def make_elbo(config: TrainConfig) -> pyro.infer.ELBO:
     """The training objective named by ``config`` (``elbo``, ``jit``, ``num_particles``)."""
     plain, jitted = ELBOS[config.elbo]
     if plain is TraceIWAE_ELBO:  # always vectorized over its particles
-        return TraceIWAE_ELBO(num_particles=config.num_particles)
+        return TraceIWAE_ELBO(num_particles=config.num_particles, dreg=config.dreg)
     options = {"num_particles": config.num_particles, "vectorize_particles": config.num_particles > 1}
     return jitted(ignore_jit_warnings=True, **options) if config.jit else plain(**options)
 
@@ -200,7 +210,8 @@ def fit(
 
     Each epoch appends a row to the returned history (and to ``out_dir/metrics.jsonl``):
     ``epoch``, ``train_elbo`` (average over the epoch's minibatches, nats per data point),
-    ``test_elbo`` (nats per test point, when there is a test set) and ``seconds``. With ``beta != 1`` or a
+    ``test_elbo`` (nats per test point, when there is a test set) and ``seconds``; with ``lr_decay``, the epoch's
+    ``lr``. With ``beta != 1`` or a
     KL warm-up, ``train_elbo`` is the objective optimised (the KL term weighted), ``test_elbo`` the
     unweighted ELBO, and ``kl_scale`` the weight at the epoch's last step.
 
@@ -290,6 +301,7 @@ def fit(
         start, loss_sum, seen = time.perf_counter(), torch.zeros((), device=device), 0
         batches = minibatches(num_data, config.batch_size, device, drop_last, epoch_generator(config.seed, epoch))
         check = validating and (config.validate == "always" or epoch == first_epoch)
+        lr = stepper.set_lr(config.lr * config.lr_decay**epoch)
         with pyro.validation_enabled(check):
             for step, idx in enumerate(batches):
                 kl.scale = warmup_scale(epoch * steps_per_epoch + step, warmup_steps, config.beta)
@@ -307,6 +319,8 @@ def fit(
         row = {"epoch": epoch + 1, "train_elbo": -train_loss}
         if scaled:
             row["kl_scale"] = kl.scale
+        if config.lr_decay != 1:
+            row["lr"] = lr
         if len(data.test) and rank == 0:
             row["test_elbo"] = elbo_per_datapoint(
                 model, guide, data.test.x, batch_size=config.eval_batch_size, elbo=eval_elbo

@@ -50,7 +50,8 @@ def test_help_documents_every_flag(capsys):
         build_parser().parse_args(["train", "--help"])
     text = capsys.readouterr().out
     for flag in ("--dataset", "--data-dir", "--z-dim", "--hidden", "--epochs", "--batch-size", "--lr", "--elbo",
-                 "--jit", "--particles", "--seed", "--device", "--out", "--resume", "--binarize", "--valid-size"):
+                 "--jit", "--particles", "--dreg", "--lr-decay", "--seed", "--device", "--out", "--resume",
+                 "--binarize", "--valid-size"):
         assert flag in text
 
 

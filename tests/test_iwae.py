@@ -274,15 +274,19 @@ def test_renyi_elbo_alpha_0_is_not_the_per_datapoint_iwae_with_minibatches_or_gl
 
 def test_train_config_and_make_elbo():
     elbo = make_elbo(TrainConfig(elbo="iwae", num_particles=7))
-    assert isinstance(elbo, TraceIWAE_ELBO) and elbo.num_particles == 7
+    assert isinstance(elbo, TraceIWAE_ELBO) and elbo.num_particles == 7 and not elbo.dreg
+    assert make_elbo(TrainConfig(elbo="iwae", dreg=True)).dreg
     with pytest.raises(ValueError, match="no JIT-compiled variant"):
         TrainConfig(elbo="iwae", jit=True)
+    with pytest.raises(ValueError, match="dreg is a gradient estimator of the IWAE objective"):
+        TrainConfig(dreg=True)
 
 
-def test_fit_with_iwae_improves_the_test_elbo():
+@pytest.mark.parametrize("dreg", [False, True])
+def test_fit_with_iwae_improves_the_test_elbo(dreg):
     data = pyrovae.load_dataset("digits")
     vae = pyrovae.VAE(data.x_dim, z_dim=8, hidden=(64,))
-    config = TrainConfig(epochs=4, batch_size=64, lr=3e-3, elbo="iwae", num_particles=5, device="cpu")
+    config = TrainConfig(epochs=4, batch_size=64, lr=3e-3, elbo="iwae", num_particles=5, dreg=dreg, device="cpu")
     history = fit(vae.model, vae.guide, data, config, verbose=False)
     assert history[-1]["test_elbo"] > history[0]["test_elbo"] + 3
     assert all(row["test_iwae"] > row["test_elbo"] for row in history)
@@ -296,10 +300,10 @@ def test_fit_with_iwae_on_a_tiny_set_is_finite():
 
 
 def test_cli_trains_with_the_iwae_objective(tmp_path, capsys):
-    main(["train", "--objective", "iwae", "--particles", "3", "--epochs", "2", "--z-dim", "4", "--hidden", "32",
-          "--out", str(tmp_path), "--device", "cpu", "--quiet"])
+    main(["train", "--objective", "iwae", "--particles", "3", "--dreg", "--epochs", "2", "--z-dim", "4",
+          "--hidden", "32", "--out", str(tmp_path), "--device", "cpu", "--quiet"])
     summary = json.loads(capsys.readouterr().out)
     assert summary["epoch"] == 2 and summary["test_iwae"] > summary["test_elbo"]
     config = pyrovae.load_checkpoint(tmp_path / "checkpoint.pt")["extra"]["train"]
-    assert config["elbo"] == "iwae" and config["num_particles"] == 3
+    assert config["elbo"] == "iwae" and config["num_particles"] == 3 and config["dreg"]
     assert build_parser().parse_args(["train", "--elbo", "iwae"]).elbo == "iwae"  # the old name still works

@@ -22,20 +22,24 @@ def test_training_on_digits_raises_test_elbo_by_a_wide_margin():
     assert history[-1]["train_elbo"] > history[0]["train_elbo"]
 
 
-def _train(out, epochs, resume=False, init_seed=0):
+def _train(out, epochs, resume=False, init_seed=0, **settings):
     pyro.clear_param_store()
     torch.manual_seed(init_seed)
     vae = tiny_vae()
-    config = TrainConfig(epochs=epochs, batch_size=16, device="cpu", seed=7)
+    config = TrainConfig(epochs=epochs, batch_size=16, device="cpu", seed=7, **settings)
     history = fit(vae.model, vae.guide, tiny_dataset(), config, out_dir=out, resume=resume, verbose=False)
     return history, param_state()
 
 
-def test_resume_gives_exactly_the_uninterrupted_run(tmp_path):
-    """2 epochs, stop, resume for 2 more == 4 epochs straight: same parameters bit for bit (CPU)."""
-    straight, params = _train(tmp_path / "a", 4)
-    _train(tmp_path / "b", 2)
-    resumed, params_resumed = _train(tmp_path / "b", 4, resume=True, init_seed=123)
+@pytest.mark.parametrize("lr_decay", [1.0, 0.5])
+def test_resume_gives_exactly_the_uninterrupted_run(tmp_path, lr_decay):
+    """2 epochs, stop, resume for 2 more == 4 epochs straight: same parameters bit for bit (CPU), also when
+    the learning rate decays (epoch e trains with lr * lr_decay**e, whatever Adam's saved state says)."""
+    straight, params = _train(tmp_path / "a", 4, lr_decay=lr_decay)
+    _train(tmp_path / "b", 2, lr_decay=lr_decay)
+    resumed, params_resumed = _train(tmp_path / "b", 4, resume=True, init_seed=123, lr_decay=lr_decay)
+    if lr_decay != 1:
+        assert [r["lr"] for r in resumed] == [1e-3, 5e-4, 2.5e-4, 1.25e-4]
     assert params.keys() == params_resumed.keys()
     for name in params:
         assert torch.equal(params[name], params_resumed[name]), name
@@ -92,6 +96,8 @@ def test_dynamic_binarization_draws_fresh_batches():
     [
         ({"epochs": 0}, "epochs must be a positive"),
         ({"lr": -1.0}, "lr must be positive"),
+        ({"lr_decay": 0.0}, "lr_decay must be in"),
+        ({"lr_decay": 1.5}, "lr_decay must be in"),
         ({"elbo": "renyi"}, "unknown elbo"),
         ({"batch_size": 0}, "batch_size must be a positive"),
     ],
