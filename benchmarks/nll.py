@@ -93,7 +93,7 @@ def default_name(args: argparse.Namespace) -> str:
     """A name for the configuration ('' for the README's VAE trained to --epochs), e.g. 'iwae5_iaf2_curve'."""
     t, parts = training_settings(args), []
     if "model" in t:
-        parts.append(t["model"])
+        parts.append(t["model"] + ("" if args.activation == "tanh" else f"-{args.activation}"))
     if t["objective"] != "trace" or t["particles"] != 1:
         parts.append(f"{t['objective']}{t['particles'] if t['particles'] != 1 else ''}")
     if t["flow"] != "none":
@@ -117,6 +117,8 @@ def train(args: argparse.Namespace, seed: int, out: Path, epochs: int) -> float:
     ]  # fmt: skip
     if args.model == "vae":  # the two-layer model keeps Burda et al.'s sizes (pyrovae.TwoLayerVAE's defaults)
         command += ["--z-dim", str(args.z_dim), "--hidden", *map(str, args.hidden), "--activation", args.activation]
+    elif args.activation != "tanh":
+        command += ["--activation", args.activation]
     flags = {"model": "--model", "objective": "--objective", "particles": "--particles", "flow": "--flow",
              "flow_depth": "--flow-depth", "kl_warmup_epochs": "--kl-warmup-epochs", "lr": "--lr",
              "lr_decay": "--lr-decay", "batch_size": "--batch-size"}  # fmt: skip
@@ -200,7 +202,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--z-dim", type=int, default=50)
     parser.add_argument("--hidden", type=int, nargs="+", default=[400])
-    parser.add_argument("--activation", default="relu")
+    parser.add_argument("--activation", default=None, help="default: relu (vae), tanh (two-layer, as Burda et al.)")
     parser.add_argument("--model", choices=["vae", "two-layer"], default="vae", help="pyrovae train --model")
     parser.add_argument(
         "--objective", choices=["trace", "meanfield", "iwae"], default="trace", help="pyrovae train --objective"
@@ -234,6 +236,8 @@ def main(argv: list[str] | None = None) -> dict:
         help="re-evaluate every seed (default: keep seeds already in --out with the same protocol)",
     )
     args = parser.parse_args(argv)
+    if args.activation is None:
+        args.activation = "relu" if args.model == "vae" else "tanh"
     if args.curve is not None and (args.curve != sorted(set(args.curve)) or args.curve[0] < 1):
         parser.error("--curve takes positive epoch counts in ascending order")
     name = default_name(args) if args.name is None else args.name
@@ -248,7 +252,7 @@ def main(argv: list[str] | None = None) -> dict:
             "dataset": f"mnist, dynamic binarization for training; test set binarized once with seed {EVAL_SEED}",
             "architecture": f"784-{'-'.join(map(str, args.hidden))}-{args.z_dim}, {args.activation}"
             if args.model == "vae"
-            else "784-200-200-100(z1)-100-100-50(z2), tanh (Burda et al.)",
+            else f"784-200-200-100(z1)-100-100-50(z2), {args.activation} (Burda et al.: tanh)",
             "epochs": "per row (--curve)" if args.curve else args.epochs,
             "num_samples": args.num_samples,
             "num_test_points": len(test_x[: args.limit]),

@@ -10,6 +10,9 @@ the epoch of best validation accuracy) next to Pyro's tutorial and Kingma et al.
     python benchmarks/semi_supervised.py --data-dir ../shared/data --model m1m2 --epochs 20 --labels 100
     python benchmarks/semi_supervised.py --data-dir ../shared/data --model m1m2 --epochs 10 --labels 600 1000 3000
     python benchmarks/semi_supervised.py --data-dir ../shared/data --model m2 --epochs 8 --labels 100
+
+``--z-dim Z`` passes ``--z-dim Z`` on (the style latent of M2; default: ``train-ss``'s) and names the runs and the
+JSON after it (``m1m2-z10-100-seed0``, ``results/semi_supervised_m1m2_z10.json``).
 """
 
 from __future__ import annotations
@@ -37,8 +40,13 @@ REFERENCE = {
 }
 
 
+def name(args: argparse.Namespace) -> str:
+    """The configuration's name: the model, and ``z`` with ``--z-dim`` (``"m1m2_z10"``)."""
+    return args.model + ("" if args.z_dim is None else f"_z{args.z_dim}")
+
+
 def run(args: argparse.Namespace, labels: int, seed: int) -> dict:
-    out = Path(args.runs) / f"{args.model}-{labels}-seed{seed}"
+    out = Path(args.runs) / f"{name(args).replace('_', '-')}-{labels}-seed{seed}"
     command = [
         sys.executable, "-m", "pyrovae", "train-ss", "--dataset", "mnist", "--data-dir", args.data_dir,
         "--labels", str(labels), "--label-seed", str(seed), "--seed", str(seed), "--epochs", str(args.epochs),
@@ -53,6 +61,8 @@ def run(args: argparse.Namespace, labels: int, seed: int) -> dict:
                                      activation="relu", device=args.device)  # fmt: skip
             train_vae(vae, seed, m1)
         command += ["--m1", str(m1 / "checkpoint.pt")]
+    if args.z_dim is not None and "--resume" not in command:
+        command += ["--z-dim", str(args.z_dim)]
     print("$", " ".join(command[1:]), flush=True)
     start = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
@@ -91,9 +101,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--m1-epochs", type=int, default=100, help="epochs of a missing M1 VAE")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--runs", default="runs/ss", help="folder of the runs (M1 VAEs in its sibling nll/)")
-    parser.add_argument("--out", default=None, help="JSON (default: results/semi_supervised_MODEL.json)")
+    parser.add_argument("--z-dim", type=int, default=None, help="pyrovae train-ss --z-dim (default: its default)")
+    parser.add_argument("--out", default=None, help="JSON (default: results/semi_supervised_NAME.json)")
     args = parser.parse_args(argv)
-    out = Path(args.out or HERE / "results" / f"semi_supervised_{args.model}.json")
+    out = Path(args.out or HERE / "results" / f"semi_supervised_{name(args)}.json")
 
     rows = json.loads(out.read_text())["runs"] if out.exists() else []  # runs of other settings are kept
     results = {
@@ -102,7 +113,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             "10k validation, 10k test; dynamic binarization, test binarized once with seed 0",
             "model": args.model,
             "command": "pyrovae train-ss --dataset mnist --labels L --label-seed S --seed S --epochs E"
-            + (" --m1 runs/nll/seedS/checkpoint.pt" if args.model == "m1m2" else ""),
+            + (" --m1 runs/nll/seedS/checkpoint.pt" if args.model == "m1m2" else "")
+            + ("" if args.z_dim is None else f" --z-dim {args.z_dim}"),
         },
         "reference": REFERENCE,
         "machine": {"device": args.device, "cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
@@ -117,7 +129,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             save_json(out, {**results, "runs": rows, "summary": summarize(rows)})
     summary = summarize(rows)
     save_json(out, {**results, "runs": rows, "summary": summary})
-    print(f"\n{args.model}: test accuracy (%) over seeds, last epoch | at the best validation epoch")
+    print(f"\n{name(args)}: test accuracy (%) over seeds, last epoch | at the best validation epoch")
     for row in summary:
         last, best, labels = row["test_accuracy"], row["test_accuracy_at_best_valid"], str(row["labels"])
         refs = " / ".join(f"{name} {ref[labels]}" for name, ref in REFERENCE.items() if labels in ref)
