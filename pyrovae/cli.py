@@ -51,6 +51,7 @@ from .plots import (
 )
 from .semisupervised import SemiSupervisedConfig, analogies, fit_semisupervised, load_ssvae
 from .ssvae import DEFAULT_ALPHA, SSVAE
+from .ssvae import LIKELIHOODS as SSVAE_LIKELIHOODS
 from .tensorboard import TensorBoardLogger
 from .train import CHECKPOINT, ELBOS, VALIDATE, TrainConfig, fit
 from .two_layer import TwoLayerVAE
@@ -363,7 +364,7 @@ def _add_train_ss_parser(subparsers) -> None:
         "--out: checkpoint.pt (every epoch), metrics.jsonl, accuracy.png and analogies.png.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    _add_data_args(p)
+    _add_data_args(p, auto_binarize=True)
     labels = p.add_argument_group("labels")
     labels.add_argument("--labels", type=int, default=100, help="labelled training points (a multiple of the classes)")
     labels.add_argument("--label-seed", type=int, default=0, help="seed of the choice of labelled points")
@@ -375,6 +376,9 @@ def _add_train_ss_parser(subparsers) -> None:
                        help="weight of the classification term per labelled point")  # fmt: skip
     model.add_argument("--m1", default=None, metavar="CHECKPOINT",
                        help="VAE checkpoint whose codes M2 models (M1+M2); its active units only")  # fmt: skip
+    model.add_argument("--likelihood", default="bernoulli", choices=SSVAE_LIKELIHOODS,
+                       help="p(x|y,z) of the pixels (continuous ones for grey levels); with --m1 the codes are "
+                       "modelled as normal")  # fmt: skip
     train = p.add_argument_group("training")
     train.add_argument("--epochs", type=int, default=50, help="passes over the unlabelled training data")
     train.add_argument("--batch-size", type=int, default=128, help="unlabelled rows per step")
@@ -416,8 +420,13 @@ def train_ss_command(args: argparse.Namespace) -> dict:
         settings, model_config, m1_path = saved["data"], saved["ssvae"], (saved.get("m1") or {}).get("checkpoint")
         config = SemiSupervisedConfig(**{**saved["train"], "epochs": args.epochs, "device": args.device})
     else:
-        settings = {"name": args.dataset, "binarize": args.binarize, "valid_size": args.valid_size}
-        model_config = {"z_dim": args.z_dim, "hidden": args.hidden, "activation": args.activation, "alpha": args.alpha}
+        if args.m1 and args.likelihood != "bernoulli":
+            raise ValueError(f"--likelihood {args.likelihood} is for pixels: with --m1, M2 models the VAE's codes "
+                             "with a normal likelihood")  # fmt: skip
+        binarize = _binarization(args.binarize, "bernoulli" if args.m1 else args.likelihood)
+        settings = {"name": args.dataset, "binarize": binarize, "valid_size": args.valid_size}
+        model_config = {"z_dim": args.z_dim, "hidden": args.hidden, "activation": args.activation, "alpha": args.alpha,
+                        "likelihood": "normal" if args.m1 else args.likelihood}  # fmt: skip
         m1_path = args.m1
         config = SemiSupervisedConfig(
             num_labels=args.labels, epochs=args.epochs, batch_size=args.batch_size,
@@ -426,8 +435,8 @@ def train_ss_command(args: argparse.Namespace) -> dict:
         )  # fmt: skip
     data = _load_data(settings, args)
     features, m1 = _m1_features(m1_path, data) if m1_path else (None, None)
-    x_dim, likelihood = (features.dim, "normal") if features is not None else (data.x_dim, "bernoulli")
-    model_config = {**model_config, "x_dim": x_dim, "num_classes": data.num_classes, "likelihood": likelihood}
+    x_dim = features.dim if features is not None else data.x_dim
+    model_config = {**model_config, "x_dim": x_dim, "num_classes": data.num_classes}
     ssvae = SSVAE(**model_config)
     extra = {"data": settings, "ssvae": ssvae.config, "train": asdict(config), "m1": m1}
     history = fit_semisupervised(ssvae, data, config, out_dir=out, resume=args.resume, extra=extra,

@@ -71,7 +71,7 @@ from .plate import data_plate
 from .validation import check_labels, check_shape
 
 #: the observation models :class:`SSVAE` knows (of :data:`pyrovae.likelihoods.LIKELIHOODS`)
-LIKELIHOODS = ("bernoulli", "normal")
+LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "normal")
 #: default weight of the classification term per labelled point, chosen on MNIST's validation split
 #: (M1+M2, 100 labels, 6 epochs of :func:`pyrovae.fit_semisupervised`: validation accuracy 84.3 / 84.7 /
 #: 83.1 / 77.9 % for alpha = 1 / 5 / 50 / 500)
@@ -100,8 +100,9 @@ class SSVAE(nn.Module):
     :param hidden: hidden layer sizes of the classifier and the encoder; the decoder mirrors them.
     :param activation: activation of the MLPs (name or ``nn.Module`` class).
     :param float alpha: weight of the classification term per labelled point (0 switches it off).
-    :param str likelihood: ``"bernoulli"`` for binary data (logits from the decoder) or ``"normal"``
-        for real-valued data (diagonal Gaussian with a learned, input-dependent scale).
+    :param str likelihood: ``"bernoulli"`` for binary data (logits from the decoder),
+        ``"continuous-bernoulli"`` for grey levels in [0, 1] (Loaiza-Ganem & Cunningham 2019; logits from the
+        decoder) or ``"normal"`` for real-valued data (diagonal Gaussian with a learned, input-dependent scale).
     :param str enumerate: ``"parallel"`` (default) marks the guide's ``y`` site for Pyro's parallel
         enumeration (train with ``TraceEnum_ELBO``); ``None`` samples it instead (score-function
         gradients with ``Trace_ELBO``, much noisier).
@@ -163,8 +164,8 @@ class SSVAE(nn.Module):
     def observation(self, z: torch.Tensor, y: torch.Tensor) -> dist.TorchDistribution:
         """The distribution p(x | y, z) (batch shape ``z.shape[:-1]`` broadcast with ``y``, event ``(x_dim,)``)."""
         out = self.decoder(z, y)
-        if self.likelihood == "bernoulli":
-            return observation("bernoulli", out)
+        if self.likelihood != "normal":
+            return observation(self.likelihood, out)
         loc, raw_scale = out.split(self.x_dim, dim=-1)  # identity link; scale softplus(raw) + MIN_SCALE
         return observation("normal", loc, positive_scale(raw_scale))
 

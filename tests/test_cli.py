@@ -91,6 +91,23 @@ def test_train_ss_writes_checkpoint_metrics_and_pictures_and_loads(tmp_path, cap
         main(["plot", "samples", str(out / "checkpoint.pt")])
 
 
+def test_train_ss_on_grey_levels(tmp_path, capsys):
+    """--likelihood continuous-bernoulli keeps grey levels (--binarize auto -> none); a Bernoulli likelihood on
+    grey levels, or a pixel likelihood with --m1, is refused."""
+    main(["train-ss", "--labels", "50", "--epochs", "1", "--z-dim", "4", "--hidden", "32", "--likelihood",
+          "continuous-bernoulli", "--out", str(tmp_path / "cb"), "--device", "cpu", "--quiet"])  # fmt: skip
+    capsys.readouterr()
+    state = load_checkpoint(tmp_path / "cb" / "checkpoint.pt")
+    assert state["extra"]["data"]["binarize"] == "none"
+    assert state["extra"]["ssvae"]["likelihood"] == "continuous-bernoulli"
+    ssvae, _, _ = load_ssvae(tmp_path / "cb" / "checkpoint.pt")
+    assert ssvae.likelihood == "continuous-bernoulli"
+    with pytest.raises(ValueError, match="needs binary data"):
+        main(["train-ss", "--binarize", "none", "--out", str(tmp_path / "b"), "--quiet"])
+    with pytest.raises(ValueError, match="with --m1, M2 models the VAE's codes"):
+        main(["train-ss", "--likelihood", "normal", "--m1", "m1.pt", "--out", str(tmp_path / "m"), "--quiet"])
+
+
 def test_train_ss_on_m1_features(tmp_path, capsys):
     """M1+M2: a VAE from pyrovae train, then M2 on its active codes; images are classified through both."""
     main(["train", "--epochs", "3", "--z-dim", "8", "--out", str(tmp_path / "m1"), "--device", "cpu", "--quiet"])

@@ -112,6 +112,18 @@ def test_normal_likelihood_accepts_real_data_and_rejects_nan():
         ELBO.loss(ssvae.model, ssvae.guide, x.masked_fill(x > 1, float("nan")))
 
 
+def test_continuous_bernoulli_likelihood_on_grey_levels():
+    """p(x|y,z) is torch's ContinuousBernoulli with the decoder's logits, summed over pixels; grey levels pass
+    its support check and values outside [0, 1] are rejected."""
+    ssvae = tiny_ssvae(likelihood="continuous-bernoulli")
+    x, y, z = torch.rand(4, 5), torch.tensor([0, 1, 2, 0]), torch.randn(4, 2)
+    expected = torch.distributions.ContinuousBernoulli(logits=ssvae.decoder(z, y)).log_prob(x).sum(-1)
+    assert torch.allclose(ssvae.observation(z, y).log_prob(x), expected)
+    assert torch.isfinite(torch.tensor(ELBO.loss(ssvae.model, ssvae.guide, x)))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        ELBO.loss(ssvae.model, ssvae.guide, x + 1)
+
+
 @pytest.mark.parametrize(
     "y, error, match",
     [
