@@ -211,9 +211,8 @@ def fit(
     Each epoch appends a row to the returned history (and to ``out_dir/metrics.jsonl``):
     ``epoch``, ``train_elbo`` (average over the epoch's minibatches, nats per data point),
     ``test_elbo`` (nats per test point, when there is a test set) and ``seconds``; with ``lr_decay``, the epoch's
-    ``lr``. With ``beta != 1`` or a
-    KL warm-up, ``train_elbo`` is the objective optimised (the KL term weighted), ``test_elbo`` the
-    unweighted ELBO, and ``kl_scale`` the weight at the epoch's last step.
+    ``lr``. With ``beta != 1`` or a KL warm-up, ``train_elbo`` is the objective optimised (the KL term weighted),
+    ``test_elbo`` the unweighted ELBO, and ``kl_scale`` the weight at the epoch's last step.
 
     :param Dataset data: from :func:`pyrovae.data.load_dataset` or :meth:`Dataset.from_tensors`.
     :param TrainConfig config: settings (defaults if omitted).
@@ -333,7 +332,7 @@ def fit(
         history.append(row)
         rng = gather_rng_states(rng_state()) if world > 1 else [rng_state()]
         if verbose and rank == 0:
-            bar.write(", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+            bar.write(", ".join(f"{k} {v:.5g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
         if out is not None:
             append_metrics(out / METRICS, row)
             save_checkpoint(
