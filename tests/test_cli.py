@@ -5,7 +5,7 @@ import pytest
 
 from pyrovae import CheckpointError, load_dataset, load_ssvae
 from pyrovae.checkpoint import load_checkpoint, save_checkpoint
-from pyrovae.cli import _m1_features, build_parser, main
+from pyrovae.cli import SS_Z_DIM, _m1_features, build_parser, main
 from pyrovae.semisupervised import accuracy
 from tests.common import png_size
 
@@ -111,11 +111,12 @@ def test_train_ss_on_grey_levels(tmp_path, capsys):
 def test_train_ss_on_m1_features(tmp_path, capsys):
     """M1+M2: a VAE from pyrovae train, then M2 on its active codes; images are classified through both."""
     main(["train", "--epochs", "3", "--z-dim", "8", "--out", str(tmp_path / "m1"), "--device", "cpu", "--quiet"])
-    main(["train-ss", "--labels", "50", "--epochs", "2", "--z-dim", "4", "--hidden", "32", "--out",
-          str(tmp_path / "m2"), "--m1", str(tmp_path / "m1" / "checkpoint.pt"), "--device", "cpu", "--quiet"])
+    main(["train-ss", "--labels", "50", "--epochs", "2", "--hidden", "32", "--out", str(tmp_path / "m2"), "--m1",
+          str(tmp_path / "m1" / "checkpoint.pt"), "--device", "cpu", "--quiet"])  # fmt: skip
     capsys.readouterr()
     ssvae, features, _ = load_ssvae(tmp_path / "m2" / "checkpoint.pt")
     assert ssvae.likelihood == "normal" and ssvae.x_dim == features.dim <= 8
+    assert ssvae.z_dim == SS_Z_DIM["m1"] == 10  # the default style dimension on M1 codes
     data = load_dataset("digits")
     summary = json.loads((tmp_path / "m2" / "metrics.jsonl").read_text().splitlines()[-1])
     assert accuracy(lambda x: ssvae.predict(features(x)), data.test) == pytest.approx(summary["test_accuracy"])
