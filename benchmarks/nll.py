@@ -11,7 +11,8 @@ memory while it runs. Prints a table and writes JSON (per seed and mean +- std) 
 Other training objectives and guides are forwarded to ``pyrovae train`` (``--objective iwae --particles K``,
 ``--flow iaf --flow-depth D``, ``--kl-warmup-epochs W``); ``--curve E1 E2 ...`` trains to E1 epochs,
 evaluates, resumes to E2 (``pyrovae train --resume --epochs E2``), evaluates, and so on, one row per
-(seed, epoch); calling it again with a longer ``--curve`` keeps the rows it has. A non-default configuration
+(seed, epoch); calling it again with a longer ``--curve`` or other ``--seeds`` keeps the rows it has
+(``--fresh`` drops them). A non-default configuration
 writes ``results/nll_NAME.json`` and trains in ``runs/nll_NAME`` (``--name``; derived from the options when
 not given):
 
@@ -273,8 +274,8 @@ def main(argv: list[str] | None = None) -> dict:
         results["name"] = name
     previous = json.loads(Path(args.out).read_text()) if Path(args.out).exists() and not args.fresh else {}
     if previous.get("protocol") == results["protocol"]:
-        # with --curve, rows at epochs outside this --curve stay: a later call can extend the curve
-        results["seeds"] = [row for row in previous["seeds"] if row["seed"] in args.seeds]
+        # every row stays (other seeds, epochs outside this --curve): later calls extend the seeds or the curve
+        results["seeds"] = list(previous["seeds"])
 
     def summary() -> dict:
         if args.curve is None:
