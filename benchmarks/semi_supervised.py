@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 
 import torch
-from nll import train as train_vae  # benchmarks/nll.py, beside this script
+from nll import TRAINING_DEFAULTS  # benchmarks/nll.py, beside this script
+from nll import train as train_vae
 
 from pyrovae.checkpoint import save_json
 
@@ -57,8 +58,8 @@ def run(args: argparse.Namespace, labels: int, seed: int) -> dict:
     elif args.model == "m1m2":
         m1 = Path(args.runs).parent / "nll" / f"seed{seed}"
         if not (m1 / "checkpoint.pt").exists():
-            vae = argparse.Namespace(data_dir=args.data_dir, epochs=args.m1_epochs, z_dim=50, hidden=[400],
-                                     activation="relu", device=args.device)  # fmt: skip
+            vae = argparse.Namespace(**TRAINING_DEFAULTS, model="vae", data_dir=args.data_dir, epochs=args.m1_epochs,
+                                     z_dim=50, hidden=[400], activation="relu", device=args.device)  # fmt: skip
             train_vae(vae, seed, m1)
         command += ["--m1", str(m1 / "checkpoint.pt")]
     if args.z_dim is not None and "--resume" not in command:
