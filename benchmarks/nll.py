@@ -36,6 +36,7 @@ import torch
 
 import pyrovae
 from pyrovae.checkpoint import load_checkpoint, save_json
+from pyrovae.cli import MODEL_DEFAULTS
 from pyrovae.data.binarize import EVAL_SEED
 from pyrovae.device import resolve_device
 
@@ -73,10 +74,14 @@ class PeakRSS:
 
 
 #: ``pyrovae train`` options forwarded by this script, with the values that keep the README's command
+_TRAIN = pyrovae.TrainConfig()
 TRAINING_DEFAULTS = {
-    "objective": "trace", "particles": 1, "flow": "none", "flow_depth": 2, "kl_warmup_epochs": 0, "lr": 1e-3,
-    "lr_decay": 1.0, "batch_size": 128,
+    "objective": _TRAIN.elbo, "particles": _TRAIN.num_particles, "flow": "none", "flow_depth": 2,
+    "kl_warmup_epochs": _TRAIN.kl_warmup_epochs, "lr": _TRAIN.lr, "lr_decay": _TRAIN.lr_decay,
+    "batch_size": _TRAIN.batch_size,
 }  # fmt: skip
+#: Burda et al.'s activation, the default of ``pyrovae train --model two-layer``
+TWO_LAYER_ACTIVATION = MODEL_DEFAULTS["two-layer"]["activation"]
 
 
 def training_settings(args: argparse.Namespace) -> dict:
@@ -94,16 +99,16 @@ def default_name(args: argparse.Namespace) -> str:
     """A name for the configuration ('' for the README's VAE trained to --epochs), e.g. 'iwae5_iaf2_curve'."""
     t, parts = training_settings(args), []
     if "model" in t:
-        parts.append(t["model"] + ("" if args.activation == "tanh" else f"-{args.activation}"))
+        parts.append(t["model"] + ("" if args.activation == TWO_LAYER_ACTIVATION else f"-{args.activation}"))
     if t["objective"] != "trace" or t["particles"] != 1:
         parts.append(f"{t['objective']}{t['particles'] if t['particles'] != 1 else ''}")
     if t["flow"] != "none":
         parts.append(f"{t['flow']}{t['flow_depth']}")
     if t["kl_warmup_epochs"]:
         parts.append(f"warmup{t['kl_warmup_epochs']}")
-    if t["batch_size"] != 128:
+    if t["batch_size"] != TRAINING_DEFAULTS["batch_size"]:
         parts.append(f"b{t['batch_size']}")
-    if t["lr"] != 1e-3 or t["lr_decay"] != 1:
+    if t["lr"] != TRAINING_DEFAULTS["lr"] or t["lr_decay"] != 1:
         parts.append(f"lr{t['lr']:g}" + (f"x{t['lr_decay']:g}" if t["lr_decay"] != 1 else ""))
     if args.curve:
         parts.append("curve")
@@ -118,7 +123,7 @@ def train(args: argparse.Namespace, seed: int, out: Path, epochs: int) -> float:
     ]  # fmt: skip
     if args.model == "vae":  # the two-layer model keeps Burda et al.'s sizes (pyrovae.TwoLayerVAE's defaults)
         command += ["--z-dim", str(args.z_dim), "--hidden", *map(str, args.hidden), "--activation", args.activation]
-    elif args.activation != "tanh":
+    elif args.activation != TWO_LAYER_ACTIVATION:
         command += ["--activation", args.activation]
     flags = {"model": "--model", "objective": "--objective", "particles": "--particles", "flow": "--flow",
              "flow_depth": "--flow-depth", "kl_warmup_epochs": "--kl-warmup-epochs", "lr": "--lr",
@@ -206,15 +211,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--activation", default=None, help="default: relu (vae), tanh (two-layer, as Burda et al.)")
     parser.add_argument("--model", choices=["vae", "two-layer"], default="vae", help="pyrovae train --model")
     parser.add_argument(
-        "--objective", choices=["trace", "meanfield", "iwae"], default="trace", help="pyrovae train --objective"
+        "--objective", choices=["trace", "meanfield", "iwae"], help="pyrovae train --objective"
     )
-    parser.add_argument("--particles", type=int, default=1, help="pyrovae train --particles (IWAE's K)")
-    parser.add_argument("--flow", choices=["none", "iaf"], default="none", help="pyrovae train --flow")
-    parser.add_argument("--flow-depth", type=int, default=2, help="pyrovae train --flow-depth")
-    parser.add_argument("--kl-warmup-epochs", type=int, default=0, help="pyrovae train --kl-warmup-epochs")
-    parser.add_argument("--lr", type=float, default=1e-3, help="pyrovae train --lr")
-    parser.add_argument("--lr-decay", type=float, default=1.0, help="pyrovae train --lr-decay")
-    parser.add_argument("--batch-size", type=int, default=128, help="pyrovae train --batch-size")
+    parser.add_argument("--particles", type=int, help="pyrovae train --particles (IWAE's K)")
+    parser.add_argument("--flow", choices=["none", "iaf"], help="pyrovae train --flow")
+    parser.add_argument("--flow-depth", type=int, help="pyrovae train --flow-depth")
+    parser.add_argument("--kl-warmup-epochs", type=int, help="pyrovae train --kl-warmup-epochs")
+    parser.add_argument("--lr", type=float, help="pyrovae train --lr")
+    parser.add_argument("--lr-decay", type=float, help="pyrovae train --lr-decay")
+    parser.add_argument("--batch-size", type=int, help="pyrovae train --batch-size")
+    parser.set_defaults(**TRAINING_DEFAULTS)
     parser.add_argument(
         "--name",
         default=None,
@@ -238,7 +244,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     args = parser.parse_args(argv)
     if args.activation is None:
-        args.activation = "relu" if args.model == "vae" else "tanh"
+        args.activation = "relu" if args.model == "vae" else TWO_LAYER_ACTIVATION
     if args.curve is not None and (args.curve != sorted(set(args.curve)) or args.curve[0] < 1):
         parser.error("--curve takes positive epoch counts in ascending order")
     name = default_name(args) if args.name is None else args.name
