@@ -49,7 +49,14 @@ from .plots import (
     save_reconstructions,
     save_samples,
 )
-from .semisupervised import SemiSupervisedConfig, analogies, fit_semisupervised, load_ssvae
+from .semisupervised import (
+    SCHEDULES,
+    SemiSupervisedConfig,
+    analogies,
+    fit_semisupervised,
+    kingma_alpha,
+    load_ssvae,
+)
 from .ssvae import DEFAULT_ALPHA, SSVAE
 from .ssvae import LIKELIHOODS as SSVAE_LIKELIHOODS
 from .tensorboard import TensorBoardLogger
@@ -377,8 +384,9 @@ def _add_train_ss_parser(subparsers) -> None:
                        f"{SS_Z_DIM['m1']} on --m1 codes)")  # fmt: skip
     model.add_argument("--hidden", type=int, nargs="+", default=[500], help="hidden layer sizes")
     model.add_argument("--activation", default="softplus", choices=sorted(ACTIVATIONS), help="hidden activation")
-    model.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
-                       help="weight of the classification term per labelled point")  # fmt: skip
+    model.add_argument("--alpha", type=float, default=None,
+                       help=f"weight of the classification term per labelled point (default: {DEFAULT_ALPHA} with "
+                       "--schedule alternate; Kingma et al.'s 0.1 * N / labels, N the training points, with joint)")
     model.add_argument("--m1", default=None, metavar="CHECKPOINT",
                        help="VAE checkpoint whose codes M2 models (M1+M2); its active units only")  # fmt: skip
     model.add_argument("--likelihood", default="bernoulli", choices=SSVAE_LIKELIHOODS,
@@ -389,6 +397,10 @@ def _add_train_ss_parser(subparsers) -> None:
     train.add_argument("--batch-size", type=int, default=128, help="unlabelled rows per step")
     train.add_argument("--labelled-batch-size", type=int, default=128, help="labelled rows per step")
     train.add_argument("--labelled-every", type=int, default=1, help="a labelled step after every N unlabelled steps")
+    train.add_argument("--schedule", default="alternate", choices=SCHEDULES,
+                       help="alternate: separate labelled and unlabelled steps, losses summed over each minibatch "
+                       "(labels oversampled); joint: one step per unlabelled minibatch on the unbiased estimate of "
+                       "the whole objective (both parts scaled to their sets), as Kingma et al.")  # fmt: skip
     train.add_argument("--jit", action="store_true",
                        help="compile the steps with JitTraceEnum_ELBO (drops incomplete batches)")  # fmt: skip
     train.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
@@ -437,9 +449,12 @@ def train_ss_command(args: argparse.Namespace) -> dict:
         config = SemiSupervisedConfig(
             num_labels=args.labels, epochs=args.epochs, batch_size=args.batch_size,
             labelled_batch_size=args.labelled_batch_size, labelled_every=args.labelled_every, lr=args.lr,
-            seed=args.seed, label_seed=args.label_seed, device=args.device, jit=args.jit,
+            seed=args.seed, label_seed=args.label_seed, device=args.device, jit=args.jit, schedule=args.schedule,
         )  # fmt: skip
     data = _load_data(settings, args)
+    if model_config["alpha"] is None:
+        joint = config.schedule == "joint"
+        model_config["alpha"] = kingma_alpha(len(data.train), config.num_labels) if joint else DEFAULT_ALPHA
     features, m1 = _m1_features(m1_path, data) if m1_path else (None, None)
     x_dim = features.dim if features is not None else data.x_dim
     model_config = {**model_config, "x_dim": x_dim, "num_classes": data.num_classes}

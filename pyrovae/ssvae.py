@@ -22,7 +22,8 @@ that the classifier learns from labels directly and not only through :math:`\mat
 :math:`\sum_{\text{labelled}} [\mathcal{L}(x, y) + \alpha \log q(y|x)] + \sum_{\text{unlabelled}} \mathcal{U}(x)`.
 ``alpha`` is a weight **per labelled data point** on the scale of ELBOs summed over pixels (Pyro's
 SS-VAE example uses 46 with one labelled step per pass over the labels; :func:`pyrovae.fit_semisupervised`
-takes a labelled step after every unlabelled one, and 5 did best there).
+by default takes a labelled step after every unlabelled one, and 5 did best there; its ``"joint"`` schedule,
+which counts every point once per epoch, goes with Kingma et al.'s :math:`0.1 N / N_l`).
 
 Labels are **integer class indices** (``torch.long``, shape ``(batch,)``), not one-hot vectors. One call
 of :meth:`SSVAE.model` / :meth:`SSVAE.guide` is either fully labelled (``y`` given) or fully unlabelled

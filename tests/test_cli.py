@@ -108,6 +108,19 @@ def test_train_ss_on_grey_levels(tmp_path, capsys):
         main(["train-ss", "--likelihood", "normal", "--m1", "m1.pt", "--out", str(tmp_path / "m"), "--quiet"])
 
 
+def test_train_ss_joint_schedule_defaults_to_kingmas_alpha(tmp_path, capsys):
+    """--schedule joint without --alpha weighs each label 0.1 * N / labels (Kingma et al.); --alpha overrides."""
+    for name, alpha in (("kingma", []), ("given", ["--alpha", "7"])):
+        main(["train-ss", "--labels", "50", "--epochs", "1", "--z-dim", "4", "--hidden", "32", "--schedule", "joint",
+              "--out", str(tmp_path / name), "--device", "cpu", "--quiet", *alpha])  # fmt: skip
+    capsys.readouterr()
+    num_train = len(load_dataset("digits").train)
+    state = load_checkpoint(tmp_path / "kingma" / "checkpoint.pt")
+    assert state["config"]["schedule"] == "joint"
+    assert state["extra"]["ssvae"]["alpha"] == pytest.approx(0.1 * num_train / 50)
+    assert load_checkpoint(tmp_path / "given" / "checkpoint.pt")["extra"]["ssvae"]["alpha"] == 7.0
+
+
 def test_train_ss_on_m1_features(tmp_path, capsys):
     """M1+M2: a VAE from pyrovae train, then M2 on its active codes; images are classified through both."""
     main(["train", "--epochs", "3", "--z-dim", "8", "--out", str(tmp_path / "m1"), "--device", "cpu", "--quiet"])

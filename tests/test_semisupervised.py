@@ -6,7 +6,7 @@ from pyro.infer import JitTraceEnum_ELBO, TraceEnum_ELBO
 from pyrovae import CheckpointError, SemiSupervisedConfig, fit_semisupervised, labelled_subset, load_dataset
 from pyrovae.checkpoint import load_checkpoint, save_checkpoint
 from pyrovae.nets import mlp
-from pyrovae.semisupervised import accuracy, semisupervised_loss, split_batch
+from pyrovae.semisupervised import accuracy, kingma_alpha, semisupervised_loss, split_batch
 from pyrovae.ssvae import SSVAE
 
 pytestmark = pytest.mark.filterwarnings("ignore:TraceEnum_ELBO found no sample sites")
@@ -63,12 +63,12 @@ def test_labelled_unlabelled_and_mixed_batches_train(kind):
         semisupervised_loss(ssvae.model, ssvae.guide, elbo, None, None)
 
 
-def digits_run(tmp_path=None, epochs=2, resume=False, **config):
+def digits_run(tmp_path=None, epochs=2, resume=False, batch_size=256, **config):
     data = load_dataset("digits")
     pyro.clear_param_store()
     pyro.set_rng_seed(0)  # the initial weights
     ssvae = SSVAE(data.x_dim, z_dim=4, hidden=(32,))
-    config = SemiSupervisedConfig(num_labels=50, epochs=epochs, batch_size=256, device="cpu", **config)
+    config = SemiSupervisedConfig(num_labels=50, epochs=epochs, batch_size=batch_size, device="cpu", **config)
     history = fit_semisupervised(ssvae, data, config, out_dir=tmp_path, resume=resume, verbose=False)
     return ssvae, history
 
@@ -126,6 +126,25 @@ def test_jit_losses_equal_the_eager_ones_and_a_jit_run_trains():
     assert fit_semisupervised(ssvae, data, config, verbose=False)[-1]["test_accuracy"] > 0.8  # chance: 0.1
 
 
+def test_joint_schedule_reports_per_point_elbos_like_the_alternate_one():
+    """The joint schedule scales each part of its loss to its whole set; the epoch's per-point ELBOs are
+    unscaled again. With the weights all but frozen (lr 1e-9) both schedules average the same per-point
+    quantities over the same model, so they agree to Monte Carlo noise (a missed unscaling would be off by
+    the set-to-minibatch ratio, 5x for the unlabelled part here, 50x for the labelled one)."""
+    (_, alternate), (_, joint) = (digits_run(epochs=1, lr=1e-9, schedule=s) for s in ("alternate", "joint"))
+    for key in ("labelled_elbo", "unlabelled_elbo", "labelled_log_q"):
+        assert joint[0][key] == pytest.approx(alternate[0][key], rel=0.02), key
+    _, history = digits_run(epochs=3, lr=3e-3, schedule="joint", batch_size=32)
+    assert history[-1]["test_accuracy"] > 0.5  # it learns (chance 0.1)
+
+
+def test_kingma_alpha():
+    assert kingma_alpha(50_000, 100) == pytest.approx(50.0)  # Kingma et al.: 0.1 N per mean over the labels
+    assert kingma_alpha(50_000, 3000, weight=1.0) == pytest.approx(50_000 / 3000)
+    with pytest.raises(ValueError, match="num_labels <= num_data"):
+        kingma_alpha(10, 20)
+
+
 def test_training_errors():
     data = load_dataset("digits")
     with pytest.raises(ValueError, match="classes"):
@@ -134,6 +153,10 @@ def test_training_errors():
         fit_semisupervised(SSVAE(data.x_dim), data, SemiSupervisedConfig(num_labels=2000, epochs=1))
     with pytest.raises(ValueError, match="num_labels must be a positive"):
         SemiSupervisedConfig(num_labels=0)
+    with pytest.raises(ValueError, match="unknown schedule 'mixed'"):
+        SemiSupervisedConfig(schedule="mixed")
+    with pytest.raises(ValueError, match="labelled_every must be 1"):
+        SemiSupervisedConfig(schedule="joint", labelled_every=2)
 
 
 def test_accuracy():
