@@ -12,7 +12,10 @@ the epoch of best validation accuracy) next to Pyro's tutorial and Kingma et al.
     python benchmarks/semi_supervised.py --data-dir ../shared/data --model m2 --epochs 8 --labels 100
 
 ``--z-dim Z`` passes ``--z-dim Z`` on (the style latent of M2; default: ``train-ss``'s) and names the runs and the
-JSON after it (``m1m2-z10-100-seed0``, ``results/semi_supervised_m1m2_z10.json``).
+JSON after it (``m1m2-z10-100-seed0``, ``results/semi_supervised_m1m2_z10.json``). ``--train-args "..."`` passes
+further ``train-ss`` options on and ``--tag T`` names the runs and the JSON after them, e.g. Kingma et al.'s
+schedule: ``--tag joint --train-args="--schedule joint --batch-size 500 --labelled-batch-size 1 --jit"`` (with ``=``, as
+the value starts with a dash).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -42,8 +46,8 @@ REFERENCE = {
 
 
 def name(args: argparse.Namespace) -> str:
-    """The configuration's name: the model, and ``z`` with ``--z-dim`` (``"m1m2_z10"``)."""
-    return args.model + ("" if args.z_dim is None else f"_z{args.z_dim}")
+    """The configuration's name: the model, ``z`` with ``--z-dim`` and the ``--tag`` (``"m1m2_z10_joint"``)."""
+    return args.model + ("" if args.z_dim is None else f"_z{args.z_dim}") + (f"_{args.tag}" if args.tag else "")
 
 
 def run(args: argparse.Namespace, labels: int, seed: int) -> dict:
@@ -62,8 +66,8 @@ def run(args: argparse.Namespace, labels: int, seed: int) -> dict:
                                      z_dim=50, hidden=[400], activation="relu", device=args.device)  # fmt: skip
             train_vae(vae, seed, m1)
         command += ["--m1", str(m1 / "checkpoint.pt")]
-    if args.z_dim is not None and "--resume" not in command:
-        command += ["--z-dim", str(args.z_dim)]
+    if "--resume" not in command:
+        command += ([] if args.z_dim is None else ["--z-dim", str(args.z_dim)]) + shlex.split(args.train_args)
     print("$", " ".join(command[1:]), flush=True)
     start = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
@@ -103,8 +107,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--runs", default="runs/ss", help="folder of the runs (M1 VAEs in its sibling nll/)")
     parser.add_argument("--z-dim", type=int, default=None, help="pyrovae train-ss --z-dim (default: its default)")
+    parser.add_argument("--train-args", default="", help="further pyrovae train-ss options, e.g. '--schedule joint'")
+    parser.add_argument("--tag", default=None, help="name of the --train-args setting, in the run and JSON names")
     parser.add_argument("--out", default=None, help="JSON (default: results/semi_supervised_NAME.json)")
     args = parser.parse_args(argv)
+    if args.train_args and not args.tag:
+        parser.error("--train-args needs a --tag to name its runs apart from the default setting's")
     out = Path(args.out or HERE / "results" / f"semi_supervised_{name(args)}.json")
 
     rows = json.loads(out.read_text())["runs"] if out.exists() else []  # runs of other settings are kept
@@ -115,7 +123,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             "model": args.model,
             "command": "pyrovae train-ss --dataset mnist --labels L --label-seed S --seed S --epochs E"
             + (" --m1 runs/nll/seedS/checkpoint.pt" if args.model == "m1m2" else "")
-            + ("" if args.z_dim is None else f" --z-dim {args.z_dim}"),
+            + ("" if args.z_dim is None else f" --z-dim {args.z_dim}")
+            + (f" {args.train_args}" if args.train_args else ""),
         },
         "reference": REFERENCE,
         "machine": {"device": args.device, "cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
