@@ -366,12 +366,13 @@ def evaluate_command(args: argparse.Namespace) -> dict:
 def _add_train_ss_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "train-ss",
-        help="train the semi-supervised VAE (M2, or M1+M2) with a few labels",
+        help="train the semi-supervised VAE (M2, M1+M2, or the ADGM) with a few labels",
         description="Train Kingma et al.'s M2 by SVI with TraceEnum_ELBO: --labels class-balanced labelled "
         "training points (chosen with --label-seed), the rest of the training split unlabelled, missing labels "
         "summed out by enumeration, alpha * log q(y|x) on labelled points. With --m1 CHECKPOINT (a VAE from "
         "pyrovae train on the same dataset), M2 models that VAE's codes instead of pixels (M1+M2). Writes into "
-        "--out: checkpoint.pt (every epoch), metrics.jsonl, accuracy.png and analogies.png.",
+        "--out: checkpoint.pt (every epoch), metrics.jsonl, accuracy.png and analogies.png. --a-dim adds Maaloe et "
+        "al.'s auxiliary variable (ADGM).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     _add_data_args(p, auto_binarize=True)
@@ -387,6 +388,9 @@ def _add_train_ss_parser(subparsers) -> None:
     model.add_argument("--alpha", type=float, default=None,
                        help=f"weight of the classification term per labelled point (default: {DEFAULT_ALPHA} with "
                        "--schedule alternate; Kingma et al.'s 0.1 * N / labels, N the training points, with joint)")
+    model.add_argument("--a-dim", type=int, default=0,
+                       help="dimension of an auxiliary latent a (Maaloe et al.'s ADGM: q(a|x) q(y|a,x) q(z|a,x,y), "
+                       "p(a|x,y,z)); 0 is plain M2")  # fmt: skip
     model.add_argument("--m1", default=None, metavar="CHECKPOINT",
                        help="VAE checkpoint whose codes M2 models (M1+M2); its active units only")  # fmt: skip
     model.add_argument("--likelihood", default="bernoulli", choices=SSVAE_LIKELIHOODS,
@@ -444,7 +448,7 @@ def train_ss_command(args: argparse.Namespace) -> dict:
         settings = {"name": args.dataset, "binarize": binarize, "valid_size": args.valid_size}
         z_dim = args.z_dim if args.z_dim is not None else SS_Z_DIM["m1" if args.m1 else "pixels"]
         model_config = {"z_dim": z_dim, "hidden": args.hidden, "activation": args.activation, "alpha": args.alpha,
-                        "likelihood": "normal" if args.m1 else args.likelihood}  # fmt: skip
+                        "likelihood": "normal" if args.m1 else args.likelihood, "a_dim": args.a_dim}  # fmt: skip
         m1_path = args.m1
         config = SemiSupervisedConfig(
             num_labels=args.labels, epochs=args.epochs, batch_size=args.batch_size,

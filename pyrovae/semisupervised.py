@@ -41,6 +41,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -161,6 +162,14 @@ def split_batch(
     return labelled, (x[~observed] if not observed.all() else None)
 
 
+@contextmanager
+def _nothing_to_enumerate() -> Iterator[None]:
+    """Silences ``TraceEnum_ELBO``'s warning on a labelled batch: nothing to enumerate there, and that is fine."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="TraceEnum_ELBO found no sample sites")
+        yield
+
+
 def semisupervised_loss(
     model: Callable,
     guide: Callable,
@@ -177,12 +186,23 @@ def semisupervised_loss(
         raise ValueError("give a labelled batch, an unlabelled batch or both")
     loss = 0.0
     if labelled is not None:
-        with warnings.catch_warnings():  # nothing to enumerate in a labelled batch, and that is fine
-            warnings.filterwarnings("ignore", message="TraceEnum_ELBO found no sample sites")
+        with _nothing_to_enumerate():
             loss = loss + elbo.differentiable_loss(model, guide, *labelled, num_data=num_labelled)
     if unlabelled is not None:
         loss = loss + elbo.differentiable_loss(model, guide, unlabelled, num_data=num_unlabelled)
     return loss
+
+
+@torch.no_grad()
+def labelled_metrics(ssvae: SSVAE, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> tuple[float, float]:
+    r"""Per point, on a labelled set: the ELBO of :math:`\log p(x, y)` (one draw of the guide's latents,
+    without the classification term) and :math:`\log q(y|x)` (:meth:`pyrovae.SSVAE.log_predict`)."""
+    elbo, total_elbo, total_log_q = TraceEnum_ELBO(max_plate_nesting=1), 0.0, 0.0
+    for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=True):
+        with _nothing_to_enumerate():
+            total_elbo -= elbo.loss(ssvae.generative_model, ssvae.guide, xb, yb)
+        total_log_q += float(ssvae.log_predict(xb).gather(-1, yb[:, None]).sum())
+    return total_elbo / len(x), total_log_q / len(x)
 
 
 @torch.no_grad()
@@ -222,9 +242,10 @@ def fit_semisupervised(
     """Train ``ssvae`` on ``data.train`` with ``config.num_labels`` of its labels (chosen by
     :func:`labelled_subset` with ``config.label_seed``) and the rest unlabelled.
 
-    Each epoch appends to the history (and ``out_dir/metrics.jsonl``): ``epoch``, ``labelled_elbo``
-    and ``unlabelled_elbo`` (nats per point over the epoch's steps; the labelled one without the
-    classification term), ``labelled_log_q`` (mean log q(y|x) of the labelled rows),
+    Each epoch appends to the history (and ``out_dir/metrics.jsonl``): ``epoch``, ``unlabelled_elbo``
+    (nats per point over the epoch's steps), ``labelled_elbo`` and ``labelled_log_q`` (per point on the
+    whole labelled set at the end of the epoch, the ELBO without the classification term:
+    :func:`labelled_metrics`),
     ``valid_accuracy`` and ``test_accuracy`` of q(y|x) when those splits have labels, and ``seconds``.
 
     :param Dataset data: with labels on the training split (e.g. :func:`pyrovae.load_dataset`).
@@ -296,29 +317,24 @@ def fit_semisupervised(
                desc="training", disable=None if progress is None else not progress)  # fmt: skip
     for epoch in range(len(history), config.epochs):
         start, labelled = time.perf_counter(), _cycle(len(x_l), config.labelled_batch_size, device)
-        sums = torch.zeros(3, device=device)  # labelled ELBO, unlabelled ELBO, labelled log q
-        labelled_rows = unlabelled_rows = 0
+        unlabelled_elbo, unlabelled_rows = torch.zeros((), device=device), 0
         for step, idx in enumerate(minibatches(len(x_u), config.batch_size, device, drop_last=config.jit), 1):
             loss_u = semisupervised_loss(model, guide, elbo, None, draw(x_u[idx]))  # sums over the minibatch
             if not joint:
                 _adam_step(optim, loss_u)
-            sums[1] -= loss_u.detach()
+            unlabelled_elbo -= loss_u.detach()
             unlabelled_rows += len(idx)
             if step % config.labelled_every == 0:
                 lab = next(labelled)
-                xb, yb = draw(x_l[lab]), y_l[lab]
-                loss_l = semisupervised_loss(model, guide, elbo, (xb, yb), None)
-                with torch.no_grad():  # the same weights as the loss: its ELBO without the classification term
-                    log_q = ssvae.classifier(xb).log_softmax(-1).gather(-1, yb[:, None]).sum()
-                    sums[0::2] += torch.stack([-loss_l.detach() - ssvae.alpha * log_q, log_q])
-                labelled_rows += len(lab)
+                loss_l = semisupervised_loss(model, guide, elbo, (draw(x_l[lab]), y_l[lab]), None)
                 if joint:  # each minibatch sum scaled to its whole set, as the data plate's num_data would
                     loss_l = loss_u * (len(x_u) / len(idx)) + loss_l * (len(x_l) / len(lab))
                 _adam_step(optim, loss_l)
             bar.update()
-        sums = (sums / torch.tensor([labelled_rows, unlabelled_rows, labelled_rows], device=device)).tolist()
-        row: dict[str, float] = {"epoch": epoch + 1, "labelled_elbo": sums[0], "unlabelled_elbo": sums[1],
-                                 "labelled_log_q": sums[2]}  # fmt: skip
+        labelled_elbo, labelled_log_q = labelled_metrics(ssvae, draw(x_l), y_l, config.eval_batch_size)
+        row: dict[str, float] = {"epoch": epoch + 1, "labelled_elbo": labelled_elbo,
+                                 "unlabelled_elbo": float(unlabelled_elbo) / unlabelled_rows,
+                                 "labelled_log_q": labelled_log_q}  # fmt: skip
         ssvae.eval()
         features.eval()
         for name in ("valid", "test"):

@@ -25,6 +25,14 @@ SS-VAE example uses 46 with one labelled step per pass over the labels; :func:`p
 by default takes a labelled step after every unlabelled one, and 5 did best there; its ``"joint"`` schedule,
 which counts every point once per epoch, goes with Kingma et al.'s :math:`0.1 N / N_l`).
 
+**Auxiliary variable** (``a_dim > 0``; the ADGM of Maaløe et al. 2016): an auxiliary latent
+:math:`a_n` leaves the marginal :math:`p(x, y, z)` unchanged and makes the guide richer. The model gains
+:math:`p(a_n | x_n, y_n, z_n) = \mathcal{N}(\mu_\theta(x_n, y_n, z_n), \mathrm{diag}\,\sigma_\theta^2)`, the guide
+becomes :math:`q(a_n|x_n)\,q(y_n|a_n, x_n)\,q(z_n|a_n, x_n, y_n)`, all Gaussians but the classifier, whose
+marginal :math:`q(y|x) = \mathbb{E}_{q(a|x)}[q(y|a, x)]` is no longer a single softmax (:meth:`SSVAE.predict`
+averages ``predict_samples`` draws of ``a``). The label is still summed out exactly given the sampled ``a``,
+and the classification term is :math:`\alpha \log q(y|a, x)` at the guide's ``a``.
+
 Labels are **integer class indices** (``torch.long``, shape ``(batch,)``), not one-hot vectors. One call
 of :meth:`SSVAE.model` / :meth:`SSVAE.guide` is either fully labelled (``y`` given) or fully unlabelled
 (``y=None``); :func:`pyrovae.semisupervised.semisupervised_loss` combines a labelled and an unlabelled
@@ -32,18 +40,23 @@ minibatch into one loss, and splits mixed batches.
 
 Sites (``prefix="p"`` makes them ``"p/<name>"``):
 
-=====================  ==================================================================  ================
-site                   what                                                                shape
-=====================  ==================================================================  ================
-``"data"``             data plate, size ``num_data`` (subsampled minibatch)                dim -1
-``"y"``                label: observed, or enumerated in the guide (``C`` values at dim -2)  ``(batch,)``
-``"z"``                style latent, ``Normal(0, I).to_event(1)`` / guide Normal             ``(batch, z_dim)``
-``"x"``                observation, ``IndependentBernoulli`` or ``Normal(...).to_event(1)``  ``(batch, x_dim)``
-``"classification"``   ``pyro.factor`` :math:`\alpha \log q(y|x)` (model, labelled only)     ``(batch,)``
-``"classifier"``       ``pyro.module``: :math:`x \mapsto` logits of q(y|x) (guide and model)
-``"encoder"``          ``pyro.module``: :math:`(x, y) \mapsto` loc, scale of q(z|x,y) (guide)
-``"decoder"``          ``pyro.module``: :math:`(z, y) \mapsto` parameters of p(x|y,z) (model)
-=====================  ==================================================================  ================
+====================  =============================================================================  ==================
+site                  what                                                                           shape
+====================  =============================================================================  ==================
+``"data"``            data plate, size ``num_data`` (subsampled minibatch)                           dim -1
+``"y"``               label: observed, or enumerated in the guide (``C`` values at dim -2)           ``(batch,)``
+``"z"``               style latent, ``Normal(0, I).to_event(1)`` / guide Normal                      ``(batch, z_dim)``
+``"x"``               observation, ``IndependentBernoulli`` or ``Normal(...).to_event(1)``           ``(batch, x_dim)``
+``"a"``               auxiliary latent (``a_dim > 0``): model p(a|x,y,z), guide q(a|x)               ``(batch, a_dim)``
+``"classification"``  ``pyro.factor`` :math:`\alpha \log q(y|x)` (model, labelled only) [#a]_        ``(batch,)``
+``"classifier"``      ``pyro.module``: :math:`x \mapsto` logits of q(y|x) (guide and model) [#a]_
+``"encoder"``         ``pyro.module``: :math:`(x, y) \mapsto` loc, scale of q(z|x,y) (guide) [#a]_
+``"decoder"``         ``pyro.module``: :math:`(z, y) \mapsto` parameters of p(x|y,z) (model)
+``"aux_encoder"``     ``pyro.module``: :math:`x \mapsto` loc, scale of q(a|x) (guide)
+``"aux_decoder"``     ``pyro.module``: :math:`([x, z], y) \mapsto` loc, scale of p(a|x,y,z) (model)
+====================  =============================================================================  ==================
+
+.. [#a] With ``a_dim > 0`` the classifier and q(z|·) take :math:`[x, a]` in place of :math:`x`: q(y|a,x), q(z|a,x,y).
 
 Train with ``TraceEnum_ELBO(max_plate_nesting=1)``.
 
@@ -51,10 +64,13 @@ Train with ``TraceEnum_ELBO(max_plate_nesting=1)``.
 
 [1] Semi-Supervised Learning with Deep Generative Models, D. P. Kingma, D. J. Rezende, S. Mohamed and
     M. Welling, NeurIPS 2014.
+
+[2] Auxiliary Deep Generative Models, L. Maaløe, C. K. Sønderby, S. K. Sønderby and O. Winther, ICML 2016.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -67,7 +83,7 @@ from pyro.infer.util import is_validation_enabled
 from torch import nn
 
 from .likelihoods import check_support, observation, positive_scale
-from .nets import ConditionalMLP, mlp
+from .nets import ConditionalMLP, Encoder, mlp
 from .plate import data_plate
 from .validation import check_labels, check_shape
 
@@ -92,8 +108,15 @@ class ConditionalEncoder(nn.Module):
         return loc, F.softplus(raw_scale) + 1e-4
 
 
+def concat(x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """``[x, h]`` along the last dimension, the other dimensions broadcast (enumerated or sampled ones)."""
+    shape = torch.broadcast_shapes(x.shape[:-1], h.shape[:-1])
+    return torch.cat([x.expand(*shape, x.shape[-1]), h.expand(*shape, h.shape[-1])], -1)
+
+
 class SSVAE(nn.Module):
-    """The M2 semi-supervised VAE; :meth:`model` and :meth:`guide` are ordinary Pyro callables.
+    """The M2 semi-supervised VAE, or with ``a_dim > 0`` the auxiliary deep generative model (ADGM);
+    :meth:`model` and :meth:`guide` are ordinary Pyro callables.
 
     :param int x_dim: data dimension (784 for MNIST; 50 when modelling the codes of a VAE, "M1+M2").
     :param int num_classes: number of classes ``C``.
@@ -108,6 +131,8 @@ class SSVAE(nn.Module):
         enumeration (train with ``TraceEnum_ELBO``); ``None`` samples it instead (score-function
         gradients with ``Trace_ELBO``, much noisier).
     :param str prefix: prepended to every site and module name.
+    :param int a_dim: dimension of the auxiliary latent ``a`` (Maaløe et al. 2016); 0 (default) is plain M2.
+    :param int predict_samples: draws of ``a`` that :meth:`predict` averages ``q(y|a, x)`` over (``a_dim > 0``).
     """
 
     def __init__(
@@ -121,6 +146,8 @@ class SSVAE(nn.Module):
         likelihood: str = "bernoulli",
         enumerate: str | None = "parallel",
         prefix: str = "",
+        a_dim: int = 0,
+        predict_samples: int = 10,
     ) -> None:
         super().__init__()
         if int(x_dim) < 1 or int(z_dim) < 1 or int(num_classes) < 2:
@@ -133,19 +160,28 @@ class SSVAE(nn.Module):
             raise ValueError(f"enumerate must be 'parallel' or None, got {enumerate!r}")
         if not alpha >= 0:
             raise ValueError(f"alpha must be >= 0, got {alpha}")
+        if int(a_dim) < 0 or int(predict_samples) < 1:
+            raise ValueError(f"need a_dim >= 0 and predict_samples >= 1, got {a_dim} and {predict_samples}")
         self.x_dim, self.num_classes, self.z_dim = int(x_dim), int(num_classes), int(z_dim)
         self.alpha, self.likelihood, self.enumerate, self.prefix = float(alpha), likelihood, enumerate, prefix
+        self.a_dim, self.predict_samples = int(a_dim), int(predict_samples)
         out_dim = self.x_dim * (2 if likelihood == "normal" else 1)
-        self.classifier = mlp([self.x_dim, *hidden, self.num_classes], activation)
-        self.encoder = ConditionalEncoder(self.x_dim, self.num_classes, self.z_dim, hidden, activation)
+        context_dim = self.x_dim + self.a_dim  # the input of the classifier and of q(z|·): x, or [x, a]
+        self.classifier = mlp([context_dim, *hidden, self.num_classes], activation)
+        self.encoder = ConditionalEncoder(context_dim, self.num_classes, self.z_dim, hidden, activation)
         self.decoder = ConditionalMLP(self.z_dim, self.num_classes, [*reversed(hidden), out_dim], activation)
+        if self.a_dim:
+            self.aux_encoder = Encoder(self.x_dim, self.a_dim, hidden, activation)
+            self.aux_decoder = ConditionalEncoder(self.x_dim + self.z_dim, self.num_classes, self.a_dim, hidden,
+                                                  activation)  # fmt: skip
         #: constructor arguments, saved in checkpoints (``None`` for an activation class)
         self.config: dict[str, Any] | None = None
         if isinstance(activation, str):
             self.config = {
                 "x_dim": self.x_dim, "num_classes": self.num_classes, "z_dim": self.z_dim,
                 "hidden": [int(h) for h in hidden], "activation": activation, "alpha": self.alpha,
-                "likelihood": likelihood, "enumerate": enumerate, "prefix": prefix,
+                "likelihood": likelihood, "enumerate": enumerate, "prefix": prefix, "a_dim": self.a_dim,
+                "predict_samples": self.predict_samples,
             }  # fmt: skip
 
     def site(self, name: str) -> str:
@@ -198,14 +234,20 @@ class SSVAE(nn.Module):
             uniform = torch.zeros(batch_size, self.num_classes, device=device)
             label = pyro.sample(self.site("y"), dist.Categorical(logits=uniform), obs=y)
             x = pyro.sample(self.site("x"), self.observation(z, label), obs=x)
+            context = x
+            if self.a_dim:
+                pyro.module(self.site("aux_decoder"), self.aux_decoder)
+                loc, scale = self.aux_decoder(concat(x, z), label)
+                context = concat(x, pyro.sample(self.site("a"), dist.Normal(loc, scale).to_event(1)))
             if labelled_data and self.alpha > 0:
                 pyro.module(self.site("classifier"), self.classifier)
-                log_q = dist.Categorical(logits=self.classifier(x)).log_prob(y)
+                log_q = dist.Categorical(logits=self.classifier(context)).log_prob(y)
                 pyro.factor(self.site("classification"), self.alpha * log_q)
             return x
 
     def guide(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None, num_data: int | None = None) -> None:
-        r"""Guide :math:`q(y|x)\,q(z|x,y)`; with ``y`` given only :math:`q(z|x,y)`.
+        r"""Guide :math:`q(y|x)\,q(z|x,y)`; with ``y`` given only :math:`q(z|x,y)`. With ``a_dim > 0``,
+        :math:`q(a|x)\,q(y|a,x)\,q(z|a,x,y)`.
 
         :param torch.Tensor x: data ``(batch, x_dim)``; the guide needs it.
         :param torch.Tensor y: integer labels ``(batch,)`` or ``None``; when ``None`` the ``"y"`` site is
@@ -218,10 +260,14 @@ class SSVAE(nn.Module):
         pyro.module(self.site("encoder"), self.encoder)
         self._check(x, y)
         with data_plate(self.site("data"), x.shape[0], num_data, x.device):
+            context = x
+            if self.a_dim:
+                pyro.module(self.site("aux_encoder"), self.aux_encoder)
+                context = concat(x, pyro.sample(self.site("a"), dist.Normal(*self.aux_encoder(x)).to_event(1)))
             if y is None:
                 infer = {"enumerate": self.enumerate} if self.enumerate else {}
-                y = pyro.sample(self.site("y"), dist.Categorical(logits=self.classifier(x)), infer=infer)
-            loc, scale = self.encoder(x, y)
+                y = pyro.sample(self.site("y"), dist.Categorical(logits=self.classifier(context)), infer=infer)
+            loc, scale = self.encoder(context, y)
             pyro.sample(self.site("z"), dist.Normal(loc, scale).to_event(1))
 
     def generative_model(
@@ -236,19 +282,29 @@ class SSVAE(nn.Module):
         return poutine.block(self.model, hide=[self.site("classification")])(x, y, num_data)
 
     @torch.no_grad()
+    def log_predict(self, x: torch.Tensor) -> torch.Tensor:
+        r"""Log class probabilities :math:`\log q(y|x)` of the classifier, ``(batch, num_classes)``; with
+        ``a_dim > 0`` the Monte Carlo estimate :math:`\log \frac1S \sum_s q(y|a_s, x)`, :math:`a_s \sim q(a|x)`,
+        ``S = predict_samples``."""
+        self._check(x, None)
+        if not self.a_dim:
+            return self.classifier(x).log_softmax(-1)
+        a = dist.Normal(*self.aux_encoder(x)).sample((self.predict_samples,))
+        return self.classifier(concat(x, a)).log_softmax(-1).logsumexp(0) - math.log(self.predict_samples)
+
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Class probabilities q(y|x) of the classifier, ``(batch, num_classes)``."""
-        self._check(x, None)
-        return self.classifier(x).softmax(-1)
+        return self.log_predict(x).exp()
 
     @torch.no_grad()
     def style(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """The posterior mean of the style ``z`` given ``x`` and its label (the classifier's guess when
-        ``y`` is ``None``), ``(batch, z_dim)``."""
+        ``y`` is ``None``), ``(batch, z_dim)``; with ``a_dim > 0``, given the mean of q(a|x)."""
         self._check(x, y)
         if y is None:
-            y = self.classifier(x).argmax(-1)
-        return self.encoder(x, y)[0]
+            y = self.log_predict(x).argmax(-1)
+        context = concat(x, self.aux_encoder(x)[0]) if self.a_dim else x  # a at the mean of q(a|x)
+        return self.encoder(context, y)[0]
 
     @torch.no_grad()
     def generate(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

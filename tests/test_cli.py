@@ -108,6 +108,19 @@ def test_train_ss_on_grey_levels(tmp_path, capsys):
         main(["train-ss", "--likelihood", "normal", "--m1", "m1.pt", "--out", str(tmp_path / "m"), "--quiet"])
 
 
+def test_train_ss_with_an_auxiliary_variable(tmp_path, capsys):
+    """--a-dim trains the ADGM; its checkpoint loads as one, log p(x) is estimated with a summed out too."""
+    out = tmp_path / "adgm"
+    main(["train-ss", "--labels", "50", "--epochs", "1", "--z-dim", "4", "--hidden", "32", "--a-dim", "3",
+          "--out", str(out), "--device", "cpu", "--quiet"])  # fmt: skip
+    assert json.loads(capsys.readouterr().out)["epoch"] == 1
+    ssvae, _, state = load_ssvae(out / "checkpoint.pt")
+    assert ssvae.a_dim == state["extra"]["ssvae"]["a_dim"] == 3 and ssvae.aux_encoder.z_dim == 3
+    main(["evaluate", str(out / "checkpoint.pt"), "--num-samples", "100", "--limit", "10", "--quiet"])
+    nll = json.loads(capsys.readouterr().out)
+    assert nll["num_points"] == 10 and nll["elbo"] < nll["iwae"] < -nll["nll"] < 0
+
+
 def test_train_ss_joint_schedule_defaults_to_kingmas_alpha(tmp_path, capsys):
     """--schedule joint without --alpha weighs each label 0.1 * N / labels (Kingma et al.); --alpha overrides."""
     for name, alpha in (("kingma", []), ("given", ["--alpha", "7"])):

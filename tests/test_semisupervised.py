@@ -6,7 +6,7 @@ from pyro.infer import JitTraceEnum_ELBO, TraceEnum_ELBO
 from pyrovae import CheckpointError, SemiSupervisedConfig, fit_semisupervised, labelled_subset, load_dataset
 from pyrovae.checkpoint import load_checkpoint, save_checkpoint
 from pyrovae.nets import mlp
-from pyrovae.semisupervised import accuracy, kingma_alpha, semisupervised_loss, split_batch
+from pyrovae.semisupervised import accuracy, kingma_alpha, labelled_metrics, semisupervised_loss, split_batch
 from pyrovae.ssvae import SSVAE
 
 pytestmark = pytest.mark.filterwarnings("ignore:TraceEnum_ELBO found no sample sites")
@@ -63,11 +63,11 @@ def test_labelled_unlabelled_and_mixed_batches_train(kind):
         semisupervised_loss(ssvae.model, ssvae.guide, elbo, None, None)
 
 
-def digits_run(tmp_path=None, epochs=2, resume=False, batch_size=256, **config):
+def digits_run(tmp_path=None, epochs=2, resume=False, batch_size=256, a_dim=0, **config):
     data = load_dataset("digits")
     pyro.clear_param_store()
     pyro.set_rng_seed(0)  # the initial weights
-    ssvae = SSVAE(data.x_dim, z_dim=4, hidden=(32,))
+    ssvae = SSVAE(data.x_dim, z_dim=4, hidden=(32,), a_dim=a_dim)
     config = SemiSupervisedConfig(num_labels=50, epochs=epochs, batch_size=batch_size, device="cpu", **config)
     history = fit_semisupervised(ssvae, data, config, out_dir=tmp_path, resume=resume, verbose=False)
     return ssvae, history
@@ -137,6 +137,20 @@ def test_joint_schedule_reports_per_point_elbos_like_the_alternate_one():
         assert joint[0][key] == pytest.approx(alternate[0][key], rel=0.02), key
     _, history = digits_run(epochs=3, lr=3e-3, schedule="joint", batch_size=32)
     assert history[-1]["test_accuracy"] > 0.5  # it learns (chance 0.1)
+
+
+def test_an_adgm_run_learns_and_reports_labelled_metrics_of_its_own_classifier():
+    """With the auxiliary variable the classifier is q(y|a, x): a digits run learns (5 epochs: 69 %, plain M2
+    74 %; chance 10 %), and the end-of-epoch labelled metrics are those of :func:`labelled_metrics`."""
+    ssvae, history = digits_run(epochs=5, batch_size=64, a_dim=4)
+    assert history[-1]["test_accuracy"] > 0.5
+    assert history[-1]["labelled_log_q"] < 0 and history[-1]["labelled_elbo"] < 0
+    data = load_dataset("digits")
+    idx = labelled_subset(data.train.y, 50, 10)
+    x, y = torch.bernoulli(data.train.x[idx]), data.train.y[idx]
+    elbo, log_q = labelled_metrics(ssvae, x, y)
+    assert log_q == pytest.approx(history[-1]["labelled_log_q"], abs=0.1)
+    assert elbo == pytest.approx(history[-1]["labelled_elbo"], rel=0.05)
 
 
 def test_kingma_alpha():

@@ -7,24 +7,24 @@ from pyro.poutine.messenger import Messenger
 
 import pyrovae
 from pyrovae.importance import log_marginal_likelihood
-from pyrovae.ssvae import SSVAE
+from pyrovae.ssvae import SSVAE, concat
 
 ELBO = TraceEnum_ELBO(max_plate_nesting=1)
 pytestmark = pytest.mark.filterwarnings("ignore:TraceEnum_ELBO found no sample sites")
 
 
 class FixedNoise(Messenger):
-    """Draws the guide's z as loc + scale * eps with one fixed eps per data point, whatever the label, so that
-    enumerated and labelled runs see the same noise."""
+    """Draws the guide's z (and a) as loc + scale * eps with one fixed eps per data point, whatever the label,
+    so that enumerated and labelled runs see the same noise."""
 
-    def __init__(self, eps: torch.Tensor) -> None:
+    def __init__(self, eps: torch.Tensor, eps_a: torch.Tensor | None = None) -> None:
         super().__init__()
-        self.eps = eps
+        self.eps = {"z": eps, "a": eps_a}
 
     def _pyro_sample(self, msg) -> None:
-        if msg["name"] == "z" and not msg["is_observed"]:
+        if self.eps.get(msg["name"]) is not None and not msg["is_observed"]:
             normal = msg["fn"].base_dist
-            msg["value"], msg["done"] = normal.loc + normal.scale * self.eps, True
+            msg["value"], msg["done"] = normal.loc + normal.scale * self.eps[msg["name"]], True
 
 
 def tiny_ssvae(x_dim=5, num_classes=3, **kwargs) -> SSVAE:
@@ -35,18 +35,25 @@ def binary(n=4, x_dim=5, seed=0):
     return torch.bernoulli(torch.full((n, x_dim), 0.4), generator=torch.Generator().manual_seed(seed))
 
 
-def test_enumerated_unlabelled_elbo_is_the_q_weighted_labelled_elbo_plus_entropy():
+@pytest.mark.parametrize("a_dim", [0, 3])
+def test_enumerated_unlabelled_elbo_is_the_q_weighted_labelled_elbo_plus_entropy(a_dim):
+    """U(x) = sum_y q(y|x) L(x, y) + H[q(y|x)]; with the auxiliary variable the same holds given the guide's a,
+    with q(y|a, x) (the labelled ELBOs drawn at the same a)."""
     with torch.random.fork_rng():
         torch.set_default_dtype(torch.float64)
         try:
-            ssvae = tiny_ssvae(alpha=0.0)
-            x, eps = binary(4).double(), torch.randn(4, 2)
-            guide = FixedNoise(eps)(ssvae.guide)
+            ssvae = tiny_ssvae(alpha=0.0, a_dim=a_dim)
+            x, eps, eps_a = binary(4).double(), torch.randn(4, 2), torch.randn(4, a_dim)
+            guide = FixedNoise(eps, eps_a)(ssvae.guide)
             unlabelled = -ELBO.loss(ssvae.model, guide, x)
-            q = ssvae.predict(x)
+            if a_dim:
+                loc, scale = ssvae.aux_encoder(x)
+                q = ssvae.classifier(concat(x, loc + scale * eps_a)).softmax(-1)
+            else:
+                q = ssvae.predict(x)
             by_hand = 0.0
             for n in range(len(x)):
-                guide_n = FixedNoise(eps[n : n + 1])(ssvae.guide)
+                guide_n = FixedNoise(eps[n : n + 1], eps_a[n : n + 1])(ssvae.guide)
                 for c in range(3):
                     labelled = -ELBO.loss(ssvae.model, guide_n, x[n : n + 1], torch.tensor([c]))
                     by_hand += q[n, c] * labelled
@@ -76,12 +83,18 @@ def test_subsample_scaling_of_labelled_and_unlabelled_batches():
         assert ELBO.loss(ssvae.model, guide, x, labels, num_data=40) == pytest.approx(10 * full, rel=1e-5)
 
 
-def test_sites_and_enumeration_shapes():
-    ssvae, x = tiny_ssvae(), binary(4)
+@pytest.mark.parametrize("a_dim", [0, 3])
+def test_sites_and_enumeration_shapes(a_dim):
+    ssvae, x = tiny_ssvae(a_dim=a_dim), binary(4)
     guide_trace = poutine.trace(poutine.enum(ssvae.guide, first_available_dim=-2)).get_trace(x)
     assert guide_trace.nodes["y"]["infer"]["enumerate"] == "parallel"
     assert guide_trace.nodes["y"]["value"].shape == (3, 1)
     assert guide_trace.nodes["z"]["value"].shape == (3, 4, 2)
+    assert ("a" in guide_trace.nodes) == bool(a_dim)
+    if a_dim:  # drawn once per point before the label is enumerated; p(a|x,y,z) then has one row per label
+        assert guide_trace.nodes["a"]["value"].shape == (4, 3)
+        model_trace = poutine.trace(poutine.replay(ssvae.model, trace=guide_trace)).get_trace(x)
+        assert model_trace.nodes["a"]["fn"].batch_shape == (3, 4)
     model_trace = poutine.trace(ssvae.model).get_trace(x, torch.tensor([0, 1, 2, 0]))
     assert model_trace.nodes["y"]["is_observed"] and model_trace.nodes["x"]["is_observed"]
     assert model_trace.nodes["classification"]["fn"].batch_shape == (4,)
@@ -173,6 +186,26 @@ def test_log_marginal_likelihood_sums_out_the_label():
     for n in range(3):
         elbo = -many.loss(ssvae.model, ssvae.guide, x[n : n + 1])  # U(x_n), z averaged over 4000 draws
         assert float(estimate.log_px[n]) >= elbo - 3 * float(estimate.stderr[n])
+
+
+def test_auxiliary_variable_leaves_log_px_unchanged():
+    """The ADGM's p(a|x,y,z) integrates to one, so with the same p(y) p(z) p(x|y,z) (the M2's decoder) its
+    log p(x), estimated by importance sampling over (a, y, z), equals the M2's (over (y, z)) to Monte Carlo
+    error, whatever its auxiliary nets; and predict() averages q(y|a, x) over draws of a."""
+    m2, x = tiny_ssvae(), binary(3)
+    adgm = tiny_ssvae(a_dim=2, predict_samples=50)
+    adgm.decoder.load_state_dict(m2.decoder.state_dict())
+    estimates = [log_marginal_likelihood(m.model, m.guide, x, 20000, seed=3) for m in (m2, adgm)]
+    error = (estimates[0].stderr ** 2 + estimates[1].stderr ** 2).sqrt()
+    assert ((estimates[0].log_px - estimates[1].log_px).abs() < 4 * error + 0.01).all()
+    probs = adgm.predict(x)
+    assert probs.shape == (3, 3) and torch.allclose(probs.sum(-1), torch.ones(3))
+    pyro.set_rng_seed(0)
+    log_q = adgm.log_predict(x)
+    pyro.set_rng_seed(0)
+    a = torch.distributions.Normal(*adgm.aux_encoder(x)).sample((50,))
+    by_hand = adgm.classifier(concat(x, a)).softmax(-1).mean(0).log()
+    assert torch.allclose(log_q, by_hand, atol=1e-5)
 
 
 def test_exported():
