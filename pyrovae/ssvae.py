@@ -209,7 +209,8 @@ class SSVAE(nn.Module):
     def model(
         self, x: torch.Tensor | None = None, y: torch.Tensor | None = None, num_data: int | None = None
     ) -> torch.Tensor:
-        r"""Generative model :math:`p(y)\,p(z)\,p(x|y,z)`, plus the classification factor when ``y`` is given.
+        r"""Generative model :math:`p(y)\,p(z)\,p(x|y,z)` (times :math:`p(a|x,y,z)` with ``a_dim > 0``), plus the
+        classification factor when ``y`` is given.
 
         :param torch.Tensor x: data ``(batch, x_dim)``, or ``None`` to generate.
         :param torch.Tensor y: integer labels ``(batch,)`` (observed), or ``None`` (latent). To generate
@@ -234,14 +235,13 @@ class SSVAE(nn.Module):
             uniform = torch.zeros(batch_size, self.num_classes, device=device)
             label = pyro.sample(self.site("y"), dist.Categorical(logits=uniform), obs=y)
             x = pyro.sample(self.site("x"), self.observation(z, label), obs=x)
-            context = x
             if self.a_dim:
                 pyro.module(self.site("aux_decoder"), self.aux_decoder)
                 loc, scale = self.aux_decoder(concat(x, z), label)
-                context = concat(x, pyro.sample(self.site("a"), dist.Normal(loc, scale).to_event(1)))
+                a = pyro.sample(self.site("a"), dist.Normal(loc, scale).to_event(1))
             if labelled_data and self.alpha > 0:
                 pyro.module(self.site("classifier"), self.classifier)
-                log_q = dist.Categorical(logits=self.classifier(context)).log_prob(y)
+                log_q = dist.Categorical(logits=self.classifier(concat(x, a) if self.a_dim else x)).log_prob(y)
                 pyro.factor(self.site("classification"), self.alpha * log_q)
             return x
 
@@ -273,7 +273,8 @@ class SSVAE(nn.Module):
     def generative_model(
         self, x: torch.Tensor | None = None, y: torch.Tensor | None = None, num_data: int | None = None
     ) -> torch.Tensor:
-        r""":meth:`model` without the ``"classification"`` factor: exactly :math:`p(y)\,p(z)\,p(x|y,z)`.
+        r""":meth:`model` without the ``"classification"`` factor: exactly :math:`p(y)\,p(z)\,p(x|y,z)` (times
+        :math:`p(a|x,y,z)`, which integrates to one, with ``a_dim > 0``).
         The classification term belongs to the training objective, not to the density, so estimate
         :math:`\log p(x, y)` with this model, e.g.
         ``log_marginal_likelihood(ssvae.generative_model, ssvae.guide, (x, y))``. (Unlabelled calls of
