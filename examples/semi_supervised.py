@@ -5,6 +5,8 @@ SVI with ``TraceEnum_ELBO`` (missing labels summed out), then the test accuracy 
 an "analogies" picture (each test image's style drawn as every class, as in Kingma et al. Fig. 1) and
 log p(x) of some test images with the label summed out (importance sampling). Prints a table.
 
+With ``--a-dim A`` the model is Maaløe et al.'s auxiliary deep generative model (ADGM) instead.
+
 Run: ``python examples/semi_supervised.py``                       (embedded 8x8 digits, a minute)
      ``python examples/semi_supervised.py --dataset mnist --data-dir ../shared/data --labels 100 600 1000 3000``
 """
@@ -21,7 +23,7 @@ from pyrovae.plots import save_analogies
 def run(data, num_labels, args):
     pyro.clear_param_store()
     pyro.set_rng_seed(args.seed)
-    ssvae = pyrovae.SSVAE(data.x_dim, data.num_classes, z_dim=args.z_dim, hidden=args.hidden)
+    ssvae = pyrovae.SSVAE(data.x_dim, data.num_classes, z_dim=args.z_dim, hidden=args.hidden, a_dim=args.a_dim)
     config = pyrovae.SemiSupervisedConfig(
         num_labels=num_labels, epochs=args.epochs, seed=args.seed, label_seed=args.seed, device=args.device
     )
@@ -50,6 +52,7 @@ def parser():
     p.add_argument("--labels", type=int, nargs="+", default=[50, 100, 300], help="labelled points per run")
     p.add_argument("--z-dim", type=int, default=16)
     p.add_argument("--hidden", type=int, nargs="+", default=[256])
+    p.add_argument("--a-dim", type=int, default=0, help="auxiliary latent a (Maaloe et al.'s ADGM); 0: plain M2")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--num-samples", type=int, default=1000, help="importance samples for log p(x)")
     p.add_argument("--seed", type=int, default=0)
