@@ -15,7 +15,7 @@ the epoch of best validation accuracy) next to Pyro's tutorial and Kingma et al.
 JSON after it (``m1m2-z10-100-seed0``, ``results/semi_supervised_m1m2_z10.json``). ``--train-args "..."`` passes
 further ``train-ss`` options on and ``--tag T`` names the runs and the JSON after them, e.g. Kingma et al.'s
 schedule: ``--tag joint --train-args="--schedule joint --batch-size 500 --labelled-batch-size 1 --jit"`` (with ``=``, as
-the value starts with a dash).
+the value starts with a dash), or the auxiliary-variable model: ``--tag adgm100 --train-args="--a-dim 100"``.
 """
 
 from __future__ import annotations

@@ -31,6 +31,14 @@ def tiny_ssvae(x_dim=5, num_classes=3, **kwargs) -> SSVAE:
     return SSVAE(x_dim, num_classes, z_dim=2, hidden=(7,), **kwargs)
 
 
+def classifier_log_probs(ssvae: SSVAE, x: torch.Tensor, eps_a: torch.Tensor) -> torch.Tensor:
+    """log q(y|x), or log q(y|a, x) at the a that FixedNoise(..., eps_a) draws, ``(batch, C)``."""
+    if not ssvae.a_dim:
+        return ssvae.log_predict(x)
+    loc, scale = ssvae.aux_encoder(x)
+    return ssvae.classifier(concat(x, loc + scale * eps_a)).log_softmax(-1)
+
+
 def binary(n=4, x_dim=5, seed=0):
     return torch.bernoulli(torch.full((n, x_dim), 0.4), generator=torch.Generator().manual_seed(seed))
 
@@ -46,11 +54,7 @@ def test_enumerated_unlabelled_elbo_is_the_q_weighted_labelled_elbo_plus_entropy
             x, eps, eps_a = binary(4).double(), torch.randn(4, 2), torch.randn(4, a_dim)
             guide = FixedNoise(eps, eps_a)(ssvae.guide)
             unlabelled = -ELBO.loss(ssvae.model, guide, x)
-            if a_dim:
-                loc, scale = ssvae.aux_encoder(x)
-                q = ssvae.classifier(concat(x, loc + scale * eps_a)).softmax(-1)
-            else:
-                q = ssvae.predict(x)
+            q = classifier_log_probs(ssvae, x, eps_a).exp()
             by_hand = 0.0
             for n in range(len(x)):
                 guide_n = FixedNoise(eps[n : n + 1], eps_a[n : n + 1])(ssvae.guide)
@@ -63,15 +67,17 @@ def test_enumerated_unlabelled_elbo_is_the_q_weighted_labelled_elbo_plus_entropy
     assert unlabelled == pytest.approx(float(by_hand), rel=1e-12, abs=1e-10)
 
 
-def test_classification_term_adds_alpha_log_q_exactly():
-    x, y, eps = binary(6), torch.tensor([0, 1, 2, 2, 1, 0]), torch.randn(6, 2)
-    with_term = tiny_ssvae(alpha=7.5)
-    without = tiny_ssvae(alpha=0.0)
+@pytest.mark.parametrize("a_dim", [0, 3])
+def test_classification_term_adds_alpha_log_q_exactly(a_dim):
+    """alpha log q(y|x) per labelled point; with the auxiliary variable alpha log q(y|a, x) at the guide's a."""
+    x, y, eps, eps_a = binary(6), torch.tensor([0, 1, 2, 2, 1, 0]), torch.randn(6, 2), torch.randn(6, a_dim)
+    with_term = tiny_ssvae(alpha=7.5, a_dim=a_dim)
+    without = tiny_ssvae(alpha=0.0, a_dim=a_dim)
     without.load_state_dict(with_term.state_dict())
-    difference = ELBO.loss(with_term.model, FixedNoise(eps)(with_term.guide), x, y) - ELBO.loss(
-        without.model, FixedNoise(eps)(without.guide), x, y
+    difference = ELBO.loss(with_term.model, FixedNoise(eps, eps_a)(with_term.guide), x, y) - ELBO.loss(
+        without.model, FixedNoise(eps, eps_a)(without.guide), x, y
     )
-    log_q = with_term.predict(x).log().gather(-1, y[:, None]).sum()
+    log_q = classifier_log_probs(with_term, x, eps_a).gather(-1, y[:, None]).sum()
     assert difference == pytest.approx(-7.5 * float(log_q), rel=1e-5)
 
 
