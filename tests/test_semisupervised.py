@@ -128,9 +128,10 @@ def test_jit_losses_equal_the_eager_ones_and_a_jit_run_trains():
 
 def test_joint_schedule_reports_per_point_elbos_like_the_alternate_one():
     """The joint schedule scales each part of its step's loss to its whole set, but reports per-point ELBOs:
-    with the weights all but frozen (lr 1e-9) both schedules average the same per-point quantities over the
-    same model, so they agree to Monte Carlo noise (a scaled report would be off by the set-to-minibatch
-    ratio, about 5x for either part here); and a joint run learns."""
+    with the weights all but frozen (lr 1e-9) both schedules report the same per-point quantities of the
+    same model, so they agree to Monte Carlo noise (a scaled unlabelled report would be off by the
+    set-to-minibatch ratio, about 5x here; the labelled ones are computed on the whole labelled set at the
+    end of the epoch, the same way for both); and a joint run learns."""
     (_, alternate), (_, joint) = (digits_run(epochs=1, lr=1e-9, labelled_batch_size=10, schedule=s)
                                   for s in ("alternate", "joint"))  # fmt: skip
     for key in ("labelled_elbo", "unlabelled_elbo", "labelled_log_q"):
