@@ -31,6 +31,7 @@ def tiny_ssvae(x_dim=5, num_classes=3, **kwargs) -> SSVAE:
     return SSVAE(x_dim, num_classes, z_dim=2, hidden=(7,), **kwargs)
 
 
+@torch.no_grad()
 def classifier_log_probs(ssvae: SSVAE, x: torch.Tensor, eps_a: torch.Tensor) -> torch.Tensor:
     """log q(y|x), or log q(y|a, x) at the a that FixedNoise(..., eps_a) draws, ``(batch, C)``."""
     if not ssvae.a_dim:
