@@ -121,30 +121,47 @@ class ConditionalMLP(nn.Module):
     :math:`W [h, \mathrm{onehot}(y)] + b = W_h h + W_y[:, y] + b`, a linear map of ``h`` plus an embedding
     of ``y``. Under Pyro's parallel enumeration ``y`` has shape ``(C, 1)`` while ``h`` is ``(batch, dim)``:
     the linear map of ``h`` is then computed once and broadcast against the ``C`` label embeddings.
+    With several inputs (``in_dim`` a sequence) the first layer is :math:`\sum_i W_i h_i + W_y[:, y] + b`,
+    the MLP on :math:`[h_1, h_2, \ldots, \mathrm{onehot}(y)]`, each input mapped at its own batch shape
+    (``x`` once, an enumerated ``z`` once per label) before the sum broadcasts them.
 
-    :param int in_dim: dimension of ``h``.
+    :param in_dim: dimension of ``h``, or the dimensions of the inputs ``(h_1, h_2, ...)``.
     :param int num_classes: number of labels ``C``.
     :param sizes: hidden and output sizes, e.g. ``(500, 100)``.
     :param activation: activation between layers (name or ``nn.Module`` class).
     """
 
     def __init__(
-        self, in_dim: int, num_classes: int, sizes: Sequence[int], activation: str | type[nn.Module] = "relu"
+        self,
+        in_dim: int | Sequence[int],
+        num_classes: int,
+        sizes: Sequence[int],
+        activation: str | type[nn.Module] = "relu",
     ) -> None:
         super().__init__()
         if not sizes:
             raise ValueError("a conditional MLP needs at least an output size")
-        self.input = nn.Linear(in_dim, sizes[0])
+        in_dims = [in_dim] if isinstance(in_dim, int) else list(in_dim)
+        self.input = nn.Linear(in_dims[0], sizes[0])
+        #: the linear maps of the further inputs (none for a single input)
+        self.extra = nn.ModuleList(nn.Linear(d, sizes[0], bias=False) for d in in_dims[1:])
         self.label = nn.Embedding(num_classes, sizes[0])
-        bound = 1.0 / (in_dim + num_classes) ** 0.5  # as nn.Linear on the concatenation
-        nn.init.uniform_(self.input.weight, -bound, bound)
-        nn.init.uniform_(self.label.weight, -bound, bound)
+        bound = 1.0 / (sum(in_dims) + num_classes) ** 0.5  # as nn.Linear on the concatenation
+        for weight in [self.input.weight, *(e.weight for e in self.extra), self.label.weight]:
+            nn.init.uniform_(weight, -bound, bound)
         rest = mlp(sizes, activation) if len(sizes) > 1 else nn.Identity()
         self.rest = nn.Sequential(activation_class(activation)(), rest) if len(sizes) > 1 else rest
 
-    def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """``h``: ``(..., in_dim)``; ``y``: integer labels whose shape broadcasts with ``h.shape[:-1]``."""
-        return self.rest(self.input(h) + self.label(y))
+    def forward(self, h: torch.Tensor | Sequence[torch.Tensor], y: torch.Tensor) -> torch.Tensor:
+        """``h``: ``(..., in_dim)``, or a sequence of inputs ``(..., in_dim[i])``; ``y``: integer labels. The
+        batch shapes of the inputs and ``y`` broadcast."""
+        first, *others = [h] if isinstance(h, torch.Tensor) else h
+        if len(others) != len(self.extra):
+            raise ValueError(f"expected {1 + len(self.extra)} inputs, got {1 + len(others)}")
+        out = self.input(first) + self.label(y)
+        for linear, g in zip(self.extra, others, strict=True):
+            out = out + linear(g)
+        return self.rest(out)
 
 
 class ConvEncoder(Encoder):

@@ -327,9 +327,10 @@ def fit_semisupervised(
             if step % config.labelled_every == 0:
                 lab = next(labelled)
                 loss_l = semisupervised_loss(model, guide, elbo, (draw(x_l[lab]), y_l[lab]), None)
-                if joint:  # each minibatch sum scaled to its whole set, as the data plate's num_data would
-                    loss_l = loss_u * (len(x_u) / len(idx)) + loss_l * (len(x_l) / len(lab))
-                _adam_step(optim, loss_l)
+                if joint:  # one step on both minibatch sums, each scaled to its whole set as num_data would scale it
+                    _adam_step(optim, loss_u * (len(x_u) / len(idx)) + loss_l * (len(x_l) / len(lab)))
+                else:
+                    _adam_step(optim, loss_l)
             bar.update()
         labelled_elbo, labelled_log_q = labelled_metrics(ssvae, draw(x_l), y_l, config.eval_batch_size)
         row: dict[str, float] = {"epoch": epoch + 1, "labelled_elbo": labelled_elbo,

@@ -98,12 +98,17 @@ DEFAULT_ALPHA = 5.0
 class ConditionalEncoder(nn.Module):
     r""":math:`(x, y) \mapsto (\mu, \sigma)` of q(z|x,y), with :math:`\sigma = \mathrm{softplus}(\cdot) + 10^{-4}`."""
 
-    def __init__(self, x_dim: int, num_classes: int, z_dim: int, hidden: Sequence[int], activation) -> None:
+    def __init__(
+        self, x_dim: int | Sequence[int], num_classes: int, z_dim: int, hidden: Sequence[int], activation
+    ) -> None:
         super().__init__()
         self.net = ConditionalMLP(x_dim, num_classes, [*hidden, 2 * z_dim], activation)
         self.z_dim = z_dim
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor | Sequence[torch.Tensor], y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x`` one input, or several (:class:`pyrovae.nets.ConditionalMLP`)."""
         loc, raw_scale = self.net(x, y).split(self.z_dim, dim=-1)
         return loc, F.softplus(raw_scale) + 1e-4
 
@@ -172,7 +177,7 @@ class SSVAE(nn.Module):
         self.decoder = ConditionalMLP(self.z_dim, self.num_classes, [*reversed(hidden), out_dim], activation)
         if self.a_dim:
             self.aux_encoder = Encoder(self.x_dim, self.a_dim, hidden, activation)
-            self.aux_decoder = ConditionalEncoder(self.x_dim + self.z_dim, self.num_classes, self.a_dim, hidden,
+            self.aux_decoder = ConditionalEncoder((self.x_dim, self.z_dim), self.num_classes, self.a_dim, hidden,
                                                   activation)  # fmt: skip
         #: constructor arguments, saved in checkpoints (``None`` for an activation class)
         self.config: dict[str, Any] | None = None
@@ -237,7 +242,7 @@ class SSVAE(nn.Module):
             x = pyro.sample(self.site("x"), self.observation(z, label), obs=x)
             if self.a_dim:
                 pyro.module(self.site("aux_decoder"), self.aux_decoder)
-                loc, scale = self.aux_decoder(concat(x, z), label)
+                loc, scale = self.aux_decoder((x, z), label)  # x mapped once, not once per enumerated label
                 a = pyro.sample(self.site("a"), dist.Normal(loc, scale).to_event(1))
             if labelled_data and self.alpha > 0:
                 pyro.module(self.site("classifier"), self.classifier)

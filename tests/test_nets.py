@@ -6,7 +6,7 @@ from pyro.infer import Trace_ELBO
 import pyrovae
 from pyrovae.cli import main
 from pyrovae.flows import IAFVAE
-from pyrovae.nets import ConvDecoder, ConvEncoder
+from pyrovae.nets import ConditionalMLP, ConvDecoder, ConvEncoder
 
 
 def test_conv_nets_keep_leading_dims_and_mirror_each_other():
@@ -58,3 +58,17 @@ def test_cli_conv_nets_resume(tmp_path, capsys):
     main(["train", "--epochs", "2", "--out", str(tmp_path), "--resume", "--quiet"])
     vae, state = pyrovae.load_vae(tmp_path / "checkpoint.pt")
     assert state["epoch"] == 2 and isinstance(vae.encoder, ConvEncoder) and vae.config["image_shape"] == [1, 8, 8]
+
+
+def test_conditional_mlp_with_several_inputs_is_the_mlp_on_their_concatenation():
+    """W_x x + W_z z + W_y[:, y] + b equals one linear map of [x, z, onehot(y)], with x (batch, dim) broadcast
+    against an enumerated z (C, batch, dim) and labels (C, 1) without being expanded."""
+    net = ConditionalMLP((5, 2), 3, (7, 4), "softplus")
+    x, z, y = torch.randn(4, 5), torch.randn(3, 4, 2), torch.arange(3)[:, None]
+    weight = torch.cat([net.input.weight, net.extra[0].weight, net.label.weight.T], dim=1)
+    joined = torch.cat([x.expand(3, 4, 5), z, torch.nn.functional.one_hot(y, 3).float().expand(3, 4, 3)], -1)
+    expected = net.rest(joined @ weight.T + net.input.bias)
+    assert torch.allclose(net((x, z), y), expected, atol=1e-6)
+    assert net((x, z), y).shape == (3, 4, 4)
+    with pytest.raises(ValueError, match="expected 2 inputs, got 1"):
+        net(x, y)
