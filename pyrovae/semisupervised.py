@@ -64,7 +64,7 @@ from .checkpoint import (
 from .data.datasets import Dataset, Split
 from .device import resolve_device
 from .ssvae import SSVAE
-from .step import adam, check_owned, trained_params
+from .step import adam, check_lr, check_owned, set_lr, trained_params
 from .train import METRICS, append_metrics, minibatches, num_batches, write_metrics
 from .validation import check_labels
 
@@ -88,6 +88,8 @@ class SemiSupervisedConfig:
     :ivar bool jit: compile the steps with ``JitTraceEnum_ELBO`` (one compiled function for labelled and one for
         unlabelled minibatches; the last, incomplete unlabelled minibatch of each epoch is dropped, since a
         compiled step has fixed shapes).
+    :ivar float lr_decay: exponential learning-rate decay per epoch: epoch :math:`e` (counted from 0) trains with
+        ``lr * lr_decay ** e``; 1 keeps ``lr`` throughout.
     """
 
     num_labels: int = 100
@@ -102,13 +104,13 @@ class SemiSupervisedConfig:
     eval_batch_size: int = 1000
     jit: bool = False
     schedule: str = "alternate"
+    lr_decay: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("num_labels", "epochs", "batch_size", "labelled_batch_size", "labelled_every", "eval_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+        check_lr(self.lr, self.lr_decay)
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}: choose one of {SCHEDULES}")
         if self.schedule == "joint" and self.labelled_every != 1:
@@ -246,7 +248,8 @@ def fit_semisupervised(
     (nats per point over the epoch's steps), ``labelled_elbo`` and ``labelled_log_q`` (per point on the
     whole labelled set at the end of the epoch, the ELBO without the classification term:
     :func:`labelled_metrics`),
-    ``valid_accuracy`` and ``test_accuracy`` of q(y|x) when those splits have labels, and ``seconds``.
+    ``valid_accuracy`` and ``test_accuracy`` of q(y|x) when those splits have labels, and ``seconds``; with
+    ``lr_decay``, the epoch's ``lr``.
 
     :param Dataset data: with labels on the training split (e.g. :func:`pyrovae.load_dataset`).
     :param out_dir: folder for ``checkpoint.pt`` (atomic, every epoch) and ``metrics.jsonl``.
@@ -317,6 +320,7 @@ def fit_semisupervised(
                desc="training", disable=None if progress is None else not progress)  # fmt: skip
     for epoch in range(len(history), config.epochs):
         start, labelled = time.perf_counter(), _cycle(len(x_l), config.labelled_batch_size, device)
+        lr = set_lr(optim, config.lr * config.lr_decay**epoch)
         unlabelled_elbo, unlabelled_rows = torch.zeros((), device=device), 0
         for step, idx in enumerate(minibatches(len(x_u), config.batch_size, device, drop_last=config.jit), 1):
             loss_u = semisupervised_loss(model, guide, elbo, None, draw(x_u[idx]))  # sums over the minibatch
@@ -336,6 +340,8 @@ def fit_semisupervised(
         row: dict[str, float] = {"epoch": epoch + 1, "labelled_elbo": labelled_elbo,
                                  "unlabelled_elbo": float(unlabelled_elbo) / unlabelled_rows,
                                  "labelled_log_q": labelled_log_q}  # fmt: skip
+        if config.lr_decay != 1:
+            row["lr"] = lr
         ssvae.eval()
         features.eval()
         for name in ("valid", "test"):

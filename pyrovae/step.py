@@ -80,6 +80,21 @@ def adam(params: Iterable[torch.Tensor], lr: float) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=lr, fused=fused or None)
 
 
+def check_lr(lr: float, lr_decay: float = 1.0) -> None:
+    """Raise a ``ValueError`` naming the setting unless ``lr > 0`` and ``0 < lr_decay <= 1``."""
+    if not lr > 0:
+        raise ValueError(f"lr must be positive, got {lr}")
+    if not 0 < lr_decay <= 1:
+        raise ValueError(f"lr_decay must be in (0, 1], got {lr_decay}")
+
+
+def set_lr(optim: torch.optim.Optimizer, lr: float) -> float:
+    """Set the learning rate of every parameter group of ``optim`` (e.g. a schedule, once per epoch); returns it."""
+    for group in optim.param_groups:
+        group["lr"] = lr
+    return lr
+
+
 class AdamStep:
     """One step per call: ``loss(x, num_data=N)``, backward, Adam; returns the loss, detached (no device sync).
 
@@ -102,9 +117,7 @@ class AdamStep:
 
     def set_lr(self, lr: float) -> float:
         """Set Adam's learning rate (e.g. a schedule, once per epoch); returns it."""
-        for group in self.optim.param_groups:
-            group["lr"] = lr
-        return lr
+        return set_lr(self.optim, lr)
 
     def get_state(self) -> dict:
         """Adam's state and the names of the parameters in its order."""

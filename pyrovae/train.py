@@ -59,7 +59,7 @@ from .iwae import TraceIWAE_ELBO
 from .jit import JitTraceMeanField_ELBO
 from .kl_scale import KLScaleMessenger, warmup_scale
 from .metrics import elbo_per_datapoint
-from .step import AdamStep, check_owned, trained_params
+from .step import AdamStep, check_lr, check_owned, trained_params
 
 #: the objectives :func:`fit` knows, by name: (plain ELBO class, JIT-compiled class or ``None``)
 ELBOS = {
@@ -122,10 +122,7 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "num_particles", "eval_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        if not 0 < self.lr_decay <= 1:
-            raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
+        check_lr(self.lr, self.lr_decay)
         if self.elbo not in ELBOS:
             raise ValueError(f"unknown elbo {self.elbo!r}: choose one of {sorted(ELBOS)}")
         if self.dreg and self.elbo != "iwae":

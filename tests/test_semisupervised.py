@@ -92,6 +92,22 @@ def test_metrics_and_checkpoint_resume_exactly(tmp_path):
         digits_run(tmp_path, epochs=3, resume=True, lr=0.1)
 
 
+def test_lr_decays_per_epoch_and_resumes_on_schedule(tmp_path):
+    """Epoch e trains with lr * lr_decay**e, also after a resume (whatever Adam's saved state says), and the
+    decayed run differs from the constant one."""
+    straight, history = digits_run(epochs=3, lr=0.01, lr_decay=0.5)
+    assert [row["lr"] for row in history] == [0.01, 0.005, 0.0025]
+    digits_run(tmp_path, epochs=1, lr=0.01, lr_decay=0.5)
+    resumed, _ = digits_run(tmp_path, epochs=3, resume=True, lr=0.01, lr_decay=0.5)
+    constant, constant_history = digits_run(epochs=3, lr=0.01)
+    assert "lr" not in constant_history[0]
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert not all(torch.equal(a, c) for a, c in zip(straight.parameters(), constant.parameters(), strict=True))
+    with pytest.raises(ValueError, match=r"lr_decay must be in \(0, 1\], got 1.5"):
+        SemiSupervisedConfig(lr_decay=1.5)
+
+
 def test_resume_of_a_checkpoint_older_than_a_setting(tmp_path):
     """A checkpoint written before ``jit`` existed (no such key in its config) resumes with the default."""
     digits_run(tmp_path, epochs=1)
