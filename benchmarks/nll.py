@@ -30,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -115,8 +116,9 @@ def default_name(args: argparse.Namespace) -> str:
     return "_".join(parts)
 
 
-def train(args: argparse.Namespace, seed: int, out: Path, epochs: int) -> float:
-    """Run the README's training command (resuming an existing run); returns its wall time."""
+def train(args: argparse.Namespace, seed: int, out: Path, epochs: int, extra: Sequence[str] = ()) -> float:
+    """Run the README's training command (resuming an existing run), with ``extra`` options of ``pyrovae train``
+    appended; returns its wall time."""
     command = [
         sys.executable, "-m", "pyrovae", "train", "--dataset", "mnist", "--data-dir", args.data_dir,
         "--epochs", str(epochs), "--seed", str(seed), "--device", args.device, "--out", str(out), "--quiet",
@@ -132,6 +134,7 @@ def train(args: argparse.Namespace, seed: int, out: Path, epochs: int) -> float:
     for key, value in settings.items():  # only what differs (and a flow's depth): the default stays the README's
         if value != TRAINING_DEFAULTS.get(key) or (key == "flow_depth" and settings["flow"] != "none"):
             command += [flags[key], str(value)]
+    command += extra
     if (out / "checkpoint.pt").exists():
         command.append("--resume")
     print("$", " ".join(command[1:]), flush=True)

@@ -2,9 +2,11 @@
 
 Every run is the README's command, ``pyrovae train-ss --dataset mnist --labels L --label-seed S --seed S``
 (with ``--m1 RUNS/nll/seedS/checkpoint.pt`` for M1+M2, the VAE of ``benchmarks/nll.py``, trained with
-the README's ``pyrovae train`` command here if it is missing). Runs already in ``--runs`` are resumed or
-reused, and the JSON is rewritten after every run, so an interrupted benchmark continues where it stopped.
-Prints a table of mean +- std over seeds of the last epoch's test accuracy (and of the test accuracy at
+the README's ``pyrovae train`` command here if it is missing; ``--m1-runs NAME --m1-args "..."`` take the M1
+VAEs from ``RUNS/../NAME/seedS`` instead, trained with those further options, e.g. a convolutional M1:
+``--m1-runs m1-conv --m1-epochs 11 --m1-args="--net conv --jit" --tag m1conv``). Runs already in ``--runs``
+are resumed or reused, and the JSON is rewritten after every run, so an interrupted benchmark continues where
+it stopped. Prints a table of mean +- std over seeds of the last epoch's test accuracy (and of the test accuracy at
 the epoch of best validation accuracy) next to Pyro's tutorial and Kingma et al. (2014).
 
     python benchmarks/semi_supervised.py --data-dir ../shared/data --model m1m2 --epochs 20 --labels 100
@@ -60,11 +62,11 @@ def run(args: argparse.Namespace, labels: int, seed: int) -> dict:
     if (out / "checkpoint.pt").exists():
         command.append("--resume")
     elif args.model == "m1m2":
-        m1 = Path(args.runs).parent / "nll" / f"seed{seed}"
+        m1 = Path(args.runs).parent / args.m1_runs / f"seed{seed}"
         if not (m1 / "checkpoint.pt").exists():
-            vae = argparse.Namespace(**TRAINING_DEFAULTS, model="vae", data_dir=args.data_dir, epochs=args.m1_epochs,
-                                     z_dim=50, hidden=[400], activation="relu", device=args.device)  # fmt: skip
-            train_vae(vae, seed, m1)
+            vae = argparse.Namespace(**TRAINING_DEFAULTS, model="vae", data_dir=args.data_dir, z_dim=50, hidden=[400],
+                                     activation="relu", device=args.device)  # fmt: skip
+            train_vae(vae, seed, m1, args.m1_epochs, shlex.split(args.m1_args))
         command += ["--m1", str(m1 / "checkpoint.pt")]
     if "--resume" not in command:
         command += ([] if args.z_dim is None else ["--z-dim", str(args.z_dim)]) + shlex.split(args.train_args)
@@ -104,6 +106,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--m1-epochs", type=int, default=100, help="epochs of a missing M1 VAE")
+    parser.add_argument("--m1-runs", default="nll", help="folder of the M1 VAEs, a sibling of --runs")
+    parser.add_argument("--m1-args", default="", help="further pyrovae train options of a missing M1 VAE")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--runs", default="runs/ss", help="folder of the runs (M1 VAEs in its sibling nll/)")
     parser.add_argument("--z-dim", type=int, default=None, help="pyrovae train-ss --z-dim (default: its default)")
@@ -113,6 +117,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     if args.train_args and not args.tag:
         parser.error("--train-args needs a --tag to name its runs apart from the default setting's")
+    if args.m1_runs != "nll" and not args.tag:
+        parser.error("--m1-runs needs a --tag to name its runs apart from those on the default M1")
+    if args.m1_args and args.m1_runs == "nll":
+        parser.error("--m1-args needs an --m1-runs folder of its own: nll/ holds the default M1 VAEs")
     out = Path(args.out or HERE / "results" / f"semi_supervised_{name(args)}.json")
 
     rows = json.loads(out.read_text())["runs"] if out.exists() else []  # runs of other settings are kept
@@ -122,7 +130,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             "10k validation, 10k test; dynamic binarization, test binarized once with seed 0",
             "model": args.model,
             "command": "pyrovae train-ss --dataset mnist --labels L --label-seed S --seed S --epochs E"
-            + (" --m1 runs/nll/seedS/checkpoint.pt" if args.model == "m1m2" else "")
+            + (f" --m1 runs/{args.m1_runs}/seedS/checkpoint.pt" if args.model == "m1m2" else "")
             + ("" if args.z_dim is None else f" --z-dim {args.z_dim}")
             + (f" {args.train_args}" if args.train_args else ""),
         },
