@@ -153,6 +153,14 @@ def test_train_ss_on_m1_features(tmp_path, capsys):
         _m1_features(str(tmp_path / "m1" / "checkpoint.pt"), replace(data, name="mnist"))
 
 
+def test_train_ss_refuses_an_m1_without_active_units(tmp_path):
+    """A collapsed M1 (a beta-VAE whose KL weight pushed every q(z|x) onto the prior) is refused with the reason."""
+    main(["train", "--epochs", "10", "--lr", "1e-2", "--beta", "100", "--z-dim", "8", "--out", str(tmp_path / "m1"),
+          "--device", "cpu", "--quiet"])  # fmt: skip
+    with pytest.raises(ValueError, match="no active latent unit .* posterior collapse"):
+        main(["train-ss", "--m1", str(tmp_path / "m1" / "checkpoint.pt"), "--out", str(tmp_path / "ss"), "--quiet"])
+
+
 def test_plot_draws_every_kind_of_picture(tmp_path, capsys):
     run = tmp_path / "vae"
     main(["train", "--epochs", "2", "--z-dim", "2", "--out", str(run), "--device", "cpu", "--quiet"])

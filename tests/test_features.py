@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from pyrovae import LatentFeatures, active_units
+from pyrovae import VAE, LatentFeatures, active_units
 
 
 class KnownEncoder(nn.Module):
@@ -36,3 +36,20 @@ def test_latent_features_mean_sample_and_decode():
     assert torch.allclose(features.decode(z), decoder(torch.tensor([[1.0, 0.0, 2.0]])).sigmoid())
     with pytest.raises(ValueError, match="boolean mask"):
         LatentFeatures(KnownEncoder(), decoder, torch.zeros(3, dtype=torch.bool))
+
+
+def test_latent_features_of_a_convolutional_vae_take_flat_images():
+    """M1 with convolutional nets (``VAE(net="conv")``): flat images in, the active codes out, and decoded
+    codes are the decoder's pixel probabilities, flat."""
+    torch.manual_seed(0)
+    vae = VAE(64, z_dim=6, hidden=(16,), net="conv", image_shape=(1, 8, 8))
+    active = torch.tensor([True, False, True, True, False, True])
+    features = LatentFeatures(vae.encoder, vae.decoder, active).eval()
+    x = torch.rand(5, 64).bernoulli()
+    loc, _ = vae.encoder(x)
+    assert torch.equal(features(x), loc[:, active])
+    z = torch.randn(5, 4)
+    full = torch.zeros(5, 6)
+    full[:, active] = z
+    assert features.decode(z).shape == (5, 64)
+    assert torch.allclose(features.decode(z), vae.decoder(full).sigmoid())
