@@ -431,14 +431,7 @@ def _m1_features(path: str, data: Dataset) -> tuple[LatentFeatures, dict]:
     if trained_on != data.name or vae.x_dim != data.x_dim:
         raise ValueError(f"--m1 {path} is a VAE of {trained_on!r} data, not of {data.name!r}: train it on {data.name}")
     x = binarize(data.train.x, seed=EVAL_SEED) if data.binarize == "dynamic" else data.train.x
-    active = active_units(vae.encoder, x)
-    if not active.any():
-        raise ValueError(
-            f"--m1 {path} has no active latent unit (no posterior mean varies across the data by more than "
-            f"{ACTIVE_THRESHOLD}: posterior collapse), so its codes say nothing about the images: train it longer "
-            "or with --kl-warmup-epochs"
-        )
-    features = LatentFeatures(vae.encoder, vae.decoder, active, vae.likelihood)
+    features = LatentFeatures(vae.encoder, vae.decoder, active_units(vae.encoder, x), vae.likelihood)
     return features, {"vae": vae.config, "checkpoint": str(path), "weights": features.state_dict()}
 
 

@@ -51,8 +51,14 @@ class LatentFeatures(nn.Module):
     ) -> None:
         super().__init__()
         self.likelihood = check_likelihood(likelihood)
-        if active.dtype != torch.bool or active.dim() != 1 or not active.any():
-            raise ValueError("active must be a 1-D boolean mask with at least one True entry")
+        if active.dtype != torch.bool or active.dim() != 1:
+            raise ValueError(f"active must be a 1-D boolean mask, got {active.dtype} of shape {tuple(active.shape)}")
+        if not active.any():
+            raise ValueError(
+                "the boolean mask active has no True entry: no active latent unit (no posterior mean varies across "
+                f"the data by more than {ACTIVE_THRESHOLD}: posterior collapse), so the codes say nothing about the "
+                "data. Train the VAE longer or with KL warm-up (pyrovae train --kl-warmup-epochs)"
+            )
         self.encoder = encoder.requires_grad_(False)
         self.decoder = decoder.requires_grad_(False)
         self.register_buffer("active", active.clone())
