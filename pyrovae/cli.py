@@ -64,6 +64,8 @@ from .train import CHECKPOINT, ELBOS, VALIDATE, TrainConfig, fit
 from .two_layer import TwoLayerVAE
 
 DEFAULTS = TrainConfig()
+RESUME_HELP = ("continue the run in --out with its saved settings; only --epochs, --device and where the data are "
+               "(--data-dir, --no-download) are taken from this command line")
 
 
 def _add_source_args(p) -> None:
@@ -153,8 +155,7 @@ def _add_train_parser(subparsers) -> None:
     out = p.add_argument_group("output")
     out.add_argument("--out", default=None, help="output folder (default: runs/DATASET)")
     out.add_argument("--resume", action="store_true",
-                     help="continue the run in --out with its saved settings; only --epochs and --device "
-                     "are taken from this command line")
+                     help=RESUME_HELP)
     out.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     train.add_argument("--distributed", action="store_true",
                        help="data-parallel over the processes started by torchrun (DistributedDataParallel; NCCL on "
@@ -415,7 +416,7 @@ def _add_train_ss_parser(subparsers) -> None:
     out = p.add_argument_group("output")
     out.add_argument("--out", default=None, help="output folder (default: runs/ss-DATASET-LABELS)")
     out.add_argument("--resume", action="store_true",
-                     help="continue the run in --out with its saved settings (only --epochs and --device change)")
+                     help=RESUME_HELP)
     out.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     p.set_defaults(func=train_ss_command)
 
