@@ -154,8 +154,7 @@ def _add_train_parser(subparsers) -> None:
     train.add_argument("--device", default=DEFAULTS.device, help="auto (CUDA if available), cpu, cuda or cuda:N")
     out = p.add_argument_group("output")
     out.add_argument("--out", default=None, help="output folder (default: runs/DATASET)")
-    out.add_argument("--resume", action="store_true",
-                     help=RESUME_HELP)
+    out.add_argument("--resume", action="store_true", help=RESUME_HELP)
     out.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     train.add_argument("--distributed", action="store_true",
                        help="data-parallel over the processes started by torchrun (DistributedDataParallel; NCCL on "
@@ -415,8 +414,7 @@ def _add_train_ss_parser(subparsers) -> None:
     train.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
     out = p.add_argument_group("output")
     out.add_argument("--out", default=None, help="output folder (default: runs/ss-DATASET-LABELS)")
-    out.add_argument("--resume", action="store_true",
-                     help=RESUME_HELP)
+    out.add_argument("--resume", action="store_true", help=RESUME_HELP)
     out.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     p.set_defaults(func=train_ss_command)
 
