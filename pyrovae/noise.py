@@ -7,12 +7,24 @@ latent site is drawn by the reparameterization trick
 
 .. math:: z_{kn} = T_\phi(\varepsilon_{kn}; x_n), \qquad \varepsilon_{kn} \sim \mathcal{N}(0, I),
 
-with :math:`\varepsilon_{kn}` taken from a generator seeded by ``(seed, site name, n, k // block)``.
+with :math:`\varepsilon_{kn}` taken from a generator seeded by a hash of ``(seed, site name, n, k // block)``
+(SplitMix64's finalizer, Steele et al. 2014, chained over the four integers), blocks of
+:data:`NOISE_BLOCK` samples.
 Estimates computed under it are identical for any data or sample chunking, and a point's estimate does
 not depend on the rest of its batch. Supported families: ``Normal`` (and so ``Independent``,
 ``TransformedDistribution`` such as normalizing flows over it); other sites are drawn as usual.
 
+The seeding is host work, one hash, one generator seed and one kernel per point and block, so it does not
+shrink with the device's speed. Measured on the 2-core CPU with a 1-dimensional site (so that the draws
+themselves cost nothing): with NumPy's ``SeedSequence`` and blocks of 256 a round took 41 µs and MNIST's 10,000
+test points x 5,000 samples needed 200,000 rounds, 8 s per latent site; with this hash and blocks of 1,024, 27 µs
+and 50,000 rounds, 1.4 s.
+
 Used by :func:`pyrovae.log_marginal_likelihood`; the site must lie in the data plate.
+
+**References**
+
+[1] Fast Splittable Pseudorandom Number Generators, G. L. Steele Jr., D. Lea and C. H. Flood, OOPSLA 2014.
 """
 
 from __future__ import annotations
@@ -20,14 +32,26 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 
-import numpy as np
 import pyro.distributions as dist
 import torch
 from pyro.poutine.messenger import Messenger
 from torch.distributions import Independent, Normal, TransformedDistribution
 
 #: samples drawn per generator seeding; sample index k uses block k // NOISE_BLOCK
-NOISE_BLOCK = 256
+NOISE_BLOCK = 1024
+_MASK64 = (1 << 64) - 1
+
+
+def seed_hash(*words: int) -> int:
+    """A 64-bit seed from non-negative integers: SplitMix64's increment and finalizer, chained over ``words``
+    (Steele et al. 2014), so that nearby inputs give unrelated seeds."""
+    z = 0
+    for word in words:
+        z = (z + word + 0x9E3779B97F4A7C15) & _MASK64
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+        z ^= z >> 31
+    return z
 
 
 def _base_normal(fn: dist.Distribution) -> Normal | None:
@@ -102,9 +126,9 @@ class IndexedNoise(Messenger):
         out = torch.empty((len(self.indices), num_samples, *point_shape), device=like.device)
         block_buffer = torch.empty((NOISE_BLOCK, *point_shape), device=like.device)
         for i, n in enumerate(self.indices):
+            point = seed_hash(self.seed, key, n)
             for block in range(first // NOISE_BLOCK, (last - 1) // NOISE_BLOCK + 1):
-                seed = np.random.SeedSequence([self.seed, key, n, block]).generate_state(1, np.uint64)[0]
-                generator.manual_seed(int(seed))
+                generator.manual_seed(seed_hash(point, block))
                 lo, hi = max(first, block * NOISE_BLOCK), min(last, (block + 1) * NOISE_BLOCK)
                 if hi - lo == NOISE_BLOCK:
                     out[i, lo - first : hi - first].normal_(generator=generator)
