@@ -130,7 +130,9 @@ class TraceIWAE_ELBO(ELBO):
         return loss
 
     def differentiable_loss(self, model: Callable, guide: Callable, *args, **kwargs) -> torch.Tensor:
-        """:returns: the loss as a tensor whose gradient is the IWAE (or, with ``dreg``, DReG) gradient."""
+        """:returns: the loss as a tensor whose gradient is the IWAE (or, with ``dreg``, DReG) gradient. It is not
+        read on the host (no NaN warning, so no device synchronisation per step): :meth:`loss_and_grads` and
+        :func:`pyrovae.fit` (once per epoch) check it."""
         dreg = self.dreg and torch.is_grad_enabled()
         log_w, scale, leaves = self._log_weights(model, guide, args, kwargs, grads=True, dreg=dreg)
         if not dreg:
@@ -150,7 +152,6 @@ class TraceIWAE_ELBO(ELBO):
                 if grad is not None:
                     surrogate = surrogate + (grad.detach() * value).sum()
             loss = -scale * (bound + surrogate - surrogate.detach())
-        warn_if_nan(loss, "loss")
         return loss
 
     def loss_and_grads(self, model: Callable, guide: Callable, *args, **kwargs) -> float:
@@ -162,7 +163,7 @@ class TraceIWAE_ELBO(ELBO):
         loss = self.differentiable_loss(model, guide, *args, **kwargs)
         if loss.requires_grad:
             loss.backward(retain_graph=self.retain_graph)
-        return loss.item()
+        return warn_if_nan(loss.item(), "loss")
 
     def _log_weights(self, model, guide, args, kwargs, grads, dreg=False):
         """Trace the guide under the particle plate and replay the model on it. Returns the ``(k, batch)``

@@ -56,14 +56,14 @@ from .data.datasets import Dataset
 from .device import resolve_device
 from .distributed import data_parallel_loss, gather_rng_states, mean_over_ranks, rank_and_world
 from .iwae import TraceIWAE_ELBO
-from .jit import JitTraceMeanField_ELBO
+from .jit import JitTrace_ELBO, JitTraceMeanField_ELBO
 from .kl_scale import KLScaleMessenger, warmup_scale
 from .metrics import elbo_per_datapoint
 from .step import AdamStep, check_lr, check_owned, trained_params
 
 #: the objectives :func:`fit` knows, by name: (plain ELBO class, JIT-compiled class or ``None``)
 ELBOS = {
-    "trace": (pyro.infer.Trace_ELBO, pyro.infer.JitTrace_ELBO),
+    "trace": (pyro.infer.Trace_ELBO, JitTrace_ELBO),
     "meanfield": (pyro.infer.TraceMeanField_ELBO, JitTraceMeanField_ELBO),
     "iwae": (TraceIWAE_ELBO, None),
 }

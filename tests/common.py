@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 from PIL import Image
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import pyrovae
 from pyrovae.data import Dataset
@@ -35,3 +36,17 @@ def png_size(path: str | os.PathLike) -> tuple[int, int]:
         assert image.format == "PNG", f"{path} is not a PNG"
         image.load()
         return image.size
+
+
+class HostReads(TorchDispatchMode):
+    """Counts the reads of a tensor's value by the host (``.item()``, ``bool()``, ``float()``: the operator
+    ``aten._local_scalar_dense``) made inside the block. On a GPU each is a device synchronisation; on the CPU
+    they are counted just the same, so a test here can show that a GPU step would make none."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += func is torch.ops.aten._local_scalar_dense.default
+        return func(*args, **(kwargs or {}))
