@@ -3,6 +3,7 @@
 import socket
 
 import pyro
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -89,3 +90,26 @@ def test_elbo_loss_module_exposes_the_owners_parameters():
     pyro.set_rng_seed(0)
     assert value.item() == pyro.infer.Trace_ELBO().loss(vae.model, vae.guide, x)
     assert not is_distributed() and rank_and_world() == (0, 1)
+
+
+def test_init_distributed_takes_nccl_and_the_local_gpu_under_cuda_and_gloo_on_cpus(monkeypatch):
+    """The GPU branch, run on the CPU: with CUDA (faked) the rank takes GPU LOCAL_RANK and NCCL; on CPUs gloo;
+    without torchrun's environment a clear error names the launcher."""
+    import pyrovae.distributed as distributed
+
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    with pytest.raises(RuntimeError, match="torchrun --nproc_per_node"):
+        distributed.init_distributed("auto")
+    for name, value in {"RANK": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1",
+                        "LOCAL_RANK": "1"}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    calls = []
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda backend: calls.append(backend))
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: calls.append(index))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert distributed.init_distributed("auto") == "cuda:1" and calls == [1, "nccl"]
+    calls.clear()
+    assert distributed.init_distributed("cpu") == "cpu" and calls == ["gloo"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    calls.clear()
+    assert distributed.init_distributed("auto") == "auto" and calls == ["gloo"]
