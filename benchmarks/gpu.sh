@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU figure that benchmarks/README.md leaves unmeasured, in one run of about 5 minutes on an H100/H200:
+# Every GPU figure that benchmarks/README.md leaves unmeasured, in one run sized for a short GPU lease:
 # the step ratio to plain PyTorch (batch 128 and 1024, M2 with enumeration), one 60k-image epoch with the
 # torch.profiler split (eager and --jit), log p(x) of 10,000 images x 5,000 samples against a plain estimator,
 # and a DistributedDataParallel run on NCCL. JSON and logs go to OUT (default benchmarks/results/gpu).
