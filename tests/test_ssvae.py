@@ -178,17 +178,21 @@ def test_bad_data_and_settings_raise_clear_errors():
 def test_log_marginal_likelihood_sums_out_the_label():
     """log p(x) = log sum_y p(y) p(x|y) is estimated by importance sampling y ~ q(y|x) and z ~ q(z|x,y);
     it is at least the enumerated ELBO U(x), and close to log sum_y p(x, y) from per-label estimates (which
-    need the model without the classification factor)."""
+    need the model without the classification factor). Both are importance-sampling estimates with heavy-tailed
+    weights: with 4,000 samples per label the reference once came out 0.29 nats above the truth (-3.29 against
+    -3.55 from 200,000 samples), so it takes 40,000 and the tolerance counts its own standard error."""
     ssvae, x = tiny_ssvae(), binary(3)
     estimate = log_marginal_likelihood(ssvae.model, ssvae.guide, x, 4000, seed=1)
-    by_label = torch.stack(
-        [
-            log_marginal_likelihood(ssvae.generative_model, ssvae.guide, (x, torch.full((3,), c)), 4000, seed=2).log_px
-            for c in range(3)
-        ]
-    )  # log p(x, y=c) per point
-    exact = by_label.logsumexp(0)
-    assert ((estimate.log_px - exact).abs() < 4 * estimate.stderr + 0.02).all()  # within Monte-Carlo error
+    by_label = [
+        log_marginal_likelihood(ssvae.generative_model, ssvae.guide, (x, torch.full((3,), c)), 40000, seed=2)
+        for c in range(3)
+    ]  # log p(x, y=c) per point, each with its standard error
+    log_joint = torch.stack([e.log_px for e in by_label])
+    exact = log_joint.logsumexp(0)
+    # the reference is an estimate too: its error by the delta method, d exact / d log p(x, c) = p(c | x)
+    exact_stderr = (log_joint.softmax(0).square() * torch.stack([e.stderr for e in by_label]).square()).sum(0).sqrt()
+    error = (estimate.stderr.square() + exact_stderr.square()).sqrt()
+    assert ((estimate.log_px - exact).abs() < 4 * error + 0.02).all()  # within Monte-Carlo error
     many = TraceEnum_ELBO(max_plate_nesting=1, num_particles=4000, vectorize_particles=True)
     for n in range(3):
         elbo = -many.loss(ssvae.model, ssvae.guide, x[n : n + 1])  # U(x_n), z averaged over 4000 draws
