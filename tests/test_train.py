@@ -146,3 +146,18 @@ def test_a_diverging_run_stops_with_a_clear_error(tmp_path):
         data = pyrovae.Dataset.from_tensors(tiny_dataset().train.x)  # no test split: every call is a training step
         fit(model, vae.guide, data, TrainConfig(epochs=3, device="cpu"), out_dir=tmp_path, verbose=False)
     assert pyrovae.load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
+
+
+def test_a_nan_loss_under_jit_stops_the_run_at_the_end_of_its_epoch():
+    """The compiled step reads nothing on the host (no NaN warning per step), so the epoch's check is what stops
+    a run whose loss is NaN: here from the first step, a NaN factor that Pyro's validation would have refused."""
+    vae = tiny_vae()
+
+    def model(x, num_data=None):
+        pyro.factor("broken", pyro.param("w", torch.tensor(float("nan"))))
+        return vae.model(x, num_data)
+
+    pyro.enable_validation(False)
+    with pytest.raises(FloatingPointError, match="diverged in epoch 1"):
+        fit(model, vae.guide, tiny_dataset(), TrainConfig(epochs=2, batch_size=20, jit=True, device="cpu"),
+            verbose=False)  # fmt: skip
