@@ -410,6 +410,9 @@ def _add_train_ss_parser(subparsers) -> None:
     train.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     train.add_argument("--lr-decay", type=float, default=1.0,
                        help="multiply the learning rate by this after every epoch (1: constant)")
+    train.add_argument("--shift", type=int, default=0,
+                       help="translate each labelled image by up to this many pixels per axis at every labelled "
+                       "step (data augmentation; 0: none)")  # fmt: skip
     train.add_argument("--seed", type=int, default=0, help="random seed of the training")
     train.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
     out = p.add_argument_group("output")
@@ -455,7 +458,7 @@ def train_ss_command(args: argparse.Namespace) -> dict:
             num_labels=args.labels, epochs=args.epochs, batch_size=args.batch_size,
             labelled_batch_size=args.labelled_batch_size, labelled_every=args.labelled_every, lr=args.lr,
             seed=args.seed, label_seed=args.label_seed, device=args.device, jit=args.jit, schedule=args.schedule,
-            lr_decay=args.lr_decay,
+            lr_decay=args.lr_decay, shift=args.shift,
         )  # fmt: skip
     data = _load_data(settings, args)
     if model_config["alpha"] is None:

@@ -170,6 +170,45 @@ def test_an_adgm_run_learns_and_reports_labelled_metrics_of_its_own_classifier()
     assert elbo == pytest.approx(history[-1]["labelled_elbo"], rel=0.05)
 
 
+class Recorder(torch.nn.Module):
+    """An identity feature map that keeps the batches it is given during training."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, x):
+        if self.training:
+            self.seen.append(x.clone())
+        return x
+
+
+@pytest.mark.parametrize("shift", [0, 1])
+def test_shift_translates_the_labelled_minibatches_only(shift):
+    """With ``shift``, the labelled steps' images (10 rows here) are translations of labelled images, the
+    unlabelled ones (64 rows) and the whole-set labelled metrics (30 rows) the training images themselves."""
+    data = load_dataset("digits", binarize="none")
+    config = SemiSupervisedConfig(num_labels=30, labelled_batch_size=10, batch_size=64, epochs=1, device="cpu",
+                                  shift=shift)  # fmt: skip
+    assert (len(data.train) - 30) % 64 not in (10, 30)
+    features = Recorder()
+    pyro.set_rng_seed(0)
+    fit_semisupervised(SSVAE(data.x_dim, z_dim=2, hidden=(8,), likelihood="normal"), data, config,
+                       features=features, verbose=False)  # fmt: skip
+    known = {tuple(row.tolist()) for row in data.train.x}
+    share = {}  # rows per batch size -> share of them found among the training images
+    for batch in features.seen:
+        share.setdefault(len(batch), []).extend(tuple(row.tolist()) in known for row in batch)
+    assert set(share) >= {10, 30, 64}
+    assert all(share[30]) and all(share[64])
+    if shift:  # 1 of the 9 offsets keeps an image in place (and some moves leave an image unchanged)
+        assert 0.1 < sum(share[10]) / len(share[10]) < 0.25
+    else:
+        assert all(share[10])
+    with pytest.raises(ValueError, match="max_shift must be in 0..7 pixels for 8x8 images, got 8"):
+        fit_semisupervised(SSVAE(data.x_dim), data, SemiSupervisedConfig(epochs=1, shift=8))
+
+
 def test_kingma_alpha():
     assert kingma_alpha(50_000, 100) == pytest.approx(50.0)  # Kingma et al.: 0.1 N per mean over the labels
     assert kingma_alpha(50_000, 3000, weight=1.0) == pytest.approx(50_000 / 3000)
@@ -189,6 +228,8 @@ def test_training_errors():
         SemiSupervisedConfig(schedule="mixed")
     with pytest.raises(ValueError, match="labelled_every must be 1"):
         SemiSupervisedConfig(schedule="joint", labelled_every=2)
+    with pytest.raises(ValueError, match="shift must be a number of pixels >= 0, got -1"):
+        SemiSupervisedConfig(shift=-1)
 
 
 def test_accuracy():
