@@ -3,7 +3,7 @@ r"""Random translations of images, to stretch a handful of labels.
 With 100 labelled MNIST digits the classifier :math:`q(y|x)` of the semi-supervised VAE sees the same 100
 images at every labelled step and fits them long before the unlabelled term has shaped it. Translating
 each labelled image by a few pixels (a new shift at every step) is the standard remedy of the
-semi-supervised literature (e.g. Laine & Aila 2017, translations of up to 2 pixels on MNIST-like data;
+semi-supervised literature (e.g. Laine & Aila 2017: random translations of up to 2 pixels on SVHN and CIFAR-10;
 Kingma et al. 2014 used none): the labels stay right, the pixels do not repeat.
 
 :func:`random_shift` moves every image of a flattened batch by its own offset
