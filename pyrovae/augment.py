@@ -28,6 +28,8 @@ from collections.abc import Sequence
 import torch
 from torch.nn import functional as F
 
+from .validation import check_shape
+
 
 def check_shift(image_shape: Sequence[int], max_shift: int) -> None:
     """Check that ``image_shape`` is ``(C, H, W)`` and ``max_shift`` a shift in ``0..min(H, W) - 1``.
@@ -47,12 +49,11 @@ def random_shift(x: torch.Tensor, image_shape: Sequence[int], max_shift: int) ->
     ``max_shift=0`` returns ``x`` itself.
 
     :raises ValueError: if ``max_shift`` is negative or not smaller than the image (:func:`check_shift`), or
-        ``x`` is not ``(N, C*H*W)``.
+        ``x`` is not a non-empty ``(N, C*H*W)`` batch (:func:`pyrovae.validation.check_shape`).
     """
     check_shift(image_shape, max_shift)
     c, h, w = (int(s) for s in image_shape)
-    if x.dim() != 2 or x.shape[-1] != c * h * w:
-        raise ValueError(f"x must be (N, {c * h * w}) images of shape {(c, h, w)} flattened, got {tuple(x.shape)}")
+    check_shape(x, c * h * w)
     s = int(max_shift)
     if s == 0:
         return x

@@ -282,7 +282,7 @@ def fit_semisupervised(
         return features(torch.bernoulli(x) if dynamic else x)
 
     def draw_labelled(x: torch.Tensor) -> torch.Tensor:
-        return draw(random_shift(x, data.image_shape, config.shift))
+        return draw(random_shift(x, data.image_shape, config.shift) if config.shift else x)
 
     data = data.to(device)
     is_labelled = torch.zeros(len(data.train), dtype=torch.bool, device=device)

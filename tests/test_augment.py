@@ -51,7 +51,7 @@ def test_seeded_zero_shift_and_errors():
         random_shift(x, (1, 8, 8), 8)
     with pytest.raises(ValueError, match="got -1"):
         check_shift((1, 8, 8), -1)
-    with pytest.raises(ValueError, match=r"x must be \(N, 64\) images of shape \(1, 8, 8\) flattened, got \(5, 8, 8\)"):
+    with pytest.raises(ValueError, match=r"x must have shape \(batch, 64\), got \(5, 8, 8\) \(flatten images"):
         random_shift(x.reshape(5, 8, 8), (1, 8, 8), 1)
     with pytest.raises(ValueError, match="image_shape must be"):
         check_shift((8, 8), 1)
