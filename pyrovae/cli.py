@@ -413,6 +413,10 @@ def _add_train_ss_parser(subparsers) -> None:
     train.add_argument("--shift", type=int, default=0,
                        help="translate each labelled image by up to this many pixels per axis at every labelled "
                        "step (data augmentation; 0: none)")  # fmt: skip
+    train.add_argument("--consistency", type=float, default=0.0,
+                       help="weight per unlabelled image of the consistency term: the squared distance between the "
+                       "classifier's q(y|.) on two random views of the image, the second shifted by up to --shift "
+                       "pixels (pyrovae.consistency; 0: none, plain M2)")  # fmt: skip
     train.add_argument("--seed", type=int, default=0, help="random seed of the training")
     train.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
     out = p.add_argument_group("output")
@@ -458,7 +462,7 @@ def train_ss_command(args: argparse.Namespace) -> dict:
             num_labels=args.labels, epochs=args.epochs, batch_size=args.batch_size,
             labelled_batch_size=args.labelled_batch_size, labelled_every=args.labelled_every, lr=args.lr,
             seed=args.seed, label_seed=args.label_seed, device=args.device, jit=args.jit, schedule=args.schedule,
-            lr_decay=args.lr_decay, shift=args.shift,
+            lr_decay=args.lr_decay, shift=args.shift, consistency=args.consistency,
         )  # fmt: skip
     data = _load_data(settings, args)
     if model_config["alpha"] is None:

@@ -62,6 +62,7 @@ from .checkpoint import (
     set_rng_state,
     vae_from_config,
 )
+from .consistency import consistency_loss
 from .data.datasets import Dataset, Split
 from .device import resolve_device
 from .ssvae import SSVAE
@@ -94,6 +95,10 @@ class SemiSupervisedConfig:
     :ivar int shift: translate every labelled image by up to ``shift`` pixels along each axis, anew at each
         labelled step (:func:`pyrovae.augment.random_shift`; data augmentation, which Kingma et al. did not
         use); 0 (default) leaves the images as they are. Unlabelled images and the accuracies are not shifted.
+    :ivar float consistency: weight :math:`\beta` per unlabelled point of the consistency term
+        (:mod:`pyrovae.consistency`): the squared distance between q(y|·) on two random views of each unlabelled
+        image (the second one translated by up to ``shift`` pixels), subtracted from the ELBO; 0 (default) is
+        plain M2.
     """
 
     num_labels: int = 100
@@ -110,6 +115,7 @@ class SemiSupervisedConfig:
     schedule: str = "alternate"
     lr_decay: float = 1.0
     shift: int = 0
+    consistency: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("num_labels", "epochs", "batch_size", "labelled_batch_size", "labelled_every", "eval_batch_size"):
@@ -118,6 +124,8 @@ class SemiSupervisedConfig:
         check_lr(self.lr, self.lr_decay)
         if int(self.shift) < 0:
             raise ValueError(f"shift must be a number of pixels >= 0, got {self.shift}")
+        if not 0 <= self.consistency < float("inf"):
+            raise ValueError(f"consistency must be a finite weight >= 0, got {self.consistency}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}: choose one of {SCHEDULES}")
         if self.schedule == "joint" and self.labelled_every != 1:
@@ -281,7 +289,7 @@ def fit_semisupervised(
     def draw(x: torch.Tensor) -> torch.Tensor:
         return features(torch.bernoulli(x) if dynamic else x)
 
-    def draw_labelled(x: torch.Tensor) -> torch.Tensor:
+    def draw_shifted(x: torch.Tensor) -> torch.Tensor:
         return draw(random_shift(x, data.image_shape, config.shift) if config.shift else x)
 
     data = data.to(device)
@@ -334,14 +342,17 @@ def fit_semisupervised(
         lr = set_lr(optim, config.lr * config.lr_decay**epoch)
         unlabelled_elbo, unlabelled_rows = torch.zeros((), device=device), 0
         for step, idx in enumerate(minibatches(len(x_u), config.batch_size, device, drop_last=config.jit), 1):
-            loss_u = semisupervised_loss(model, guide, elbo, None, draw(x_u[idx]))  # sums over the minibatch
+            view = draw(x_u[idx])
+            loss_u = semisupervised_loss(model, guide, elbo, None, view)  # sums over the minibatch
+            unlabelled_elbo -= loss_u.detach()
+            if config.consistency:
+                loss_u = loss_u + config.consistency * consistency_loss(ssvae, view, draw_shifted(x_u[idx]))
             if not joint:
                 _adam_step(optim, loss_u)
-            unlabelled_elbo -= loss_u.detach()
             unlabelled_rows += len(idx)
             if step % config.labelled_every == 0:
                 lab = next(labelled)
-                loss_l = semisupervised_loss(model, guide, elbo, (draw_labelled(x_l[lab]), y_l[lab]), None)
+                loss_l = semisupervised_loss(model, guide, elbo, (draw_shifted(x_l[lab]), y_l[lab]), None)
                 if joint:  # one step on both minibatch sums, each scaled to its whole set as num_data would scale it
                     _adam_step(optim, loss_u * (len(x_u) / len(idx)) + loss_l * (len(x_l) / len(lab)))
                 else:

@@ -287,16 +287,21 @@ class SSVAE(nn.Module):
         :math:`\log p(x) = \log \sum_y p(x, y)`.)"""
         return poutine.block(self.model, hide=[self.site("classification")])(x, y, num_data)
 
-    @torch.no_grad()
-    def log_predict(self, x: torch.Tensor) -> torch.Tensor:
-        r"""Log class probabilities :math:`\log q(y|x)` of the classifier, ``(batch, num_classes)``; with
-        ``a_dim > 0`` the Monte Carlo estimate :math:`\log \frac1S \sum_s q(y|a_s, x)`, :math:`a_s \sim q(a|x)`,
-        ``S = predict_samples``."""
-        self._check(x, None)
+    def class_log_probs(self, x: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
+        r"""Differentiable log class probabilities :math:`\log q(y|x)` of the classifier, ``(batch, num_classes)``;
+        with ``a_dim > 0`` the Monte Carlo estimate :math:`\log \frac1S \sum_s q(y|a_s, x)` from ``S = num_samples``
+        reparameterized draws :math:`a_s \sim q(a|x)`. ``x`` is not checked (see :meth:`log_predict`)."""
         if not self.a_dim:
             return self.classifier(x).log_softmax(-1)
-        a = dist.Normal(*self.aux_encoder(x)).sample((self.predict_samples,))
-        return self.classifier(concat(x, a)).log_softmax(-1).logsumexp(0) - math.log(self.predict_samples)
+        a = dist.Normal(*self.aux_encoder(x)).rsample((num_samples,))
+        return self.classifier(concat(x, a)).log_softmax(-1).logsumexp(0) - math.log(num_samples)
+
+    @torch.no_grad()
+    def log_predict(self, x: torch.Tensor) -> torch.Tensor:
+        r"""Log class probabilities :math:`\log q(y|x)` of the classifier, ``(batch, num_classes)``, ``x`` checked;
+        with ``a_dim > 0`` averaged over ``predict_samples`` draws of ``a`` (:meth:`class_log_probs`)."""
+        self._check(x, None)
+        return self.class_log_probs(x, self.predict_samples)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Class probabilities q(y|x) of the classifier, ``(batch, num_classes)``."""

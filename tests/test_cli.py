@@ -68,7 +68,7 @@ def test_bad_arguments_exit_with_a_message(tmp_path, capsys):
 def test_train_ss_writes_checkpoint_metrics_and_pictures_and_loads(tmp_path, capsys):
     out = tmp_path / "ss"
     main(["train-ss", "--labels", "50", "--epochs", "2", "--z-dim", "4", "--hidden", "32", "--out", str(out),
-          "--device", "cpu", "--quiet", "--shift", "1"])  # fmt: skip
+          "--device", "cpu", "--quiet", "--shift", "1", "--consistency", "2"])  # fmt: skip
     summary = json.loads(capsys.readouterr().out)
     assert summary["epoch"] == 2 and 0 <= summary["test_accuracy"] <= 1 and summary["best_valid_epoch"] in (1, 2)
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
@@ -83,8 +83,8 @@ def test_train_ss_writes_checkpoint_metrics_and_pictures_and_loads(tmp_path, cap
     nll = json.loads(capsys.readouterr().out)  # log p(x) with the label summed out
     assert nll["num_points"] == 10 and nll["elbo"] < nll["iwae"] < -nll["nll"] < 0
     main(["train-ss", "--epochs", "3", "--labels", "999", "--out", str(out), "--resume", "--quiet"])
-    assert load_checkpoint(out / "checkpoint.pt")["config"]["num_labels"] == 50
-    assert load_checkpoint(out / "checkpoint.pt")["config"]["shift"] == 1
+    saved = load_checkpoint(out / "checkpoint.pt")["config"]
+    assert (saved["num_labels"], saved["shift"], saved["consistency"]) == (50, 1, 2)
     main(["train", "--epochs", "1", "--out", str(tmp_path / "vae"), "--device", "cpu", "--quiet"])
     with pytest.raises(CheckpointError, match="no SSVAE"):
         load_ssvae(tmp_path / "vae" / "checkpoint.pt")

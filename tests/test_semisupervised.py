@@ -209,6 +209,34 @@ def test_shift_translates_the_labelled_minibatches_only(shift):
         fit_semisupervised(SSVAE(data.x_dim), data, SemiSupervisedConfig(epochs=1, shift=8))
 
 
+def translations(row: torch.Tensor, size: int, shift: int) -> set[tuple]:
+    """Every zero-filled translation of a flattened ``size x size`` image by at most ``shift`` pixels per axis."""
+    padded = torch.nn.functional.pad(row.reshape(size, size), (shift, shift, shift, shift))
+    span = range(2 * shift + 1)
+    return {tuple(padded[i : i + size, j : j + size].reshape(-1).tolist()) for i in span for j in span}
+
+
+def test_consistency_shows_the_classifier_each_unlabelled_minibatch_twice_the_second_time_shifted():
+    """With ``consistency`` every unlabelled step feeds its 64 images through the feature map twice: the
+    training images themselves (the view the ELBO sees), then each one translated by up to ``shift`` pixels."""
+    data = load_dataset("digits", binarize="none")
+    config = SemiSupervisedConfig(num_labels=30, labelled_batch_size=10, batch_size=64, epochs=1, device="cpu",
+                                  shift=1, consistency=5.0)  # fmt: skip
+    features = Recorder()
+    pyro.set_rng_seed(0)
+    fit_semisupervised(SSVAE(data.x_dim, z_dim=2, hidden=(8,), likelihood="normal"), data, config,
+                       features=features, verbose=False)  # fmt: skip
+    known = {tuple(row.tolist()) for row in data.train.x}
+    unlabelled = [batch for batch in features.seen if len(batch) == 64]
+    assert len(unlabelled) == 2 * ((len(data.train) - 30) // 64)
+    moved = 0
+    for view, other in zip(unlabelled[::2], unlabelled[1::2], strict=True):
+        assert all(tuple(row.tolist()) in known for row in view)
+        assert all(tuple(b.tolist()) in translations(a, 8, 1) for a, b in zip(view, other, strict=True))
+        moved += int((view != other).any(-1).sum())
+    assert moved > 0.5 * 64 * len(unlabelled) / 2  # 8 of the 9 offsets move an image
+
+
 def test_kingma_alpha():
     assert kingma_alpha(50_000, 100) == pytest.approx(50.0)  # Kingma et al.: 0.1 N per mean over the labels
     assert kingma_alpha(50_000, 3000, weight=1.0) == pytest.approx(50_000 / 3000)
@@ -230,6 +258,9 @@ def test_training_errors():
         SemiSupervisedConfig(schedule="joint", labelled_every=2)
     with pytest.raises(ValueError, match="shift must be a number of pixels >= 0, got -1"):
         SemiSupervisedConfig(shift=-1)
+    for weight in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="consistency must be a finite weight >= 0"):
+            SemiSupervisedConfig(consistency=weight)
 
 
 def test_accuracy():
