@@ -5,7 +5,9 @@ SVI with ``TraceEnum_ELBO`` (missing labels summed out), then the test accuracy 
 an "analogies" picture (each test image's style drawn as every class, as in Kingma et al. Fig. 1) and
 log p(x) of some test images with the label summed out (importance sampling). Prints a table.
 
-With ``--a-dim A`` the model is Maaløe et al.'s auxiliary deep generative model (ADGM) instead.
+With ``--a-dim A`` the model is Maaløe et al.'s auxiliary deep generative model (ADGM) instead. ``--shift S``
+translates the labelled images by up to ``S`` pixels at each labelled step and ``--consistency B`` adds the
+consistency term of :mod:`pyrovae.consistency` with weight ``B``.
 
 Run: ``python examples/semi_supervised.py``                       (embedded 8x8 digits, a minute)
      ``python examples/semi_supervised.py --dataset mnist --data-dir ../shared/data --labels 100 600 1000 3000``
@@ -25,7 +27,8 @@ def run(data, num_labels, args):
     pyro.set_rng_seed(args.seed)
     ssvae = pyrovae.SSVAE(data.x_dim, data.num_classes, z_dim=args.z_dim, hidden=args.hidden, a_dim=args.a_dim)
     config = pyrovae.SemiSupervisedConfig(
-        num_labels=num_labels, epochs=args.epochs, seed=args.seed, label_seed=args.seed, device=args.device
+        num_labels=num_labels, epochs=args.epochs, seed=args.seed, label_seed=args.seed, device=args.device,
+        shift=args.shift, consistency=args.consistency,
     )
     out = Path(args.out) / f"labels-{num_labels}"
     history = pyrovae.fit_semisupervised(ssvae, data, config, out_dir=out, verbose=False)
@@ -53,6 +56,8 @@ def parser():
     p.add_argument("--z-dim", type=int, default=16)
     p.add_argument("--hidden", type=int, nargs="+", default=[256])
     p.add_argument("--a-dim", type=int, default=0, help="auxiliary latent a (Maaloe et al.'s ADGM); 0: plain M2")
+    p.add_argument("--shift", type=int, default=0, help="translate labelled images by up to this many pixels")
+    p.add_argument("--consistency", type=float, default=0.0, help="weight of the consistency term; 0: none")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--num-samples", type=int, default=1000, help="importance samples for log p(x)")
     p.add_argument("--seed", type=int, default=0)

@@ -412,7 +412,7 @@ def _add_train_ss_parser(subparsers) -> None:
                        help="multiply the learning rate by this after every epoch (1: constant)")
     train.add_argument("--shift", type=int, default=0,
                        help="translate each labelled image by up to this many pixels per axis at every labelled "
-                       "step (data augmentation; 0: none)")  # fmt: skip
+                       "step, and the second view of --consistency (data augmentation; 0: none)")  # fmt: skip
     train.add_argument("--consistency", type=float, default=0.0,
                        help="weight per unlabelled image of the consistency term: the squared distance between the "
                        "classifier's q(y|.) on two random views of the image, the second shifted by up to --shift "

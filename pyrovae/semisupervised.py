@@ -6,6 +6,8 @@ The objective is
     + \sum_{x \in \text{unlabelled}} \mathcal{U}(x),
 
 with :math:`\mathcal{U}` summing the label out by parallel enumeration (``TraceEnum_ELBO``).
+With ``consistency`` (:mod:`pyrovae.consistency`) each unlabelled minibatch's term also loses
+:math:`\beta \sum_x \lVert q(\cdot|v) - q(\cdot|v') \rVert^2` over two random views of its images.
 
 An epoch is one pass over the unlabelled set in minibatches of ``batch_size``; labelled minibatches of
 ``labelled_batch_size`` rows cycle through the labelled set (reshuffled after each pass). Two schedules:
@@ -94,7 +96,8 @@ class SemiSupervisedConfig:
         ``lr * lr_decay ** e``; 1 keeps ``lr`` throughout.
     :ivar int shift: translate every labelled image by up to ``shift`` pixels along each axis, anew at each
         labelled step (:func:`pyrovae.augment.random_shift`; data augmentation, which Kingma et al. did not
-        use); 0 (default) leaves the images as they are. Unlabelled images and the accuracies are not shifted.
+        use); 0 (default) leaves the images as they are. The accuracies, and unlabelled images but for the
+        consistency term's second view, are not shifted.
     :ivar float consistency: weight :math:`\beta` per unlabelled point of the consistency term
         (:mod:`pyrovae.consistency`): the squared distance between q(y|·) on two random views of each unlabelled
         image (the second one translated by up to ``shift`` pixels), subtracted from the ELBO; 0 (default) is

@@ -30,11 +30,11 @@ def test_compose_example():
     assert -40 < result["test_elbo"] < 0  # 3 epochs: well above the untrained -44 nats
 
 
-@pytest.mark.parametrize("a_dim", ["0", "3"])
-def test_semi_supervised_example(tmp_path, a_dim):
+@pytest.mark.parametrize("extra", [["--a-dim", "0"], ["--a-dim", "3", "--shift", "1", "--consistency", "2"]])
+def test_semi_supervised_example(tmp_path, extra):
     example = load("semi_supervised")
     args = ["--labels", "50", "100", "--epochs", "2", "--z-dim", "4", "--hidden", "32", "--num-samples", "50",
-            "--out", str(tmp_path), "--device", "cpu", "--a-dim", a_dim]  # fmt: skip
+            "--out", str(tmp_path), "--device", "cpu", *extra]  # fmt: skip
     rows = example.main(example.parser().parse_args(args))
     assert [row["labels"] for row in rows] == [50, 100]
     assert all(0 <= row["test_accuracy"] <= 1 and row["log_px"] < 0 for row in rows)
