@@ -101,7 +101,8 @@ class SemiSupervisedConfig:
     :ivar float consistency: weight :math:`\beta` per unlabelled point of the consistency term
         (:mod:`pyrovae.consistency`): the squared distance between q(y|·) on two random views of each unlabelled
         image (the second one translated by up to ``shift`` pixels), subtracted from the ELBO; 0 (default) is
-        plain M2.
+        plain M2. The views differ only through the random parts of the input pipeline (dynamic binarization,
+        a sampling feature map, ``shift``): on grey levels without them the term is 0.
     """
 
     num_labels: int = 100
