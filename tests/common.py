@@ -50,3 +50,16 @@ class HostReads(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.count += func is torch.ops.aten._local_scalar_dense.default
         return func(*args, **(kwargs or {}))
+
+
+def translations(image: torch.Tensor, s: int) -> dict[tuple[int, int], torch.Tensor]:
+    """Every translation of ``image`` ``(C, H, W)`` by up to ``s`` pixels per axis, zero-filled, by offset."""
+    c, h, w = image.shape
+    out = {}
+    for dh in range(-s, s + 1):
+        for dw in range(-s, s + 1):
+            moved = torch.zeros_like(image)
+            moved[:, max(dh, 0):h + min(dh, 0), max(dw, 0):w + min(dw, 0)] = \
+                image[:, max(-dh, 0):h + min(-dh, 0), max(-dw, 0):w + min(-dw, 0)]  # fmt: skip
+            out[dh, dw] = moved
+    return out

@@ -2,19 +2,7 @@ import pytest
 import torch
 
 from pyrovae.augment import check_shift, random_shift
-
-
-def translations(image, s):
-    """Every translation of ``image`` ``(C, H, W)`` by up to ``s`` pixels per axis, zero-filled, by offset."""
-    c, h, w = image.shape
-    out = {}
-    for dh in range(-s, s + 1):
-        for dw in range(-s, s + 1):
-            moved = torch.zeros_like(image)
-            moved[:, max(dh, 0):h + min(dh, 0), max(dw, 0):w + min(dw, 0)] = \
-                image[:, max(-dh, 0):h + min(-dh, 0), max(-dw, 0):w + min(-dw, 0)]  # fmt: skip
-            out[dh, dw] = moved
-    return out
+from tests.common import translations
 
 
 def test_each_image_is_one_zero_filled_translation_with_its_own_offset():
