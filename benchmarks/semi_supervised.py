@@ -17,7 +17,9 @@ the epoch of best validation accuracy) next to Pyro's tutorial and Kingma et al.
 JSON after it (``m1m2-z10-100-seed0``, ``results/semi_supervised_m1m2_z10.json``). ``--train-args "..."`` passes
 further ``train-ss`` options on and ``--tag T`` names the runs and the JSON after them, e.g. Kingma et al.'s
 schedule: ``--tag joint --train-args="--schedule joint --batch-size 500 --labelled-batch-size 1 --jit"`` (with ``=``, as
-the value starts with a dash), or the auxiliary-variable model: ``--tag adgm100 --train-args="--a-dim 100"``.
+the value starts with a dash), or the auxiliary-variable model: ``--tag adgm100 --train-args="--a-dim 100"``. On a
+resume, ``train-ss`` takes only the learning-rate milestones of them (``--lr-milestones``, ``--lr-gamma``), so a
+copy of finished runs renamed to a new tag can go on with a smaller rate.
 """
 
 from __future__ import annotations
@@ -69,7 +71,8 @@ def run(args: argparse.Namespace, labels: int, seed: int) -> dict:
             train_vae(vae, seed, m1, args.m1_epochs, shlex.split(args.m1_args))
         command += ["--m1", str(m1 / "checkpoint.pt")]
     if "--resume" not in command:
-        command += ([] if args.z_dim is None else ["--z-dim", str(args.z_dim)]) + shlex.split(args.train_args)
+        command += [] if args.z_dim is None else ["--z-dim", str(args.z_dim)]
+    command += shlex.split(args.train_args)  # on --resume, train-ss takes only --lr-milestones / --lr-gamma of them
     print("$", " ".join(command[1:]), flush=True)
     start = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -78,19 +78,21 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return state
 
 
-def check_resumable(path: str | os.PathLike, saved: dict[str, Any], config: Any) -> None:
+def check_resumable(
+    path: str | os.PathLike, saved: dict[str, Any], config: Any, may_change: Sequence[str] = ("epochs", "device")
+) -> None:
     """Check that a run saved with settings ``saved`` (a plain dict) may continue with ``config`` (a dataclass
-    instance such as :class:`pyrovae.TrainConfig`): only ``epochs`` and ``device`` may differ. Settings added
-    to the dataclass since the checkpoint was written take their defaults.
+    instance such as :class:`pyrovae.TrainConfig`): only the settings named in ``may_change`` may differ.
+    Settings added to the dataclass since the checkpoint was written take their defaults.
 
     :raises CheckpointError: naming both settings.
     """
     current = asdict(config)
     saved = {**asdict(type(config)()), **saved}
-    if saved | {"epochs": current["epochs"], "device": current["device"]} != current:
+    if saved | {name: current[name] for name in may_change} != current:
         raise CheckpointError(
-            f"{path} was trained with other settings ({saved}) than {current}: only epochs and device may change "
-            "on resume"
+            f"{path} was trained with other settings ({saved}) than {current}: only {', '.join(may_change)} may "
+            "change on resume"
         )
 
 

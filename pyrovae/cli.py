@@ -410,6 +410,12 @@ def _add_train_ss_parser(subparsers) -> None:
     train.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     train.add_argument("--lr-decay", type=float, default=1.0,
                        help="multiply the learning rate by this after every epoch (1: constant)")
+    train.add_argument("--lr-milestones", type=int, nargs="+", default=None, metavar="EPOCH",
+                       help="multiply the learning rate by --lr-gamma from each of these epochs on (counted from "
+                       "0, as torch's MultiStepLR); also taken on --resume, for the epochs still to train "
+                       "(default: none)")  # fmt: skip
+    train.add_argument("--lr-gamma", type=float, default=None,
+                       help="factor of the learning rate at each milestone; also taken on --resume (default: 0.1)")
     train.add_argument("--shift", type=int, default=0,
                        help="translate each labelled image by up to this many pixels per axis at every labelled "
                        "step, and the second view of --consistency (data augmentation; 0: none)")  # fmt: skip
@@ -421,7 +427,7 @@ def _add_train_ss_parser(subparsers) -> None:
     train.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
     out = p.add_argument_group("output")
     out.add_argument("--out", default=None, help="output folder (default: runs/ss-DATASET-LABELS)")
-    out.add_argument("--resume", action="store_true", help=RESUME_HELP)
+    out.add_argument("--resume", action="store_true", help=f"{RESUME_HELP}, and --lr-milestones / --lr-gamma")
     out.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     p.set_defaults(func=train_ss_command)
 
@@ -444,10 +450,12 @@ def _m1_features(path: str, data: Dataset) -> tuple[LatentFeatures, dict]:
 def train_ss_command(args: argparse.Namespace) -> dict:
     """``pyrovae train-ss``: returns a summary (last metrics, best-validation epoch, files), also printed."""
     out = Path(args.out or Path("runs") / f"ss-{args.dataset}-{args.labels}")
+    schedule = {name: value for name, value in (("lr_milestones", args.lr_milestones), ("lr_gamma", args.lr_gamma))
+                if value is not None}  # fmt: skip
     if args.resume:
         saved = load_checkpoint(out / CHECKPOINT)["extra"]
         settings, model_config, m1_path = saved["data"], saved["ssvae"], (saved.get("m1") or {}).get("checkpoint")
-        config = SemiSupervisedConfig(**{**saved["train"], "epochs": args.epochs, "device": args.device})
+        config = SemiSupervisedConfig(**{**saved["train"], "epochs": args.epochs, "device": args.device, **schedule})
     else:
         if args.m1 and args.likelihood != "bernoulli":
             raise ValueError(f"--likelihood {args.likelihood} is for pixels: with --m1, M2 models the VAE's codes "
@@ -462,7 +470,7 @@ def train_ss_command(args: argparse.Namespace) -> dict:
             num_labels=args.labels, epochs=args.epochs, batch_size=args.batch_size,
             labelled_batch_size=args.labelled_batch_size, labelled_every=args.labelled_every, lr=args.lr,
             seed=args.seed, label_seed=args.label_seed, device=args.device, jit=args.jit, schedule=args.schedule,
-            lr_decay=args.lr_decay, shift=args.shift, consistency=args.consistency,
+            lr_decay=args.lr_decay, shift=args.shift, consistency=args.consistency, **schedule,
         )  # fmt: skip
     data = _load_data(settings, args)
     if model_config["alpha"] is None:

@@ -68,7 +68,7 @@ from .consistency import consistency_loss
 from .data.datasets import Dataset, Split
 from .device import resolve_device
 from .ssvae import SSVAE
-from .step import adam, check_lr, check_owned, set_lr, trained_params
+from .step import adam, check_lr, check_owned, scheduled_lr, set_lr, trained_params
 from .train import METRICS, append_metrics, minibatches, num_batches, write_metrics
 from .validation import check_labels
 
@@ -94,6 +94,11 @@ class SemiSupervisedConfig:
         compiled step has fixed shapes).
     :ivar float lr_decay: exponential learning-rate decay per epoch: epoch :math:`e` (counted from 0) trains with
         ``lr * lr_decay ** e``; 1 keeps ``lr`` throughout.
+    :ivar tuple lr_milestones: epochs (counted from 0) from which on the learning rate is multiplied by a
+        further ``lr_gamma`` each, as ``torch.optim.lr_scheduler.MultiStepLR`` (:func:`pyrovae.step.scheduled_lr`):
+        a constant rate and then a smaller one for the last epochs. Unlike the other settings, milestones and
+        ``lr_gamma`` may change when a run is resumed, as long as the epochs already trained keep their rates.
+    :ivar float lr_gamma: factor of the learning rate at each milestone.
     :ivar int shift: translate every labelled image by up to ``shift`` pixels along each axis, anew at each
         labelled step (:func:`pyrovae.augment.random_shift`; data augmentation, which Kingma et al. did not
         use); 0 (default) leaves the images as they are. The accuracies, and unlabelled images but for the
@@ -118,6 +123,8 @@ class SemiSupervisedConfig:
     jit: bool = False
     schedule: str = "alternate"
     lr_decay: float = 1.0
+    lr_milestones: tuple[int, ...] = ()
+    lr_gamma: float = 0.1
     shift: int = 0
     consistency: float = 0.0
 
@@ -125,7 +132,8 @@ class SemiSupervisedConfig:
         for name in ("num_labels", "epochs", "batch_size", "labelled_batch_size", "labelled_every", "eval_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        check_lr(self.lr, self.lr_decay)
+        check_lr(self.lr, self.lr_decay, self.lr_milestones, self.lr_gamma)
+        self.lr_milestones = tuple(self.lr_milestones)
         if int(self.shift) < 0:
             raise ValueError(f"shift must be a number of pixels >= 0, got {self.shift}")
         if not 0 <= self.consistency < float("inf"):
@@ -135,6 +143,28 @@ class SemiSupervisedConfig:
         if self.schedule == "joint" and self.labelled_every != 1:
             raise ValueError(f"the joint schedule adds a labelled minibatch to every step: labelled_every must be 1, "
                              f"got {self.labelled_every}")  # fmt: skip
+
+
+#: the settings of :class:`SemiSupervisedConfig` that may change when a run is resumed
+RESUMABLE = ("epochs", "device", "lr_milestones", "lr_gamma")
+
+
+def check_trained_lrs(path: str | os.PathLike, saved: dict[str, Any], config: SemiSupervisedConfig, done: int) -> None:
+    """Check that the ``done`` epochs already trained with the settings ``saved`` had the learning rates that
+    ``config`` gives them, so that new milestones only change the epochs still to come.
+
+    :raises CheckpointError: naming the first epoch whose rate would change.
+    """
+    old = SemiSupervisedConfig(**{**saved, "device": config.device})
+    for epoch in range(done):
+        before = scheduled_lr(old.lr, old.lr_decay, epoch, old.lr_milestones, old.lr_gamma)
+        after = scheduled_lr(config.lr, config.lr_decay, epoch, config.lr_milestones, config.lr_gamma)
+        if before != after:
+            raise CheckpointError(
+                f"{path} trained epoch {epoch} (counted from 0) with learning rate {before}, and lr_milestones "
+                f"{list(config.lr_milestones)} with lr_gamma {config.lr_gamma} would give it {after}: on resume, "
+                f"milestones may only be added at or after epoch {done}, the first one still to train"
+            )
 
 
 def kingma_alpha(num_data: int, num_labels: int, weight: float = 0.1) -> float:
@@ -268,11 +298,13 @@ def fit_semisupervised(
     whole labelled set at the end of the epoch, the ELBO without the classification term:
     :func:`labelled_metrics`),
     ``valid_accuracy`` and ``test_accuracy`` of q(y|x) when those splits have labels, and ``seconds``; with
-    ``lr_decay``, the epoch's ``lr``.
+    ``lr_decay`` or ``lr_milestones``, the epoch's ``lr``.
 
     :param Dataset data: with labels on the training split (e.g. :func:`pyrovae.load_dataset`).
     :param out_dir: folder for ``checkpoint.pt`` (atomic, every epoch) and ``metrics.jsonl``.
-    :param bool resume: continue from ``out_dir/checkpoint.pt`` (weights, optimizer, RNG, history).
+    :param bool resume: continue from ``out_dir/checkpoint.pt`` (weights, optimizer, RNG, history) with the
+        saved settings; ``config`` may differ from them in ``epochs``, ``device`` and the milestones of the
+        epochs still to train.
     :param dict extra: plain values stored in the checkpoint under ``"extra"``.
     :param nn.Module features: a fixed map applied to every (binarized) minibatch before ``ssvae`` sees
         it, e.g. :class:`pyrovae.features.LatentFeatures` for M1+M2 (its training mode during the steps,
@@ -317,7 +349,8 @@ def fit_semisupervised(
     history: list[dict[str, float]] = []
     if resume:
         state = load_checkpoint(out / CHECKPOINT, map_location=device)
-        check_resumable(out / CHECKPOINT, state["config"], config)
+        check_resumable(out / CHECKPOINT, state["config"], config, RESUMABLE)
+        check_trained_lrs(out / CHECKPOINT, state["config"], config, state["epoch"])
         try:
             ssvae.load_state_dict(state["weights"])
             optim.load_state_dict(state["optim"])
@@ -343,7 +376,7 @@ def fit_semisupervised(
                desc="training", disable=None if progress is None else not progress)  # fmt: skip
     for epoch in range(len(history), config.epochs):
         start, labelled = time.perf_counter(), _cycle(len(x_l), config.labelled_batch_size, device)
-        lr = set_lr(optim, config.lr * config.lr_decay**epoch)
+        lr = set_lr(optim, scheduled_lr(config.lr, config.lr_decay, epoch, config.lr_milestones, config.lr_gamma))
         unlabelled_elbo, unlabelled_rows = torch.zeros((), device=device), 0
         for step, idx in enumerate(minibatches(len(x_u), config.batch_size, device, drop_last=config.jit), 1):
             view = draw(x_u[idx])
@@ -366,7 +399,7 @@ def fit_semisupervised(
         row: dict[str, float] = {"epoch": epoch + 1, "labelled_elbo": labelled_elbo,
                                  "unlabelled_elbo": float(unlabelled_elbo) / unlabelled_rows,
                                  "labelled_log_q": labelled_log_q}  # fmt: skip
-        if config.lr_decay != 1:
+        if config.lr_decay != 1 or config.lr_milestones:
             row["lr"] = lr
         ssvae.eval()
         features.eval()

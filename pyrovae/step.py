@@ -80,12 +80,24 @@ def adam(params: Iterable[torch.Tensor], lr: float) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=lr, fused=fused or None)
 
 
-def check_lr(lr: float, lr_decay: float = 1.0) -> None:
-    """Raise a ``ValueError`` naming the setting unless ``lr > 0`` and ``0 < lr_decay <= 1``."""
+def check_lr(lr: float, lr_decay: float = 1.0, milestones: Sequence[int] = (), gamma: float = 0.1) -> None:
+    """Raise a ``ValueError`` naming the setting unless ``lr > 0``, ``0 < lr_decay <= 1``, ``0 < gamma <= 1``
+    and the ``milestones`` are increasing epochs >= 1 (see :func:`scheduled_lr`)."""
     if not lr > 0:
         raise ValueError(f"lr must be positive, got {lr}")
     if not 0 < lr_decay <= 1:
         raise ValueError(f"lr_decay must be in (0, 1], got {lr_decay}")
+    if not 0 < gamma <= 1:
+        raise ValueError(f"the learning-rate factor at each milestone (gamma) must be in (0, 1], got {gamma}")
+    if any(not isinstance(m, int) or m < 1 for m in milestones) or list(milestones) != sorted(set(milestones)):
+        raise ValueError(f"lr milestones must be increasing epochs >= 1, got {list(milestones)}")
+
+
+def scheduled_lr(lr: float, lr_decay: float, epoch: int, milestones: Sequence[int] = (), gamma: float = 0.1) -> float:
+    r"""The learning rate of epoch ``epoch`` (counted from 0): :math:`\text{lr} \cdot \text{lr\_decay}^e
+    \cdot \gamma^{m(e)}`, :math:`m(e)` the number of ``milestones`` at or before :math:`e` (an exponential decay
+    times ``torch.optim.lr_scheduler.MultiStepLR``'s steps)."""
+    return lr * lr_decay**epoch * gamma ** sum(epoch >= m for m in milestones)
 
 
 def set_lr(optim: torch.optim.Optimizer, lr: float) -> float:

@@ -82,9 +82,12 @@ def test_train_ss_writes_checkpoint_metrics_and_pictures_and_loads(tmp_path, cap
     main(["evaluate", str(out / "checkpoint.pt"), "--num-samples", "100", "--limit", "10", "--quiet"])
     nll = json.loads(capsys.readouterr().out)  # log p(x) with the label summed out
     assert nll["num_points"] == 10 and nll["elbo"] < nll["iwae"] < -nll["nll"] < 0
-    main(["train-ss", "--epochs", "3", "--labels", "999", "--out", str(out), "--resume", "--quiet"])
+    main(["train-ss", "--epochs", "3", "--labels", "999", "--out", str(out), "--resume", "--quiet",
+          "--lr-milestones", "2", "--lr-gamma", "0.5"])  # fmt: skip
     saved = load_checkpoint(out / "checkpoint.pt")["config"]
     assert (saved["num_labels"], saved["shift"], saved["consistency"]) == (50, 1, 2)
+    assert (saved["lr_milestones"], saved["lr_gamma"]) == ((2,), 0.5)
+    assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["lr"] == 5e-4
     main(["train", "--epochs", "1", "--out", str(tmp_path / "vae"), "--device", "cpu", "--quiet"])
     with pytest.raises(CheckpointError, match="no SSVAE"):
         load_ssvae(tmp_path / "vae" / "checkpoint.pt")

@@ -109,6 +109,32 @@ def test_lr_decays_per_epoch_and_resumes_on_schedule(tmp_path):
         SemiSupervisedConfig(lr_decay=1.5)
 
 
+def test_lr_milestones_step_the_rate_and_may_be_added_on_resume(tmp_path):
+    """Milestones multiply the rate by gamma from their epoch on; a run resumed with a milestone added at the
+    first epoch still to train is exactly the run that had it from the start, and one that would change an
+    epoch already trained is refused."""
+    straight, history = digits_run(epochs=4, lr=0.01, lr_milestones=(2, 3), lr_gamma=0.5)
+    assert [row["lr"] for row in history] == [0.01, 0.01, 0.005, 0.0025]
+    digits_run(tmp_path, epochs=2, lr=0.01)
+    resumed, resumed_history = digits_run(tmp_path, epochs=4, resume=True, lr=0.01, lr_milestones=(2, 3),
+                                          lr_gamma=0.5)  # fmt: skip
+    assert [row.get("lr") for row in resumed_history] == [None, None, 0.005, 0.0025]
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["config"]["lr_milestones"] == (2, 3)
+    with pytest.raises(CheckpointError, match=r"epoch 1 \(counted from 0\) with learning rate 0.01.*0.005"):
+        digits_run(tmp_path, epochs=5, resume=True, lr=0.01, lr_milestones=(1, 2, 3), lr_gamma=0.5)
+    with pytest.raises(CheckpointError, match="epoch 2 .* at or after epoch 4"):
+        digits_run(tmp_path, epochs=5, resume=True, lr=0.01, lr_milestones=(2, 3), lr_gamma=0.1)
+    with pytest.raises(CheckpointError, match="only epochs, device, lr_milestones, lr_gamma may change"):
+        digits_run(tmp_path, epochs=5, resume=True, lr=0.02, lr_milestones=(2, 3), lr_gamma=0.5)
+    for milestones in ((0,), (3, 2), (2, 2), (1.5,)):
+        with pytest.raises(ValueError, match="lr milestones must be increasing epochs >= 1"):
+            SemiSupervisedConfig(lr_milestones=milestones)
+    with pytest.raises(ValueError, match=r"gamma\) must be in \(0, 1\], got 0"):
+        SemiSupervisedConfig(lr_milestones=(1,), lr_gamma=0)
+
+
 def test_resume_of_a_checkpoint_older_than_a_setting(tmp_path):
     """A checkpoint written before ``jit`` existed (no such key in its config) resumes with the default."""
     digits_run(tmp_path, epochs=1)

@@ -8,7 +8,7 @@ import torch
 from pyro.infer import SVI, Trace_ELBO
 
 from pyrovae.checkpoint import CheckpointError
-from pyrovae.step import AdamStep, adam, trained_params
+from pyrovae.step import AdamStep, adam, scheduled_lr, trained_params
 from tests.common import tiny_vae
 
 X = torch.tensor([[1.0, 0, 1, 1, 0, 0], [0, 1, 1, 0, 1, 0], [1, 1, 0, 0, 0, 1], [0, 0, 0, 1, 1, 1]])
@@ -93,3 +93,9 @@ def test_trained_params_are_the_modules_own_tensors_guide_first():
 
 def test_adam_is_fused_on_the_cpu():
     assert adam([torch.zeros(3, requires_grad=True)], 1e-3).param_groups[0]["fused"] is True
+
+
+def test_scheduled_lr_decays_and_steps_at_the_milestones():
+    rates = [scheduled_lr(0.1, 0.5, epoch, milestones=(2, 3), gamma=0.1) for epoch in range(5)]
+    assert rates == pytest.approx([0.1, 0.05, 0.025 * 0.1, 0.0125 * 0.01, 0.00625 * 0.01])
+    assert [scheduled_lr(1e-3, 1.0, epoch) for epoch in (0, 100)] == [1e-3, 1e-3]
