@@ -411,9 +411,9 @@ def _add_train_ss_parser(subparsers) -> None:
     train.add_argument("--lr-decay", type=float, default=1.0,
                        help="multiply the learning rate by this after every epoch (1: constant)")
     train.add_argument("--lr-milestones", type=int, nargs="+", default=None, metavar="EPOCH",
-                       help="multiply the learning rate by --lr-gamma from each of these epochs on (counted from "
-                       "0, as torch's MultiStepLR); also taken on --resume, for the epochs still to train "
-                       "(default: none)")  # fmt: skip
+                       help="multiply the learning rate by --lr-gamma after each of these numbers of epochs (as "
+                       "torch's MultiStepLR); also taken on --resume, for the epochs still to train (default: "
+                       "none)")  # fmt: skip
     train.add_argument("--lr-gamma", type=float, default=None,
                        help="factor of the learning rate at each milestone; also taken on --resume (default: 0.1)")
     train.add_argument("--shift", type=int, default=0,

@@ -94,10 +94,11 @@ class SemiSupervisedConfig:
         compiled step has fixed shapes).
     :ivar float lr_decay: exponential learning-rate decay per epoch: epoch :math:`e` (counted from 0) trains with
         ``lr * lr_decay ** e``; 1 keeps ``lr`` throughout.
-    :ivar tuple lr_milestones: epochs (counted from 0) from which on the learning rate is multiplied by a
-        further ``lr_gamma`` each, as ``torch.optim.lr_scheduler.MultiStepLR`` (:func:`pyrovae.step.scheduled_lr`):
-        a constant rate and then a smaller one for the last epochs. Unlike the other settings, milestones and
-        ``lr_gamma`` may change when a run is resumed, as long as the epochs already trained keep their rates.
+    :ivar tuple lr_milestones: numbers of epochs after each of which the learning rate is multiplied by a
+        further ``lr_gamma``, as ``torch.optim.lr_scheduler.MultiStepLR`` (:func:`pyrovae.step.scheduled_lr`):
+        e.g. ``(140,)`` trains 140 epochs at ``lr`` and the following ones at ``lr * lr_gamma``. Unlike the
+        other settings, milestones and ``lr_gamma`` may change when a run is resumed, as long as the epochs
+        already trained keep their rates.
     :ivar float lr_gamma: factor of the learning rate at each milestone.
     :ivar int shift: translate every labelled image by up to ``shift`` pixels along each axis, anew at each
         labelled step (:func:`pyrovae.augment.random_shift`; data augmentation, which Kingma et al. did not
@@ -161,9 +162,9 @@ def check_trained_lrs(path: str | os.PathLike, saved: dict[str, Any], config: Se
         after = scheduled_lr(config.lr, config.lr_decay, epoch, config.lr_milestones, config.lr_gamma)
         if before != after:
             raise CheckpointError(
-                f"{path} trained epoch {epoch} (counted from 0) with learning rate {before}, and lr_milestones "
+                f"{path} trained epoch {epoch + 1} with learning rate {before}, and lr_milestones "
                 f"{list(config.lr_milestones)} with lr_gamma {config.lr_gamma} would give it {after}: on resume, "
-                f"milestones may only be added at or after epoch {done}, the first one still to train"
+                f"milestones may only be added from {done} on, the epochs trained so far"
             )
 
 

@@ -59,7 +59,7 @@ from .iwae import TraceIWAE_ELBO
 from .jit import JitTrace_ELBO, JitTraceMeanField_ELBO
 from .kl_scale import KLScaleMessenger, warmup_scale
 from .metrics import elbo_per_datapoint
-from .step import AdamStep, check_lr, check_owned, trained_params
+from .step import AdamStep, check_lr, check_owned, scheduled_lr, trained_params
 
 #: the objectives :func:`fit` knows, by name: (plain ELBO class, JIT-compiled class or ``None``)
 ELBOS = {
@@ -297,7 +297,7 @@ def fit(
         start, loss_sum, seen = time.perf_counter(), torch.zeros((), device=device), 0
         batches = minibatches(num_data, config.batch_size, device, drop_last, epoch_generator(config.seed, epoch))
         check = validating and (config.validate == "always" or epoch == first_epoch)
-        lr = stepper.set_lr(config.lr * config.lr_decay**epoch)
+        lr = stepper.set_lr(scheduled_lr(config.lr, config.lr_decay, epoch))
         with pyro.validation_enabled(check):
             for step, idx in enumerate(batches):
                 kl.scale = warmup_scale(epoch * steps_per_epoch + step, warmup_steps, config.beta)

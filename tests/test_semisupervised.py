@@ -122,9 +122,9 @@ def test_lr_milestones_step_the_rate_and_may_be_added_on_resume(tmp_path):
     for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert load_checkpoint(tmp_path / "checkpoint.pt")["config"]["lr_milestones"] == (2, 3)
-    with pytest.raises(CheckpointError, match=r"epoch 1 \(counted from 0\) with learning rate 0.01.*0.005"):
+    with pytest.raises(CheckpointError, match=r"epoch 2 with learning rate 0.01.*0.005"):
         digits_run(tmp_path, epochs=5, resume=True, lr=0.01, lr_milestones=(1, 2, 3), lr_gamma=0.5)
-    with pytest.raises(CheckpointError, match="epoch 2 .* at or after epoch 4"):
+    with pytest.raises(CheckpointError, match="epoch 3 .* from 4 on"):
         digits_run(tmp_path, epochs=5, resume=True, lr=0.01, lr_milestones=(2, 3), lr_gamma=0.1)
     with pytest.raises(CheckpointError, match="only epochs, device, lr_milestones, lr_gamma may change"):
         digits_run(tmp_path, epochs=5, resume=True, lr=0.02, lr_milestones=(2, 3), lr_gamma=0.5)
