@@ -7,7 +7,8 @@ log p(x) of some test images with the label summed out (importance sampling). Pr
 
 With ``--a-dim A`` the model is Maaløe et al.'s auxiliary deep generative model (ADGM) instead. ``--shift S``
 translates the labelled images by up to ``S`` pixels at each labelled step and ``--consistency B`` adds the
-consistency term of :mod:`pyrovae.consistency` with weight ``B``.
+consistency term of :mod:`pyrovae.consistency` with weight ``B``; ``--lr-milestones E`` trains the epochs after
+the first ``E`` with a tenth of the learning rate.
 
 Run: ``python examples/semi_supervised.py``                       (embedded 8x8 digits, a minute)
      ``python examples/semi_supervised.py --dataset mnist --data-dir ../shared/data --labels 100 600 1000 3000``
@@ -28,7 +29,7 @@ def run(data, num_labels, args):
     ssvae = pyrovae.SSVAE(data.x_dim, data.num_classes, z_dim=args.z_dim, hidden=args.hidden, a_dim=args.a_dim)
     config = pyrovae.SemiSupervisedConfig(
         num_labels=num_labels, epochs=args.epochs, seed=args.seed, label_seed=args.seed, device=args.device,
-        shift=args.shift, consistency=args.consistency,
+        shift=args.shift, consistency=args.consistency, lr_milestones=args.lr_milestones,
     )
     out = Path(args.out) / f"labels-{num_labels}"
     history = pyrovae.fit_semisupervised(ssvae, data, config, out_dir=out, verbose=False)
@@ -59,6 +60,7 @@ def parser():
     p.add_argument("--shift", type=int, default=0, help="translate labelled images by up to this many pixels")
     p.add_argument("--consistency", type=float, default=0.0, help="weight of the consistency term; 0: none")
     p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--lr-milestones", type=int, nargs="*", default=[], help="epochs after which the lr drops x0.1")
     p.add_argument("--num-samples", type=int, default=1000, help="importance samples for log p(x)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")

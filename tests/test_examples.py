@@ -1,6 +1,7 @@
 """Every example runs with tiny settings."""
 
 import importlib.util
+import json
 
 import pytest
 
@@ -30,7 +31,8 @@ def test_compose_example():
     assert -40 < result["test_elbo"] < 0  # 3 epochs: well above the untrained -44 nats
 
 
-@pytest.mark.parametrize("extra", [["--a-dim", "0"], ["--a-dim", "3", "--shift", "1", "--consistency", "2"]])
+@pytest.mark.parametrize("extra", [["--a-dim", "0"],
+                                   ["--a-dim", "3", "--shift", "1", "--consistency", "2", "--lr-milestones", "1"]])
 def test_semi_supervised_example(tmp_path, extra):
     example = load("semi_supervised")
     args = ["--labels", "50", "100", "--epochs", "2", "--z-dim", "4", "--hidden", "32", "--num-samples", "50",
@@ -39,11 +41,11 @@ def test_semi_supervised_example(tmp_path, extra):
     assert [row["labels"] for row in rows] == [50, 100]
     assert all(0 <= row["test_accuracy"] <= 1 and row["log_px"] < 0 for row in rows)
     assert png_size(tmp_path / "labels-100" / "analogies.png")[0] > 0
+    last = json.loads((tmp_path / "labels-100" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last.get("lr") == (pytest.approx(1e-4) if "--lr-milestones" in extra else None)
 
 
 def test_vae_vs_ae_example(tmp_path):
-    import json
-
     import torch
 
     from pyrovae.latent import decode
