@@ -145,6 +145,10 @@ class SemiSupervisedConfig:
             raise ValueError(f"the joint schedule adds a labelled minibatch to every step: labelled_every must be 1, "
                              f"got {self.labelled_every}")  # fmt: skip
 
+    def lr_at(self, epoch: int) -> float:
+        """The learning rate of epoch ``epoch`` (counted from 0): :func:`pyrovae.step.scheduled_lr`."""
+        return scheduled_lr(self.lr, self.lr_decay, epoch, self.lr_milestones, self.lr_gamma)
+
 
 #: the settings of :class:`SemiSupervisedConfig` that may change when a run is resumed
 RESUMABLE = ("epochs", "device", "lr_milestones", "lr_gamma")
@@ -158,8 +162,7 @@ def check_trained_lrs(path: str | os.PathLike, saved: dict[str, Any], config: Se
     """
     old = SemiSupervisedConfig(**{**saved, "device": config.device})
     for epoch in range(done):
-        before = scheduled_lr(old.lr, old.lr_decay, epoch, old.lr_milestones, old.lr_gamma)
-        after = scheduled_lr(config.lr, config.lr_decay, epoch, config.lr_milestones, config.lr_gamma)
+        before, after = old.lr_at(epoch), config.lr_at(epoch)
         if before != after:
             raise CheckpointError(
                 f"{path} trained epoch {epoch + 1} with learning rate {before}, and lr_milestones "
@@ -377,7 +380,7 @@ def fit_semisupervised(
                desc="training", disable=None if progress is None else not progress)  # fmt: skip
     for epoch in range(len(history), config.epochs):
         start, labelled = time.perf_counter(), _cycle(len(x_l), config.labelled_batch_size, device)
-        lr = set_lr(optim, scheduled_lr(config.lr, config.lr_decay, epoch, config.lr_milestones, config.lr_gamma))
+        lr = set_lr(optim, config.lr_at(epoch))
         unlabelled_elbo, unlabelled_rows = torch.zeros((), device=device), 0
         for step, idx in enumerate(minibatches(len(x_u), config.batch_size, device, drop_last=config.jit), 1):
             view = draw(x_u[idx])
