@@ -7,10 +7,12 @@ name), the optimizer state, the RNG states, the metrics so far and the configura
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -18,30 +20,54 @@ from typing import Any, BinaryIO
 import pyro
 import torch
 
+from .errors import CheckpointError
+
 #: written into every checkpoint; a file without it is not a pyrovae checkpoint
 FORMAT = "pyrovae-checkpoint-1"
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file is corrupt, of another format, or does not fit the model."""
-
-
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
     """Call ``write(f)`` on a temporary file in ``path``'s folder, flush it to disk, then rename it over
-    ``path``, so that a crash never leaves a half-written file."""
+    ``path``, so that a crash never leaves a half-written file: ``path`` holds either its previous content or the
+    new one. A full disk or a folder that cannot be written raises an ``OSError`` that says so and names ``path``.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as e:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno in WRITE_ERRORS:
+            kept = "its previous content is kept intact" if path.exists() else "nothing was written"
+            raise OSError(e.errno, f"cannot write {path}: {WRITE_ERRORS[e.errno]} ({kept})") from e
         raise
+
+
+#: how :func:`atomic_write` explains an ``OSError`` by its ``errno``, with the fix
+WRITE_ERRORS = {
+    errno.ENOSPC: "the disk is full; free some space and run the command again",
+    errno.EACCES: "permission denied; choose a folder you may write to",
+    errno.EROFS: "the file system is read-only; choose another folder",
+}
+#: the suffix of :func:`atomic_write`'s temporary files (``.NAME.RANDOM.tmp``)
+TMP_SUFFIX = ".tmp"
+
+
+def remove_temporary_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_write` leaves in ``folder`` when its process is killed
+    mid-write (``.checkpoint.pt.*.tmp``); call it only while no other process writes there (e.g. holding the
+    folder's :class:`pyrovae.rundir.RunLock`). Returns the paths removed."""
+    stale = sorted(Path(folder).glob(f".*{TMP_SUFFIX}"))
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return stale
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
@@ -54,28 +80,92 @@ def save_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", require: Sequence[str] = ()
+) -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``: no code runs).
 
+    :param require: top-level keys the caller needs (e.g. ``("params", "extra")``).
     :raises FileNotFoundError: if there is no file at ``path``.
-    :raises CheckpointError: if the file is corrupt or not a pyrovae checkpoint.
+    :raises PermissionError: if the file may not be read (it is not called corrupt).
+    :raises CheckpointError: if ``path`` is a folder, or the file is corrupt, not a pyrovae checkpoint, or lacks a
+        required key.
     """
     path = Path(path)
+    if path.is_dir():
+        inside = path / "checkpoint.pt"
+        hint = f": give {inside}" if inside.is_file() else " (it holds no checkpoint.pt)"
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file{hint}")
     if not path.is_file():
         raise FileNotFoundError(
             f"no checkpoint at {path}: train first (pyrovae train --out {path.parent}) or give the path "
             "of an existing checkpoint.pt"
         )
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:
-        raise CheckpointError(
-            f"{path} is not a readable checkpoint (truncated or corrupt?): {e}. "
-            "Delete it and train again, or resume from another copy."
+        f = open(path, "rb")
+    except PermissionError as e:
+        raise PermissionError(
+            e.errno, f"cannot read the checkpoint {path}: permission denied (the file itself is not inspected); give "
+            "yourself read access (chmod u+r) or run as its owner"
         ) from e
+    with f:
+        try:
+            state = torch.load(f, map_location=map_location, weights_only=True)
+        except Exception as e:
+            raise CheckpointError(
+                f"{path} is not a readable checkpoint (truncated or corrupt?): {e}. "
+                "Delete it and train again, or resume from another copy."
+            ) from e
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a pyrovae checkpoint (expected format {FORMAT!r})")
+    missing = [key for key in require if key not in state]
+    if missing:
+        raise CheckpointError(
+            f"{path} is a pyrovae checkpoint without {', '.join(map(repr, missing))}: it was written by another "
+            "kind of run or damaged; use the checkpoint.pt of the run you mean"
+        )
     return state
+
+
+def section(state: dict[str, Any], path: str | os.PathLike, *keys: str) -> Any:
+    """``state[keys[0]][keys[1]]...``, or a :class:`CheckpointError` that names the missing entry of the checkpoint
+    at ``path`` (instead of a ``KeyError`` or ``TypeError``)."""
+    value = state
+    for depth, key in enumerate(keys):
+        if not isinstance(value, dict) or key not in value:
+            where = "".join(f"[{k!r}]" for k in keys[: depth + 1])
+            raise CheckpointError(
+                f"{path} has no entry {where}: it was not written by the command that reads it (pyrovae train "
+                "or train-ss), or it was damaged"
+            )
+        value = value[key]
+    return value
+
+
+@contextmanager
+def malformed(path: str | os.PathLike) -> Iterator[None]:
+    """Turn the ``KeyError``, ``TypeError``, ``AttributeError`` and ``IndexError`` that reading a damaged checkpoint
+    raises inside the block into a :class:`CheckpointError` naming ``path``."""
+    try:
+        yield
+    except (KeyError, TypeError, AttributeError, IndexError) as e:
+        raise CheckpointError(
+            f"{path} is malformed ({type(e).__name__}: {e}): it was written by another version or damaged; "
+            "resume from another copy or start a new run"
+        ) from e
+
+
+def check_finite(tensors: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """Check that every floating tensor in ``tensors`` is finite.
+
+    :raises CheckpointError: naming the first non-finite ones, e.g. weights saved after training diverged.
+    """
+    bad = [name for name, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise CheckpointError(
+            f"{path} holds non-finite weights ({len(bad)} tensors, e.g. {bad[:3]}): the run had diverged when it was "
+            "saved. Use an earlier checkpoint (best.pt beside it) or train again with a lower learning rate"
+        )
 
 
 def check_resumable(
@@ -89,10 +179,13 @@ def check_resumable(
     """
     current = asdict(config)
     saved = {**asdict(type(config)()), **saved}
-    if saved | {name: current[name] for name in may_change} != current:
+    changed = [f"{name}={saved.get(name)!r}, not {value!r}" for name, value in current.items()
+               if name not in may_change and saved.get(name) != value]  # fmt: skip
+    if changed or set(saved) - set(current):
+        unknown = sorted(set(saved) - set(current))
         raise CheckpointError(
-            f"{path} was trained with other settings ({saved}) than {current}: only {', '.join(may_change)} may "
-            "change on resume"
+            f"{path} was trained with {'; '.join(changed) or f'settings this version lacks: {unknown}'}: only "
+            f"{', '.join(may_change)} may change on resume (start a new run to change the others)"
         )
 
 
@@ -138,11 +231,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def vae_from_config(config: dict[str, Any]):
+def vae_from_config(config: dict[str, Any], seed: int | None = None):
     """Build the model that ``config`` (a :attr:`pyrovae.VAE.config`) describes: a :class:`pyrovae.VAE`, or
     the :class:`pyrovae.Autoencoder` (``config["model"] == "autoencoder"``), the IAF-guided
     :class:`pyrovae.flows.IAFVAE` (``"iaf"``) or the :class:`pyrovae.TwoLayerVAE` (``"two-layer"``); the key
-    defaults to ``"vae"``.
+    defaults to ``"vae"``. ``seed`` seeds its initial weights (see :class:`pyrovae.VAE`).
 
     :raises ValueError: for an unknown ``config["model"]``.
     """
@@ -156,7 +249,7 @@ def vae_from_config(config: dict[str, Any]):
     kind = config.pop("model", VAE.kind)
     if kind not in models:
         raise ValueError(f"unknown model {kind!r}: choose one of {sorted(models)}")
-    return models[kind](**config)
+    return models[kind](**config, seed=seed)
 
 
 def load_vae(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
@@ -168,18 +261,22 @@ def load_vae(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
     :returns: ``(vae, checkpoint)``, the checkpoint dict holding ``history``, ``extra`` and the rest.
     :raises CheckpointError: if the checkpoint holds no VAE settings or its weights do not fit.
     """
-    state = load_checkpoint(path, map_location)
-    config = state.get("extra", {}).get("vae")
+    state = load_checkpoint(path, map_location, require=("params",))
+    config = state.get("extra", {}).get("vae") if isinstance(state.get("extra"), dict) else None
     if not config:
         raise CheckpointError(f"{path} holds no VAE settings (extra['vae']): it was not written by pyrovae train")
+    params = state["params"]
+    if not isinstance(params, dict) or not all(isinstance(v, torch.Tensor) for v in params.values()):
+        raise CheckpointError(f"{path} is malformed: its 'params' are not a dict of tensors")
+    check_finite(params, path)
     try:
         vae = vae_from_config(config)
-    except ValueError as e:
-        raise CheckpointError(f"{path}: {e}") from e
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{path} describes a model that cannot be built: {e}") from e
     weights = {}
     for part, _ in vae.named_children():  # encoder(s), decoder(s) and a learned Gaussian scale: each a pyro.module
         head = pyro.params.param_with_module_name(vae.site(part), "")
-        weights.update({f"{part}.{k[len(head):]}": v for k, v in state["params"].items() if k.startswith(head)})
+        weights.update({f"{part}.{k[len(head):]}": v for k, v in params.items() if k.startswith(head)})
     # the checkpoint holds parameters (the param store); buffers, such as a flow's masks, are rebuilt by the
     # constructor from the settings
     try:

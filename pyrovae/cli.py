@@ -13,7 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import sys
 import time
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
@@ -21,11 +25,12 @@ import pyro
 import torch
 
 from .autoencoder import Autoencoder
-from .checkpoint import load_checkpoint, load_vae, save_json, vae_from_config
+from .checkpoint import load_checkpoint, load_vae, malformed, save_json, section, vae_from_config
 from .data import BINARIZATIONS, DATASETS, Dataset, load_dataset
 from .data.binarize import EVAL_SEED, binarize
 from .device import resolve_device
 from .distributed import init_distributed, rank_and_world
+from .errors import PyrovaeError
 from .features import ACTIVE_THRESHOLD, LatentFeatures, active_units
 from .importance import MAX_MEMORY, log_marginal_likelihood
 from .latent import (
@@ -49,6 +54,7 @@ from .plots import (
     save_reconstructions,
     save_samples,
 )
+from .rundir import CHECKPOINT, RunFolder
 from .semisupervised import (
     SCHEDULES,
     SemiSupervisedConfig,
@@ -60,18 +66,29 @@ from .semisupervised import (
 from .ssvae import DEFAULT_ALPHA, SSVAE
 from .ssvae import LIKELIHOODS as SSVAE_LIKELIHOODS
 from .tensorboard import TensorBoardLogger
-from .train import CHECKPOINT, ELBOS, VALIDATE, TrainConfig, fit
+from .train import ELBOS, VALIDATE, TrainConfig, fit
 from .two_layer import TwoLayerVAE
 
 DEFAULTS = TrainConfig()
-RESUME_HELP = ("continue the run in --out with its saved settings; only --epochs, --device and where the data are "
-               "(--data-dir, --no-download) are taken from this command line")
+RESUME_HELP = ("continue the run in --out with its saved settings; only --epochs (the total, epochs already trained "
+               "included), --device and where the data are (--data-dir, --no-download; by default the folder the run "
+               "was trained from) are taken from this command line")
+OVERWRITE_HELP = ("replace the run already in --out (its checkpoints, metrics and TensorBoard logs are deleted); "
+                  "without it, a new run refuses a folder that holds one")
+#: ``--data-dir`` of a new run when not given
+DATA_DIR = "data"
+#: the environment variable that, like --debug, shows the traceback of an error
+DEBUG_ENV = "PYROVAE_DEBUG"
+#: the errors the command line reports as ``pyrovae: error: <message>`` without a traceback: pyrovae's own, and the
+#: built-in ones its checks raise for bad settings, data and files
+USER_ERRORS = (PyrovaeError, ValueError, TypeError, OSError)
 
 
 def _add_source_args(p) -> None:
     """``--data-dir`` and ``--no-download``: where the dataset files are (on a parser or argument group)."""
-    p.add_argument("--data-dir", default="data",
-                   help="torchvision root holding e.g. MNIST/raw/*.gz; present files are used offline")
+    p.add_argument("--data-dir", default=None,
+                   help="torchvision root holding e.g. MNIST/raw/*.gz; present files are used offline (default: "
+                   "'data' for a new run; for --resume, evaluate and plot, the folder the run was trained from)")
     p.add_argument("--no-download", action="store_true", help="never try to download missing files")
 
 
@@ -92,9 +109,10 @@ def _add_data_args(p: argparse.ArgumentParser, auto_binarize: bool = False) -> N
                       "are binarized once with a fixed seed; none: grey levels in [0, 1]")
 
 
-def _add_train_parser(subparsers) -> None:
+def _add_train_parser(subparsers, parents: list[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "train",
+        parents=parents,
         help="train a VAE with SVI and write checkpoint, metrics and pictures",
         description="Train a VAE (MLP encoder/decoder; Bernoulli likelihood on binarized data, or with --likelihood "
         "continuous-bernoulli or normal on grey levels) by SVI, or with --model autoencoder a deterministic "
@@ -155,6 +173,7 @@ def _add_train_parser(subparsers) -> None:
     out = p.add_argument_group("output")
     out.add_argument("--out", default=None, help="output folder (default: runs/DATASET)")
     out.add_argument("--resume", action="store_true", help=RESUME_HELP)
+    out.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     out.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     train.add_argument("--distributed", action="store_true",
                        help="data-parallel over the processes started by torchrun (DistributedDataParallel; NCCL on "
@@ -164,12 +183,20 @@ def _add_train_parser(subparsers) -> None:
     p.set_defaults(func=train_command)
 
 
+def _data_settings(args: argparse.Namespace, binarize: str) -> dict:
+    """What a new run records of its data (``extra["data"]`` of the checkpoint): the dataset, its binarization, the
+    validation size and, for the datasets read from files, the absolute data folder."""
+    files = args.dataset != "digits"
+    return {"name": args.dataset, "binarize": binarize, "valid_size": args.valid_size,
+            "data_dir": str(Path(args.data_dir or DATA_DIR).resolve()) if files else None}  # fmt: skip
+
+
 def _load_data(settings: dict, args: argparse.Namespace) -> Dataset:
-    """The dataset described by a run's saved ``settings``, from ``--data-dir``."""
-    return load_dataset(
-        settings["name"], args.data_dir, binarize=settings["binarize"], valid_size=settings["valid_size"],
-        download=not args.no_download,
-    )
+    """The dataset described by a run's saved ``settings``, from ``--data-dir`` or else the folder they record."""
+    with malformed(getattr(args, "checkpoint", None) or "the checkpoint"):
+        name, binarize, valid_size = settings["name"], settings["binarize"], settings["valid_size"]
+    data_dir = args.data_dir or settings.get("data_dir") or DATA_DIR
+    return load_dataset(name, data_dir, binarize=binarize, valid_size=valid_size, download=not args.no_download)
 
 
 def _binarization(binarize: str, likelihood: str) -> str:
@@ -213,19 +240,44 @@ def _model_defaults(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
+def _run_folder(out: Path, args: argparse.Namespace, rank: int = 0):
+    """The run folder of a training command, locked and checked (:class:`pyrovae.rundir.RunFolder`) on rank 0."""
+    if rank != 0:
+        return nullcontext()
+    if args.overwrite and args.resume:
+        raise ValueError("--resume continues the run in --out and --overwrite replaces it: give one of them")
+    return RunFolder(out, resume=args.resume, overwrite=args.overwrite)
+
+
+def _saved(out: Path, *keys: str) -> list:
+    """The entries ``extra[key]`` of the checkpoint of the run in ``out`` that ``--resume`` continues."""
+    path = out / CHECKPOINT
+    state = load_checkpoint(path)
+    return [section(state, path, "extra", key) for key in keys]
+
+
 def train_command(args: argparse.Namespace) -> dict:
     """``pyrovae train``: returns a summary (last metrics and written files) that is also printed."""
     out = Path(args.out or Path("runs") / args.dataset)
     _model_defaults(args)
     device = init_distributed(args.device) if args.distributed else args.device
     rank = rank_and_world()[0]
+    try:
+        with _run_folder(out, args, rank):
+            return _train(args, out, device, rank)
+    finally:
+        if args.distributed:
+            torch.distributed.destroy_process_group()
+
+
+def _train(args: argparse.Namespace, out: Path, device: str, rank: int) -> dict:
+    """:func:`train_command` in its locked run folder ``out``."""
     if args.resume:
-        saved = load_checkpoint(out / CHECKPOINT)["extra"]
-        settings, vae_config = saved["data"], saved["vae"]
-        config = TrainConfig(**{**saved["train"], "epochs": args.epochs, "device": device})
+        settings, vae_config, train = _saved(out, "data", "vae", "train")
+        with malformed(out / CHECKPOINT):
+            config = TrainConfig(**{**train, "epochs": args.epochs, "device": device})
     else:
-        settings = {"name": args.dataset, "binarize": _binarization(args.binarize, args.likelihood),
-                    "valid_size": args.valid_size}  # fmt: skip
+        settings = _data_settings(args, _binarization(args.binarize, args.likelihood))
         vae_config = {"model": args.model, "z_dim": args.z_dim, "hidden": args.hidden, "activation": args.activation,
                       "likelihood": args.likelihood, "scale": args.scale}  # fmt: skip
         if args.flow == "iaf":
@@ -243,11 +295,13 @@ def train_command(args: argparse.Namespace) -> dict:
             jit=args.jit, num_particles=args.particles, seed=args.seed, device=device, beta=args.beta,
             kl_warmup_epochs=args.kl_warmup_epochs, validate=args.validate, dreg=args.dreg,
         )
+        if args.overwrite:
+            shutil.rmtree(out / "tensorboard", ignore_errors=True)  # the replaced run's event files
     data = _load_data(settings, args)
     pyro.clear_param_store()
     if vae_config.get("net", "mlp") != "mlp":
         vae_config = {"image_shape": data.image_shape, **vae_config}
-    vae = vae_from_config({**vae_config, "x_dim": data.x_dim})
+    vae = vae_from_config({**vae_config, "x_dim": data.x_dim}, seed=config.seed)  # the --seed's initial weights
     extra = {"data": settings, "vae": vae.config, "train": asdict(config)}
     logger = None
     if args.tensorboard and rank == 0:
@@ -258,8 +312,6 @@ def train_command(args: argparse.Namespace) -> dict:
     finally:
         if logger is not None:
             logger.close()
-        if args.distributed:
-            torch.distributed.destroy_process_group()
     if rank != 0:  # rank 0 draws and reports
         return history[-1]
     files = save_figures(vae.model, vae.guide, data, history, out)
@@ -268,9 +320,10 @@ def train_command(args: argparse.Namespace) -> dict:
     return summary
 
 
-def _add_evaluate_parser(subparsers) -> None:
+def _add_evaluate_parser(subparsers, parents: list[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "evaluate",
+        parents=parents,
         help="importance-sampled log p(x) (test NLL) of a trained VAE or SSVAE",
         description=f"Estimate log p(x) of every point of a split by importance sampling with the guide as "
         "proposal (Burda et al. 2016), and report NLL = -mean log p(x) with its Monte-Carlo standard error, "
@@ -282,9 +335,9 @@ def _add_evaluate_parser(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("checkpoint", help="checkpoint.pt written by pyrovae train")
-    p.add_argument("--num-samples", type=int, default=5000, help="importance samples per data point")
+    p.add_argument("--num-samples", type=positive_int, default=5000, help="importance samples per data point")
     p.add_argument("--split", default="test", choices=("test", "valid", "train"), help="which split to evaluate")
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N points of the split")
+    p.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N points of the split")
     _add_source_args(p)
     p.add_argument("--iwae-k", type=int, default=None,
                    help="samples per group of the reported IWAE bound (default: min(50, --num-samples))")
@@ -303,7 +356,7 @@ def _add_evaluate_parser(subparsers) -> None:
 def _load_model(path: str, device) -> tuple:
     """``(model, guide, checkpoint)`` of a VAE (``pyrovae train``) or an SSVAE (``pyrovae train-ss``; its
     model sums the label out of log p(x))."""
-    if "ssvae" not in load_checkpoint(path)["extra"]:
+    if "ssvae" not in section(load_checkpoint(path), path, "extra"):
         vae, state = load_vae(path, map_location=device)
         if isinstance(vae, Autoencoder):
             raise ValueError(f"{path} is a deterministic autoencoder: it has no density p(x) to estimate")
@@ -318,10 +371,11 @@ def _load_model(path: str, device) -> tuple:
 
 
 def evaluate_command(args: argparse.Namespace) -> dict:
-    """``pyrovae evaluate``: returns the summary that is also printed and written as JSON."""
+    """``pyrovae evaluate``: returns the summary that is also printed and written as JSON (printed first, so that a
+    file that cannot be written costs nothing but the file)."""
     device = resolve_device(args.device)
     model, guide, state = _load_model(args.checkpoint, device)
-    settings = state["extra"]["data"]
+    settings = section(state, args.checkpoint, "extra", "data")
     data = _load_data(settings, args)
     x = getattr(data, args.split).x[: args.limit]
     if len(x) == 0:
@@ -357,15 +411,20 @@ def evaluate_command(args: argparse.Namespace) -> dict:
         "device": str(device),
         "checkpoint": str(args.checkpoint),
     }
+    print(json.dumps(summary, indent=2), flush=True)
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"nll_{args.split}.json"
-    save_json(out, summary)
-    print(json.dumps(summary, indent=2))
+    try:
+        save_json(out, summary)
+    except OSError as e:
+        raise OSError(e.errno, f"could not write {out} ({e.strerror or e}): the figures printed above were not "
+                      "saved; pass --out FILE to write them elsewhere") from e  # fmt: skip
     return summary
 
 
-def _add_train_ss_parser(subparsers) -> None:
+def _add_train_ss_parser(subparsers, parents: list[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "train-ss",
+        parents=parents,
         help="train the semi-supervised VAE (M2, M1+M2, or the ADGM) with a few labels",
         description="Train Kingma et al.'s M2 by SVI with TraceEnum_ELBO: --labels class-balanced labelled "
         "training points (chosen with --label-seed), the rest of the training split unlabelled, missing labels "
@@ -428,6 +487,7 @@ def _add_train_ss_parser(subparsers) -> None:
     out = p.add_argument_group("output")
     out.add_argument("--out", default=None, help="output folder (default: runs/ss-DATASET-LABELS)")
     out.add_argument("--resume", action="store_true", help=f"{RESUME_HELP}, and --lr-milestones / --lr-gamma")
+    out.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     out.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     p.set_defaults(func=train_ss_command)
 
@@ -450,18 +510,24 @@ def _m1_features(path: str, data: Dataset) -> tuple[LatentFeatures, dict]:
 def train_ss_command(args: argparse.Namespace) -> dict:
     """``pyrovae train-ss``: returns a summary (last metrics, best-validation epoch, files), also printed."""
     out = Path(args.out or Path("runs") / f"ss-{args.dataset}-{args.labels}")
+    with _run_folder(out, args):
+        return _train_ss(args, out)
+
+
+def _train_ss(args: argparse.Namespace, out: Path) -> dict:
+    """:func:`train_ss_command` in its locked run folder ``out``."""
     schedule = {name: value for name, value in (("lr_milestones", args.lr_milestones), ("lr_gamma", args.lr_gamma))
                 if value is not None}  # fmt: skip
     if args.resume:
-        saved = load_checkpoint(out / CHECKPOINT)["extra"]
-        settings, model_config, m1_path = saved["data"], saved["ssvae"], (saved.get("m1") or {}).get("checkpoint")
-        config = SemiSupervisedConfig(**{**saved["train"], "epochs": args.epochs, "device": args.device, **schedule})
+        settings, model_config, train, m1 = _saved(out, "data", "ssvae", "train", "m1")
+        with malformed(out / CHECKPOINT):
+            m1_path = (m1 or {}).get("checkpoint")
+            config = SemiSupervisedConfig(**{**train, "epochs": args.epochs, "device": args.device, **schedule})
     else:
         if args.m1 and args.likelihood != "bernoulli":
             raise ValueError(f"--likelihood {args.likelihood} is for pixels: with --m1, M2 models the VAE's codes "
                              "with a normal likelihood")  # fmt: skip
-        binarize = _binarization(args.binarize, "bernoulli" if args.m1 else args.likelihood)
-        settings = {"name": args.dataset, "binarize": binarize, "valid_size": args.valid_size}
+        settings = _data_settings(args, _binarization(args.binarize, "bernoulli" if args.m1 else args.likelihood))
         z_dim = args.z_dim if args.z_dim is not None else SS_Z_DIM["m1" if args.m1 else "pixels"]
         model_config = {"z_dim": z_dim, "hidden": args.hidden, "activation": args.activation, "alpha": args.alpha,
                         "likelihood": "normal" if args.m1 else args.likelihood, "a_dim": args.a_dim}  # fmt: skip
@@ -479,7 +545,7 @@ def train_ss_command(args: argparse.Namespace) -> dict:
     features, m1 = _m1_features(m1_path, data) if m1_path else (None, None)
     x_dim = features.dim if features is not None else data.x_dim
     model_config = {**model_config, "x_dim": x_dim, "num_classes": data.num_classes}
-    ssvae = SSVAE(**model_config)
+    ssvae = SSVAE(**model_config, seed=config.seed)  # the --seed's initial weights
     extra = {"data": settings, "ssvae": ssvae.config, "train": asdict(config), "m1": m1}
     history = fit_semisupervised(ssvae, data, config, out_dir=out, resume=args.resume, extra=extra,
                                  features=features, verbose=not args.quiet)  # fmt: skip
@@ -499,9 +565,10 @@ def train_ss_command(args: argparse.Namespace) -> dict:
 PLOTS = ("latent-map", "manifold", "interpolation", "traversal", "attribute", "samples", "reconstructions")
 
 
-def _add_plot_parser(subparsers) -> None:
+def _add_plot_parser(subparsers, parents: list[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "plot",
+        parents=parents,
         help="draw a picture of a trained VAE or autoencoder: latent map, manifold, interpolations, ...",
         description="Write one picture of the model in CHECKPOINT (from pyrovae train) as a PNG. latent-map: "
         "posterior means of --num-points images of --split coloured by label (t-SNE unless z is 2-D); manifold: "
@@ -545,7 +612,7 @@ def _attribute_mask(name: str, x, labels):
 def plot_command(args: argparse.Namespace) -> str:
     """``pyrovae plot``: writes the picture and returns (and prints) its path."""
     device = resolve_device(args.device)
-    if "vae" not in load_checkpoint(args.checkpoint)["extra"]:
+    if "vae" not in section(load_checkpoint(args.checkpoint), args.checkpoint, "extra"):
         raise ValueError(f"{args.checkpoint} is not a VAE or autoencoder checkpoint: plot works on pyrovae train "
                          "runs (train-ss writes its own analogies.png)")  # fmt: skip
     vae, state = load_vae(args.checkpoint, map_location=device)
@@ -599,19 +666,41 @@ def plot_command(args: argparse.Namespace) -> str:
     return str(out)
 
 
+def positive_int(text: str) -> int:
+    """``argparse`` type of a count: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pyrovae", description="Variational autoencoders written the Pyro way.")
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help=f"show the traceback of an error (or set {DEBUG_ENV}=1)")  # fmt: skip
+    parser = argparse.ArgumentParser(prog="pyrovae", description="Variational autoencoders written the Pyro way.",
+                                     parents=[debug])  # fmt: skip
     subparsers = parser.add_subparsers(dest="command", required=True)
-    _add_train_parser(subparsers)
-    _add_evaluate_parser(subparsers)
-    _add_train_ss_parser(subparsers)
-    _add_plot_parser(subparsers)
+    for add in (_add_train_parser, _add_evaluate_parser, _add_train_ss_parser, _add_plot_parser):
+        add(subparsers, [debug])
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The ``pyrovae`` command. A user's mistake or a failed run (:data:`USER_ERRORS`) ends it with
+    ``pyrovae: error: <message>`` on stderr and exit status 1; ``--debug`` or ``PYROVAE_DEBUG=1`` raise the error
+    with its traceback instead."""
     args = build_parser().parse_args(argv)
-    args.func(args)
+    try:
+        args.func(args)
+    except USER_ERRORS as e:
+        if getattr(args, "debug", False) or os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            raise
+        sys.stderr.write(f"pyrovae: error: {e}\n")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from pyro.nn import ConditionalAutoRegressiveNN
 from torch import nn
 
 from .nets import Encoder
+from .seeding import seeded
 from .vae import VAE
 
 
@@ -95,6 +96,7 @@ class IAFVAE(VAE):
 
     :param int flow_depth: number of IAF steps.
     :param flow_hidden: hidden sizes of each step's MADE network (default ``(10 * z_dim,)``).
+    :param int seed: seed of the initial weights, the flow's included (as :class:`~pyrovae.VAE`'s).
     :param kwargs: the other :class:`~pyrovae.VAE` settings (``prefix``, ``likelihood``, ``net``, ...), except
         a custom ``encoder``; the flow's context is the last hidden layer of the MLP or convolutional encoder.
     """
@@ -109,12 +111,14 @@ class IAFVAE(VAE):
         activation: str = "relu",
         flow_depth: int = 2,
         flow_hidden: Sequence[int] | None = None,
+        seed: int | None = None,
         **kwargs,
     ) -> None:
         if "encoder" in kwargs:
             raise ValueError("IAFVAE builds its own encoder (a Gaussian encoder followed by the flow)")
-        super().__init__(x_dim, z_dim, hidden, activation, **kwargs)
-        self.encoder = IAFEncoder(self.encoder, x_dim, flow_depth, flow_hidden)
+        with seeded(seed):  # the flow's initial weights too
+            super().__init__(x_dim, z_dim, hidden, activation, **kwargs)
+            self.encoder = IAFEncoder(self.encoder, x_dim, flow_depth, flow_hidden)
         self.config.update(
             flow_depth=int(flow_depth), flow_hidden=None if flow_hidden is None else [int(h) for h in flow_hidden]
         )

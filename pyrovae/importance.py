@@ -96,7 +96,8 @@ class ImportanceEstimate:
     :ivar log_px: importance-sampled :math:`\\log \\hat p(x_n)` with all ``num_samples`` samples.
     :ivar elbo: :math:`\\frac1K\\sum_k \\log w_{kn}`, the ELBO estimate from the same samples.
     :ivar iwae: the IWAE bound with ``iwae_k`` samples, averaged over ``num_samples // iwae_k`` groups.
-    :ivar stderr: Monte-Carlo standard error of ``log_px`` (delta method).
+    :ivar stderr: Monte-Carlo standard error of ``log_px`` (delta method); NaN with one sample, from which no
+        spread can be estimated.
     :ivar khat: Pareto :math:`\\hat k` of each point's weights, or ``None`` if not asked for.
     """
 
@@ -110,14 +111,15 @@ class ImportanceEstimate:
 
     def summary(self) -> dict[str, Any]:
         """Dataset averages in nats per data point: ``nll`` (:math:`-\\overline{\\log \\hat p(x)}`),
-        ``nll_stderr`` (its Monte-Carlo standard error for this fixed data set), ``elbo``, ``iwae``
+        ``nll_stderr`` (its Monte-Carlo standard error for this fixed data set; ``None`` with one sample per point,
+        which gives no estimate of it), ``elbo``, ``iwae``
         (bound with ``iwae_k`` samples) and ``gap`` (``log p(x) - ELBO``, an estimate of the average
         KL(q(z|x) || p(z|x))); plus the sample counts and, with k-hat, its mean and the share of points
         above 0.7."""
         n = len(self.log_px)
         out: dict[str, Any] = {
             "nll": -self.log_px.mean().item(),
-            "nll_stderr": self.stderr.square().sum().sqrt().item() / n,
+            "nll_stderr": self.stderr.square().sum().sqrt().item() / n if self.num_samples > 1 else None,
             "elbo": self.elbo.mean().item(),
             "iwae": self.iwae.mean().item(),
             "gap": (self.log_px - self.elbo).mean().item(),
@@ -405,6 +407,8 @@ def _statistics(
     log_px = log_w.logsumexp(0) - math.log(num_samples)
     log_mean_w2 = (2 * log_w).logsumexp(0) - math.log(num_samples)
     stderr = ((log_mean_w2 - 2 * log_px).expm1().clamp(min=0) / num_samples).sqrt()
+    if num_samples == 1:  # the sample variance of one weight is undefined, not 0
+        stderr = torch.full_like(stderr, math.nan)
     groups = num_samples // iwae_k
     iwae = (log_w[: groups * iwae_k].reshape(groups, iwae_k, -1).logsumexp(1) - math.log(iwae_k)).mean(0)
     return log_px, log_w.mean(0), iwae, stderr, psis_khat(log_w) if khat else None

@@ -7,6 +7,8 @@ import torch
 from pyro.distributions import Unit
 from pyro.infer import ELBO, Trace_ELBO
 
+from .validation import check_not_nan
+
 
 def elbo_per_datapoint(
     model,
@@ -32,7 +34,7 @@ def elbo_per_datapoint(
     elbo = Trace_ELBO() if elbo is None else elbo
     with torch.no_grad():
         total = sum(elbo.loss(model, guide, chunk) for chunk in x.split(batch_size))
-    return -float(total) / len(x)
+    return check_not_nan("the ELBO", -float(total) / len(x), x)
 
 
 def elbo_terms(model, guide, x: torch.Tensor, *, batch_size: int = 1000) -> dict[str, float]:
@@ -89,7 +91,8 @@ def elbo_terms(model, guide, x: torch.Tensor, *, batch_size: int = 1000) -> dict
             for site in guide_trace.nodes.values():
                 if site["type"] == "sample" and not site["is_observed"]:
                     kl += float(site["log_prob_sum"])
-    reconstruction, kl = reconstruction / len(x), kl / len(x)
+    reconstruction, kl = reconstruction / len(x), check_not_nan("the KL term", kl / len(x), x)
+    check_not_nan("the reconstruction term", reconstruction, x)
     return {"elbo": reconstruction - kl, "reconstruction": reconstruction, "kl": kl}
 
 

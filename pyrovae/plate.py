@@ -18,3 +18,15 @@ def data_plate(name: str, batch_size: int, num_data: int | None, device: torch.d
     if num_data < batch_size:
         raise ValueError(f"num_data ({num_data}) is smaller than the batch ({batch_size} data points)")
     return pyro.plate(name, num_data, subsample=torch.arange(batch_size, device=device), device=device)
+
+
+def num_generated(num_data: int | None) -> int:
+    """How many data points a model run without data generates: ``num_data``, or one when it is ``None``.
+
+    :raises ValueError: unless ``num_data`` is ``None`` or a positive integer.
+    """
+    if num_data is None:
+        return 1
+    if isinstance(num_data, bool) or int(num_data) != num_data or num_data < 1:
+        raise ValueError(f"num_data must be a positive number of data points to generate, got {num_data!r}")
+    return int(num_data)

@@ -39,16 +39,15 @@ observed or enumerated, never both); :func:`split_batch` turns a mixed batch wit
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
-import pyro
 import torch
 from pyro.infer import ELBO, JitTraceEnum_ELBO, TraceEnum_ELBO
 from torch import nn
@@ -57,22 +56,26 @@ from tqdm.auto import tqdm
 from .augment import check_shift, random_shift
 from .checkpoint import (
     CheckpointError,
+    check_finite,
     check_resumable,
     load_checkpoint,
+    malformed,
     rng_state,
-    save_checkpoint,
     set_rng_state,
     vae_from_config,
 )
 from .consistency import consistency_loss
 from .data.datasets import Dataset, Split
 from .device import resolve_device
+from .divergence import DIVERGENCE, check_factor, diverged_message, divergence
+from .errors import TrainingDiverged
+from .rundir import RunFolder, load_resumable
+from .seeding import set_seed
 from .ssvae import SSVAE
 from .step import adam, check_lr, check_owned, scheduled_lr, set_lr, trained_params
-from .train import METRICS, append_metrics, minibatches, num_batches, write_metrics
+from .train import minibatches, num_batches
 from .validation import check_labels
 
-CHECKPOINT = "checkpoint.pt"
 #: the training schedules of :func:`fit_semisupervised`
 SCHEDULES = ("alternate", "joint")
 
@@ -109,6 +112,9 @@ class SemiSupervisedConfig:
         image (the second one translated by up to ``shift`` pixels), subtracted from the ELBO; 0 (default) is
         plain M2. The views differ only through the random parts of the input pipeline (dynamic binarization,
         a sampling feature map, ``shift``): on grey levels without them the term is 0.
+    :ivar int seed: seed of the training noise (:mod:`pyrovae.seeding`); the initial weights are the model's
+        (``SSVAE(..., seed=S)``).
+    :ivar float divergence: :math:`\kappa` of the divergence check on ``unlabelled_elbo`` (:mod:`pyrovae.divergence`).
     """
 
     num_labels: int = 100
@@ -128,8 +134,10 @@ class SemiSupervisedConfig:
     lr_gamma: float = 0.1
     shift: int = 0
     consistency: float = 0.0
+    divergence: float = DIVERGENCE
 
     def __post_init__(self) -> None:
+        check_factor(self.divergence)
         for name in ("num_labels", "epochs", "batch_size", "labelled_batch_size", "labelled_every", "eval_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
@@ -151,7 +159,7 @@ class SemiSupervisedConfig:
 
 
 #: the settings of :class:`SemiSupervisedConfig` that may change when a run is resumed
-RESUMABLE = ("epochs", "device", "lr_milestones", "lr_gamma")
+RESUMABLE = ("epochs", "device", "lr_milestones", "lr_gamma", "divergence")
 
 
 def check_trained_lrs(path: str | os.PathLike, saved: dict[str, Any], config: SemiSupervisedConfig, done: int) -> None:
@@ -289,6 +297,7 @@ def fit_semisupervised(
     *,
     out_dir: str | os.PathLike | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     extra: dict[str, Any] | None = None,
     features: nn.Module | None = None,
     progress: bool | None = None,
@@ -304,11 +313,18 @@ def fit_semisupervised(
     ``valid_accuracy`` and ``test_accuracy`` of q(y|x) when those splits have labels, and ``seconds``; with
     ``lr_decay`` or ``lr_milestones``, the epoch's ``lr``.
 
-    :param Dataset data: with labels on the training split (e.g. :func:`pyrovae.load_dataset`).
-    :param out_dir: folder for ``checkpoint.pt`` (atomic, every epoch) and ``metrics.jsonl``.
+    Training stops with :class:`~pyrovae.errors.TrainingDiverged` when an epoch's losses or weights are not finite
+    or its ``unlabelled_elbo`` falls far below the untrained model's (:mod:`pyrovae.divergence`); that epoch is not
+    saved.
+
+    :param Dataset data: with labels on the training split (e.g. :func:`pyrovae.load_dataset`); labels of the
+        validation and test splits, where given, are checked too.
+    :param out_dir: the run folder (:mod:`pyrovae.rundir`): ``checkpoint.pt`` (atomic, every epoch), ``best.pt``
+        (the epoch of the best ``valid_accuracy``) and ``metrics.jsonl``, locked for as long as this run trains.
     :param bool resume: continue from ``out_dir/checkpoint.pt`` (weights, optimizer, RNG, history) with the
-        saved settings; ``config`` may differ from them in ``epochs``, ``device`` and the milestones of the
-        epochs still to train.
+        saved settings; ``config`` may differ from them in ``epochs`` (the total), ``device`` and the milestones of
+        the epochs still to train.
+    :param bool overwrite: a new run may replace one already in ``out_dir`` (otherwise that is an error).
     :param dict extra: plain values stored in the checkpoint under ``"extra"``.
     :param nn.Module features: a fixed map applied to every (binarized) minibatch before ``ssvae`` sees
         it, e.g. :class:`pyrovae.features.LatentFeatures` for M1+M2 (its training mode during the steps,
@@ -316,10 +332,33 @@ def fit_semisupervised(
     :returns: the metrics history.
     """
     config = config or SemiSupervisedConfig()
+    if resume and out_dir is None:
+        raise ValueError("resume=True needs the out_dir that holds the checkpoint")
+    if out_dir is None:
+        return _fit_semisupervised(ssvae, data, config, None, extra, features, progress, verbose)
+    with RunFolder(out_dir, resume=resume, overwrite=overwrite) as run:
+        return _fit_semisupervised(ssvae, data, config, run, extra, features, progress, verbose)
+
+
+def _fit_semisupervised(
+    ssvae: SSVAE,
+    data: Dataset,
+    config: SemiSupervisedConfig,
+    run: RunFolder | None,
+    extra: dict[str, Any] | None,
+    features: nn.Module | None,
+    progress: bool | None,
+    verbose: bool,
+) -> list[dict[str, float]]:
+    """:func:`fit_semisupervised` in its run folder ``run`` (``None``: nothing written)."""
     if data.train.y is None:
         raise ValueError("semi-supervised training needs the labels of the training split (data.train.y)")
     if data.num_classes != ssvae.num_classes:
         raise ValueError(f"the data have {data.num_classes} classes but the SSVAE {ssvae.num_classes}")
+    for name in ("valid", "test"):  # a label outside the classes would silently count as a wrong prediction
+        split = getattr(data, name)
+        if split.y is not None:
+            check_labels(split.y, len(split), data.num_classes, name=f"data.{name}.y")
     device = resolve_device(config.device)
     ssvae.to(device)
     features = (features or nn.Identity()).to(device)
@@ -338,9 +377,6 @@ def fit_semisupervised(
     (x_l, y_l), x_u = split_batch(data.train.x, data.train.y, is_labelled)
     if x_u is None:
         raise ValueError(f"num_labels ({config.num_labels}) leaves no unlabelled training data")
-    out = Path(out_dir) if out_dir is not None else None
-    if resume and out is None:
-        raise ValueError("resume=True needs the out_dir that holds the checkpoint")
 
     model, guide = ssvae.model, ssvae.guide  # bound once: Pyro's JIT keys its compiled functions by their ids
     if config.jit:  # the compiled step takes the parameters from Pyro's param store: they must be the SSVAE's
@@ -351,21 +387,31 @@ def fit_semisupervised(
     optim = adam(ssvae.parameters(), config.lr)
     joint = config.schedule == "joint"
     history: list[dict[str, float]] = []
-    if resume:
-        state = load_checkpoint(out / CHECKPOINT, map_location=device)
-        check_resumable(out / CHECKPOINT, state["config"], config, RESUMABLE)
-        check_trained_lrs(out / CHECKPOINT, state["config"], config, state["epoch"])
-        try:
-            ssvae.load_state_dict(state["weights"])
-            optim.load_state_dict(state["optim"])
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise CheckpointError(f"{out / CHECKPOINT} does not fit this SSVAE: {e}") from e
-        set_rng_state(state["rng"])
-        history = list(state["history"])
+    if run is not None and run.resume:
+        state = load_resumable(run.path, map_location=device)
+        with malformed(run.checkpoint):
+            check_resumable(run.checkpoint, state["config"], config, RESUMABLE)
+            check_trained_lrs(run.checkpoint, state["config"], config, state["epoch"])
+            check_finite(state["weights"], run.checkpoint)
+            try:
+                ssvae.load_state_dict(state["weights"])
+                optim.load_state_dict(state["optim"])
+            except (RuntimeError, ValueError) as e:
+                raise CheckpointError(f"{run.checkpoint} does not fit this SSVAE: {e}") from e
+            set_rng_state(state["rng"])
+            history = list(state["history"])
+        initial, best = state.get("initial_elbo"), state.get("best", {})
+        if config.epochs < len(history):
+            raise ValueError(f"{run.checkpoint} has trained {len(history)} epochs already, and epochs={config.epochs} "
+                             f"is the total to reach, not a number to add: give more than {len(history)}")  # fmt: skip
     else:
-        pyro.set_rng_seed(config.seed)
-    if out is not None:
-        write_metrics(out / METRICS, history)
+        with torch.no_grad():  # the untrained model's ELBO, the reference of the divergence check
+            rows = x_u[: config.eval_batch_size]
+            initial = -float(TraceEnum_ELBO(max_plate_nesting=1).loss(model, guide, draw(rows))) / len(rows)
+        best = {}
+        set_seed(config.seed)
+    if run is not None:
+        run.start(history)
 
     unlabelled_steps = num_batches(len(x_u), config.batch_size, drop_last=config.jit)
     if unlabelled_steps == 0:
@@ -399,10 +445,16 @@ def fit_semisupervised(
                 else:
                     _adam_step(optim, loss_l)
             bar.update()
-        labelled_elbo, labelled_log_q = labelled_metrics(ssvae, draw(x_l), y_l, config.eval_batch_size)
-        row: dict[str, float] = {"epoch": epoch + 1, "labelled_elbo": labelled_elbo,
-                                 "unlabelled_elbo": float(unlabelled_elbo) / unlabelled_rows,
-                                 "labelled_log_q": labelled_log_q}  # fmt: skip
+        row: dict[str, float] = {"epoch": epoch + 1, "unlabelled_elbo": float(unlabelled_elbo) / unlabelled_rows}
+        reason = divergence(-row["unlabelled_elbo"], ssvae.named_parameters(), "unlabelled_elbo",
+                            row["unlabelled_elbo"], -math.inf if initial is None else initial, config.divergence)
+        if reason is not None:
+            bar.close()
+            raise TrainingDiverged(diverged_message(
+                epoch + 1, reason, lr, None if run is None else run.checkpoint, epoch,
+                None if run is None else run.best, best.get("epoch", 0),
+            ))  # fmt: skip
+        row["labelled_elbo"], row["labelled_log_q"] = labelled_metrics(ssvae, draw(x_l), y_l, config.eval_batch_size)
         if config.lr_decay != 1 or config.lr_milestones:
             row["lr"] = lr
         ssvae.eval()
@@ -417,12 +469,15 @@ def fit_semisupervised(
         history.append(row)
         if verbose:
             bar.write(", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
-        if out is not None:
-            append_metrics(out / METRICS, row)
-            save_checkpoint(out / CHECKPOINT, {
+        improved = "valid_accuracy" in row and row["valid_accuracy"] > best.get("valid_accuracy", -math.inf)
+        if improved:
+            best = {"epoch": epoch + 1, "valid_accuracy": row["valid_accuracy"]}
+        if run is not None:
+            run.save(row, {
                 "epoch": epoch + 1, "weights": ssvae.state_dict(), "optim": optim.state_dict(), "rng": rng_state(),
-                "history": history, "config": asdict(config), "extra": extra or {},
-            })  # fmt: skip
+                "history": history, "config": asdict(config), "extra": extra or {}, "initial_elbo": initial,
+                "best": best,
+            }, best=improved)  # fmt: skip
     bar.close()
     return history
 
@@ -450,8 +505,10 @@ def load_ssvae(
 
     state = load_checkpoint(path, map_location)
     extra = state.get("extra", {})
-    if "ssvae" not in extra or "weights" not in state:
+    if not isinstance(extra, dict) or "ssvae" not in extra or "weights" not in state:
         raise CheckpointError(f"{path} holds no SSVAE (extra['ssvae']): it was not written by pyrovae train-ss")
+    with malformed(path):
+        check_finite(state["weights"], path)
     try:
         ssvae = SSVAE(**extra["ssvae"])
         ssvae.load_state_dict(state["weights"])

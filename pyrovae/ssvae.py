@@ -84,8 +84,9 @@ from torch import nn
 
 from .likelihoods import check_support, observation, positive_scale
 from .nets import ConditionalMLP, Encoder, mlp
-from .plate import data_plate
-from .validation import check_labels, check_shape
+from .plate import data_plate, num_generated
+from .seeding import seeded
+from .validation import check_labels, check_shape, parameter_dtype
 
 #: the observation models :class:`SSVAE` knows (of :data:`pyrovae.likelihoods.LIKELIHOODS`)
 LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "normal")
@@ -138,6 +139,8 @@ class SSVAE(nn.Module):
     :param str prefix: prepended to every site and module name.
     :param int a_dim: dimension of the auxiliary latent ``a`` (Maaløe et al. 2016); 0 (default) is plain M2.
     :param int predict_samples: draws of ``a`` that :meth:`predict` averages ``q(y|a, x)`` over (``a_dim > 0``).
+    :param int seed: seed of the initial weights (as :class:`pyrovae.VAE`'s); ``None`` draws them from torch's
+        global generator.
     """
 
     def __init__(
@@ -153,6 +156,7 @@ class SSVAE(nn.Module):
         prefix: str = "",
         a_dim: int = 0,
         predict_samples: int = 10,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         if int(x_dim) < 1 or int(z_dim) < 1 or int(num_classes) < 2:
@@ -172,13 +176,14 @@ class SSVAE(nn.Module):
         self.a_dim, self.predict_samples = int(a_dim), int(predict_samples)
         out_dim = self.x_dim * (2 if likelihood == "normal" else 1)
         context_dim = self.x_dim + self.a_dim  # the input of the classifier and of q(z|·): x, or [x, a]
-        self.classifier = mlp([context_dim, *hidden, self.num_classes], activation)
-        self.encoder = ConditionalEncoder(context_dim, self.num_classes, self.z_dim, hidden, activation)
-        self.decoder = ConditionalMLP(self.z_dim, self.num_classes, [*reversed(hidden), out_dim], activation)
-        if self.a_dim:
-            self.aux_encoder = Encoder(self.x_dim, self.a_dim, hidden, activation)
-            self.aux_decoder = ConditionalEncoder((self.x_dim, self.z_dim), self.num_classes, self.a_dim, hidden,
-                                                  activation)  # fmt: skip
+        with seeded(seed):
+            self.classifier = mlp([context_dim, *hidden, self.num_classes], activation)
+            self.encoder = ConditionalEncoder(context_dim, self.num_classes, self.z_dim, hidden, activation)
+            self.decoder = ConditionalMLP(self.z_dim, self.num_classes, [*reversed(hidden), out_dim], activation)
+            if self.a_dim:
+                self.aux_encoder = Encoder(self.x_dim, self.a_dim, hidden, activation)
+                self.aux_decoder = ConditionalEncoder((self.x_dim, self.z_dim), self.num_classes, self.a_dim, hidden,
+                                                      activation)  # fmt: skip
         #: constructor arguments, saved in checkpoints (``None`` for an activation class)
         self.config: dict[str, Any] | None = None
         if isinstance(activation, str):
@@ -197,7 +202,7 @@ class SSVAE(nn.Module):
         return next(self.decoder.parameters()).device
 
     def _check(self, x: torch.Tensor, y: torch.Tensor | None) -> None:
-        check_shape(x, self.x_dim)
+        check_shape(x, self.x_dim, dtype=parameter_dtype(self))
         if y is not None:
             check_labels(y, len(x), self.num_classes)
         if is_validation_enabled():
@@ -233,7 +238,7 @@ class SSVAE(nn.Module):
             check_labels(y, len(y), self.num_classes)
             batch_size, device, num_data = len(y), y.device, None
         else:
-            batch_size, device, num_data = num_data or 1, self._device(), None
+            batch_size, device, num_data = num_generated(num_data), self._device(), None
         with data_plate(self.site("data"), batch_size, num_data, device):
             prior = dist.Normal(torch.zeros(batch_size, self.z_dim, device=device), 1.0).to_event(1)
             z = pyro.sample(self.site("z"), prior)

@@ -26,9 +26,9 @@ every training row, and are switched off after it: they cost about a quarter of 
 
 from __future__ import annotations
 
-import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -43,22 +43,18 @@ from pyro.infer.util import is_validation_enabled
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import (
-    check_resumable,
-    load_checkpoint,
-    param_state,
-    restore_params,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
+from .checkpoint import check_finite, check_resumable, malformed, param_state, restore_params, rng_state, set_rng_state
 from .data.datasets import Dataset
 from .device import resolve_device
 from .distributed import data_parallel_loss, gather_rng_states, mean_over_ranks, rank_and_world
+from .divergence import DIVERGENCE, check_factor, diverged_message, divergence, nonfinite
+from .errors import TrainingDiverged
 from .iwae import TraceIWAE_ELBO
 from .jit import JitTrace_ELBO, JitTraceMeanField_ELBO
 from .kl_scale import KLScaleMessenger, warmup_scale
 from .metrics import elbo_per_datapoint
+from .rundir import CHECKPOINT, RunFolder, load_resumable
+from .seeding import set_seed
 from .step import AdamStep, check_lr, check_owned, scheduled_lr, trained_params
 
 #: the objectives :func:`fit` knows, by name: (plain ELBO class, JIT-compiled class or ``None``)
@@ -69,8 +65,8 @@ ELBOS = {
 }
 #: when :func:`fit` runs Pyro's validation
 VALIDATE = ("first-epoch", "always")
-CHECKPOINT = "checkpoint.pt"
-METRICS = "metrics.jsonl"
+#: the settings of :class:`TrainConfig` that may change when a run is resumed
+RESUMABLE = ("epochs", "device", "divergence")
 
 
 @dataclass
@@ -95,6 +91,11 @@ class TrainConfig:
         ``lr * lr_decay ** e``; 1 keeps ``lr`` throughout.
     :ivar str validate: ``"first-epoch"`` (Pyro's validation during the first epoch this process trains, off
         after it) or ``"always"``; with Pyro's validation off globally, never.
+    :ivar int seed: seed of the training noise: the minibatch order, dynamic binarization and the draws of the
+        latents (:mod:`pyrovae.seeding`). The initial weights are the model's (``VAE(..., seed=S)``).
+    :ivar float divergence: :math:`\\kappa` of the divergence check (:mod:`pyrovae.divergence`): training stops when
+        the monitored ELBO falls below the untrained model's by more than :math:`\\kappa` times its magnitude;
+        ``math.inf`` turns that part of the check off (non-finite losses and parameters always stop it).
     """
 
     epochs: int = 50
@@ -111,8 +112,10 @@ class TrainConfig:
     validate: str = "first-epoch"
     lr_decay: float = 1.0
     dreg: bool = False
+    divergence: float = DIVERGENCE
 
     def __post_init__(self) -> None:
+        check_factor(self.divergence)
         if self.validate not in VALIDATE:
             raise ValueError(f"unknown validate {self.validate!r}: choose one of {VALIDATE}")
         if not self.beta >= 0 or int(self.kl_warmup_epochs) < 0:
@@ -192,13 +195,14 @@ def fit(
     *,
     out_dir: str | os.PathLike | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     extra: dict[str, Any] | None = None,
     progress: bool | None = None,
     verbose: bool = True,
     callback: Callable[[dict[str, float]], None] | None = None,
 ) -> list[dict[str, float]]:
     """Train ``model``/``guide`` on ``data.train`` by SVI with Adam (:mod:`pyrovae.step`), evaluating on
-    ``data.test``.
+    ``data.valid`` and ``data.test``.
 
     ``model`` and ``guide`` take ``(x, num_data=N)``, like :meth:`pyrovae.VAE.model`. If they are
     methods of an ``nn.Module`` (as ``vae.model`` is), that module is moved to the device; the data
@@ -207,15 +211,26 @@ def fit(
 
     Each epoch appends a row to the returned history (and to ``out_dir/metrics.jsonl``):
     ``epoch``, ``train_elbo`` (average over the epoch's minibatches, nats per data point),
-    ``test_elbo`` (nats per test point, when there is a test set) and ``seconds``; with ``lr_decay``, the epoch's
-    ``lr``. With ``beta != 1`` or a KL warm-up, ``train_elbo`` is the objective optimised (the KL term weighted),
-    ``test_elbo`` the unweighted ELBO, and ``kl_scale`` the weight at the epoch's last step.
+    ``valid_elbo`` and ``test_elbo`` (nats per point, when those splits are not empty) and ``seconds``; with
+    ``lr_decay``, the epoch's ``lr``. With ``beta != 1`` or a KL warm-up, ``train_elbo`` is the objective optimised
+    (the KL term weighted), ``valid_elbo``/``test_elbo`` the unweighted ELBO, and ``kl_scale`` the weight at the
+    epoch's last step.
+
+    **Divergence** (:mod:`pyrovae.divergence`): an epoch whose loss or parameters are not finite, or whose
+    ``valid_elbo`` (``train_elbo`` without a validation split) falls below the untrained model's by more than
+    ``config.divergence`` times its magnitude, is not saved: training stops with
+    :class:`~pyrovae.errors.TrainingDiverged`, which names the last good checkpoint.
 
     :param Dataset data: from :func:`pyrovae.data.load_dataset` or :meth:`Dataset.from_tensors`.
-    :param TrainConfig config: settings (defaults if omitted).
-    :param out_dir: folder for ``checkpoint.pt`` (written atomically every epoch) and ``metrics.jsonl``.
+    :param TrainConfig config: settings (defaults if omitted). Its ``seed`` seeds the training noise; the initial
+        weights come from the model's own ``seed`` (e.g. ``VAE(..., seed=0)``).
+    :param out_dir: the run folder (:mod:`pyrovae.rundir`): ``checkpoint.pt`` (written atomically every epoch),
+        ``best.pt`` (the epoch of the best ``valid_elbo``, when there is a validation split) and
+        ``metrics.jsonl``, locked against a second run for as long as this one trains.
     :param bool resume: continue from ``out_dir/checkpoint.pt``: parameters, optimizer, RNG and history
-        are restored, so that the run ends exactly where an uninterrupted one would (same device).
+        are restored, so that the run ends exactly where an uninterrupted one would (same device). ``config.epochs``
+        is the total number of epochs, those already trained included.
+    :param bool overwrite: a new run may replace one already in ``out_dir`` (otherwise that is an error).
     :param dict extra: plain values stored in the checkpoint under ``"extra"`` (e.g. the model's settings).
     :param bool progress: show a tqdm progress bar (default: only when stderr is a terminal).
     :param bool verbose: print one summary line per epoch.
@@ -224,16 +239,42 @@ def fit(
         ``metrics.jsonl`` and the checkpoint; e.g. a :class:`pyrovae.tensorboard.TensorBoardLogger`. It should leave the
         random state alone (or restore it), or the run will no longer match one without the callback.
     :returns: the metrics history, one dict per epoch (including restored ones).
+    :raises TrainingDiverged: see above.
+    :raises RunFolderError: if ``out_dir`` is in use by another run, or holds a run and neither ``resume`` nor
+        ``overwrite`` is given.
 
     **Distributed**: inside an initialised ``torch.distributed`` process group (``torchrun``, then
     :func:`pyrovae.distributed.init_distributed`), each rank trains on its share of every global minibatch of
     ``batch_size`` rows with ``DistributedDataParallel`` (see :mod:`pyrovae.distributed`); rank 0 alone
-    evaluates, writes ``out_dir`` and calls ``callback``, and only its rows have ``test_elbo``.
+    evaluates, writes ``out_dir`` and calls ``callback``, and only its rows have ``valid_elbo`` and ``test_elbo``.
 
     Each epoch's permutation comes from a generator seeded by ``seed`` and the epoch
     (:func:`epoch_generator`), the model's noise from the global RNG seeded with ``seed`` (+ rank).
     """
     config = config or TrainConfig()
+    if resume and out_dir is None:
+        raise ValueError("resume=True needs the out_dir that holds the checkpoint")
+    resume_from = Path(out_dir) if resume else None  # every rank resumes; rank 0 alone writes
+    if out_dir is None or rank_and_world()[0] != 0:
+        return _fit(model, guide, data, config, None, resume_from, extra, progress, verbose, callback)
+    with RunFolder(out_dir, resume=resume, overwrite=overwrite) as run:
+        return _fit(model, guide, data, config, run, resume_from, extra, progress, verbose, callback)
+
+
+def _fit(
+    model: Callable,
+    guide: Callable,
+    data: Dataset,
+    config: TrainConfig,
+    run: RunFolder | None,
+    resume_from: Path | None,
+    extra: dict[str, Any] | None,
+    progress: bool | None,
+    verbose: bool,
+    callback: Callable[[dict[str, float]], None] | None,
+) -> list[dict[str, float]]:
+    """:func:`fit` writing into the run folder ``run`` (``None``: nothing written, or not rank 0), resuming the run in
+    the folder ``resume_from`` if given."""
     device = resolve_device(config.device)
     owners = _owners(model, guide)
     for owner in owners:
@@ -252,15 +293,13 @@ def fit(
             f"batch_size ({config.batch_size}) is larger than the training set ({num_data} points) and incomplete "
             "batches are dropped (JIT or distributed): lower batch_size"
         )
-    out = Path(out_dir) if out_dir is not None and rank == 0 else None
-    if resume and out_dir is None:
-        raise ValueError("resume=True needs the out_dir that holds the checkpoint")
 
     kl = KLScaleMessenger(config.beta)  # the KL weight; it changes every step during warm-up
     scaled = config.beta != 1 or config.kl_warmup_epochs > 0
     train_model, train_guide = (kl(model), kl(guide)) if scaled else (model, guide)
     elbo = make_elbo(config)
-    params = trained_params(model, guide, _train_batch(data, torch.arange(1, device=device)), num_data=num_data)
+    params = trained_params(model, guide, _train_batch(data, torch.arange(min(2, num_data), device=device)),
+                            num_data=num_data)  # fmt: skip
     check_owned(params, owners)
     if world > 1:
         loss = data_parallel_loss(owners, params, train_model, train_guide, elbo)
@@ -269,19 +308,32 @@ def fit(
     stepper = AdamStep(params, loss, config.lr)
     # the test ELBO is the standard one for every objective; an IWAE run also reports its bound on the test set
     eval_elbo = pyro.infer.Trace_ELBO() if config.elbo == "iwae" else ELBOS[config.elbo][0]()
+
+    def evaluate(x: torch.Tensor, objective: pyro.infer.ELBO = eval_elbo) -> float:
+        return elbo_per_datapoint(model, guide, x, batch_size=config.eval_batch_size, elbo=objective)
+
+    # divergence is judged on the validation ELBO, or on the training objective without a validation split
+    monitor = "valid_elbo" if len(data.valid) else "train_elbo"
     history: list[dict[str, float]] = []
-    if resume:
-        path = Path(out_dir) / CHECKPOINT
-        state = load_checkpoint(path, map_location=device)
-        check_resumable(path, state["config"], config)
-        restore_params(state["params"])
-        stepper.set_state(state["optim"])
-        set_rng_state(state["rng_ranks"][rank] if "rng_ranks" in state else state["rng"])
-        history = list(state["history"])
+    if resume_from is not None:
+        state, path = load_resumable(resume_from, map_location=device), resume_from / CHECKPOINT
+        with malformed(path):
+            check_resumable(path, state["config"], config, RESUMABLE)
+            check_finite(state["params"], path)
+            restore_params(state["params"])
+            stepper.set_state(state["optim"])
+            set_rng_state(state["rng_ranks"][rank] if "rng_ranks" in state else state["rng"])
+            history = list(state["history"])
+        initial, best = state.get("initial_elbo"), state.get("best", {})
+        _check_epochs(path, config.epochs, len(history), verbose and rank == 0)
     else:
-        pyro.set_rng_seed(config.seed + rank)  # each rank its own noise
-    if out is not None:
-        write_metrics(out / METRICS, history)
+        with torch.no_grad():  # the untrained model's ELBO, the reference of the divergence check
+            initial = evaluate(data.valid.x if len(data.valid) else _train_batch(
+                data, torch.arange(min(num_data, config.eval_batch_size), device=device)))  # fmt: skip
+        best = {}
+        set_seed(config.seed + rank)  # each rank its own noise; after the check above, which drew noise too
+    if run is not None:
+        run.start(history)
 
     steps_per_epoch = num_batches(num_data, config.batch_size, drop_last=drop_last)
     warmup_steps = config.kl_warmup_epochs * steps_per_epoch
@@ -307,57 +359,66 @@ def fit(
                 if not bar.disable:  # no device sync and no string formatting when nobody sees the bar
                     bar.set_postfix(elbo=f"{-loss.item() / num_data:.2f}", epoch=epoch + 1, refresh=False)
         train_loss = (mean_over_ranks(loss_sum) if world > 1 else loss_sum).item() / seen
-        if not math.isfinite(train_loss):
-            raise FloatingPointError(
-                f"training diverged in epoch {epoch + 1}: the loss is {train_loss} (not saved; the checkpoint holds "
-                f"the last finite epoch). Lower the learning rate (lr={config.lr}), or check the model and data"
-            )
         row = {"epoch": epoch + 1, "train_elbo": -train_loss}
         if scaled:
             row["kl_scale"] = kl.scale
         if config.lr_decay != 1:
             row["lr"] = lr
-        if len(data.test) and rank == 0:
-            row["test_elbo"] = elbo_per_datapoint(
-                model, guide, data.test.x, batch_size=config.eval_batch_size, elbo=eval_elbo
-            )
-            if config.elbo == "iwae":
-                row["test_iwae"] = elbo_per_datapoint(
-                    model, guide, data.test.x, batch_size=config.eval_batch_size, elbo=elbo
-                )
+        healthy = not nonfinite(params.items()) and math.isfinite(train_loss)
+        if rank == 0 and healthy:
+            for name in ("valid", "test"):
+                if len(getattr(data, name)):
+                    row[f"{name}_elbo"] = evaluate(getattr(data, name).x)
+            if config.elbo == "iwae" and len(data.test):
+                row["test_iwae"] = evaluate(data.test.x, elbo)
+        reason = None
+        if rank == 0:
+            value = row.get(monitor, row["train_elbo"])
+            reason = divergence(train_loss, params.items(), monitor, value, -math.inf if initial is None else initial,
+                                config.divergence)  # fmt: skip
+        if world > 1 and mean_over_ranks(torch.tensor(float(reason is not None), device=device)).item() > 0:
+            reason = reason or "rank 0 found it diverged"
+        if reason is not None:
+            bar.close()
+            raise TrainingDiverged(diverged_message(
+                epoch + 1, reason, lr, None if run is None else run.checkpoint, epoch,
+                None if run is None else run.best, best.get("epoch", 0),
+            ))  # fmt: skip
         row["seconds"] = time.perf_counter() - start
         history.append(row)
         rng = gather_rng_states(rng_state()) if world > 1 else [rng_state()]
         if verbose and rank == 0:
             bar.write(", ".join(f"{k} {v:.5g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
-        if out is not None:
-            append_metrics(out / METRICS, row)
-            save_checkpoint(
-                out / CHECKPOINT,
-                {
-                    "epoch": epoch + 1,
-                    "params": param_state(),
-                    "optim": stepper.get_state(),
-                    "rng": rng[0],
-                    **({"rng_ranks": rng} if world > 1 else {}),
-                    "history": history,
-                    "config": asdict(config),
-                    "extra": extra or {},
-                },
-            )
+        improved = "valid_elbo" in row and row["valid_elbo"] > best.get("valid_elbo", -math.inf)
+        if improved:
+            best = {"epoch": epoch + 1, "valid_elbo": row["valid_elbo"]}
+        if run is not None:
+            run.save(row, {
+                "epoch": epoch + 1,
+                "params": param_state(),
+                "optim": stepper.get_state(),
+                "rng": rng[0],
+                **({"rng_ranks": rng} if world > 1 else {}),
+                "history": history,
+                "config": asdict(config),
+                "extra": extra or {},
+                "initial_elbo": initial,
+                "best": best,
+            }, best=improved)  # fmt: skip
         if callback is not None and rank == 0:
             callback(dict(row))
     bar.close()
     return history
 
 
-def write_metrics(path: Path, history: list[dict[str, float]]) -> None:
-    """Write ``history`` to ``path`` as JSON lines, one per epoch (replacing the file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(row) + "\n" for row in history))
-
-
-def append_metrics(path: Path, row: dict[str, float]) -> None:
-    """Append one epoch's ``row`` to the JSON-lines file at ``path``."""
-    with open(path, "a") as f:
-        f.write(json.dumps(row) + "\n")
+def _check_epochs(path: Path, epochs: int, done: int, verbose: bool) -> None:
+    """On resume from the checkpoint at ``path``: ``epochs`` is the total, so fewer than ``done`` is a mistake and as
+    many is nothing to do."""
+    if epochs < done:
+        raise ValueError(
+            f"{path} has trained {done} epochs already, and epochs={epochs} is the total to reach, not a "
+            f"number to add: give more than {done} (e.g. --epochs {done + epochs} to train {epochs} more)"
+        )
+    if epochs == done and verbose:
+        print(f"pyrovae: {path} has trained all {done} epochs: nothing to train; give more than {done} "
+              "epochs (the total) to continue", file=sys.stderr)  # fmt: skip

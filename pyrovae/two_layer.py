@@ -66,7 +66,8 @@ import pyro.distributions as dist
 import torch
 
 from .nets import Decoder, Encoder
-from .plate import data_plate
+from .plate import data_plate, num_generated
+from .seeding import seeded
 from .vae import ObservedModel
 
 
@@ -87,6 +88,8 @@ class TwoLayerVAE(ObservedModel):
     :param str prefix: prepended to every site and module name (``"p/z1"``).
     :param str likelihood: the observation model p(x|z1), as for :class:`pyrovae.VAE`.
     :param float scale: ``"normal"`` only: a fixed standard deviation, or ``None`` to learn one per coordinate.
+    :param int seed: seed of the initial weights (as :class:`pyrovae.VAE`'s); ``None`` draws them from torch's
+        global generator.
     """
 
     #: the name under which checkpoints record this class (``config["model"]``)
@@ -103,6 +106,7 @@ class TwoLayerVAE(ObservedModel):
         prefix: str = "",
         likelihood: str = "bernoulli",
         scale: float | None = None,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         if min(int(x_dim), int(z1_dim), int(z2_dim)) < 1:
@@ -110,10 +114,11 @@ class TwoLayerVAE(ObservedModel):
         self._init_observation(x_dim, prefix, likelihood, scale)
         self.z1_dim, self.z2_dim = int(z1_dim), int(z2_dim)
         hidden1, hidden2 = [int(h) for h in hidden1], [int(h) for h in hidden2]
-        self.encoder1 = Encoder(self.x_dim, self.z1_dim, hidden1, activation)
-        self.encoder2 = Encoder(self.z1_dim, self.z2_dim, hidden2, activation)
-        self.decoder2 = Encoder(self.z2_dim, self.z1_dim, hidden2[::-1], activation)
-        self.decoder1 = Decoder(self.z1_dim, self.x_dim, hidden1[::-1], activation)
+        with seeded(seed):
+            self.encoder1 = Encoder(self.x_dim, self.z1_dim, hidden1, activation)
+            self.encoder2 = Encoder(self.z1_dim, self.z2_dim, hidden2, activation)
+            self.decoder2 = Encoder(self.z2_dim, self.z1_dim, hidden2[::-1], activation)
+            self.decoder1 = Decoder(self.z1_dim, self.x_dim, hidden1[::-1], activation)
         #: constructor arguments, saved in checkpoints so that :func:`pyrovae.load_vae` can rebuild the model
         self.config: dict[str, Any] = {
             "model": self.kind,
@@ -151,7 +156,7 @@ class TwoLayerVAE(ObservedModel):
             self._check(x)
             batch_size, device = x.shape[0], x.device
         else:
-            batch_size, device, num_data = num_data or 1, self._device(), None
+            batch_size, device, num_data = num_generated(num_data), self._device(), None
         with data_plate(self.site("data"), batch_size, num_data, device):
             prior = dist.Normal(torch.zeros(batch_size, self.z2_dim, device=device), 1.0).to_event(1)
             z2 = pyro.sample(self.site("z2"), prior)

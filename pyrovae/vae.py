@@ -48,8 +48,9 @@ from torch import nn
 
 from .likelihoods import PixelScale, check_likelihood, check_support, observation
 from .nets import NETS, ConvDecoder, ConvEncoder, Decoder, Encoder
-from .plate import data_plate
-from .validation import check_shape
+from .plate import data_plate, num_generated
+from .seeding import seeded
+from .validation import check_shape, parameter_dtype
 
 
 class ObservedModel(nn.Module):
@@ -77,8 +78,9 @@ class ObservedModel(nn.Module):
         return next(self.parameters()).device
 
     def _check(self, x: torch.Tensor) -> None:
-        """Shape checks always; value checks (finite, in the likelihood's support) while Pyro validation is on."""
-        check_shape(x, self.x_dim)
+        """Shape and dtype checks always; value checks (finite, in the likelihood's support) while Pyro validation
+        is on."""
+        check_shape(x, self.x_dim, dtype=parameter_dtype(self))
         if is_validation_enabled():
             check_support(self.likelihood, x)
 
@@ -117,6 +119,9 @@ class VAE(ObservedModel):
         or ``"conv"`` (:class:`~pyrovae.nets.ConvEncoder`, :class:`~pyrovae.nets.ConvDecoder`: two stride-2
         convolutions with 32 and 64 channels, then the MLP of ``hidden``; the decoder mirrors them).
     :param image_shape: ``(C, H, W)`` of the images, needed by ``net="conv"`` (e.g. ``data.image_shape``).
+    :param int seed: seed of the initial weights of the default networks (:func:`pyrovae.seeding.seeded`: drawn from
+        torch's generator seeded with it, the caller's random state left as it was), so that two models built with
+        one seed are identical; ``None`` (default) draws them from torch's global generator.
 
     A variant changes the distributions of ``z`` by overriding :meth:`prior` and :meth:`posterior`
     (as :class:`pyrovae.Autoencoder` does); :meth:`model` and :meth:`guide` stay the same.
@@ -138,6 +143,7 @@ class VAE(ObservedModel):
         scale: float | None = None,
         net: str = "mlp",
         image_shape: Sequence[int] | None = None,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         if net not in NETS:
@@ -148,18 +154,19 @@ class VAE(ObservedModel):
             raise ValueError(f"x_dim and z_dim must be positive, got x_dim={x_dim}, z_dim={z_dim}")
         self._init_observation(x_dim, prefix, likelihood, scale)
         self.z_dim = int(z_dim)
-        if net == "conv":
-            default_encoder = ConvEncoder(image_shape, z_dim, hidden, activation)
-            default_decoder = ConvDecoder(z_dim, image_shape, tuple(reversed(hidden)), activation)
-        else:
-            default_encoder = Encoder(x_dim, z_dim, hidden, activation)
-            default_decoder = Decoder(z_dim, x_dim, tuple(reversed(hidden)), activation)
-        self.encoder = encoder if encoder is not None else default_encoder
-        self.decoder = decoder if decoder is not None else default_decoder
+        custom = encoder is not None or decoder is not None
+        with seeded(seed):
+            if encoder is None:
+                encoder = (ConvEncoder(image_shape, z_dim, hidden, activation) if net == "conv"
+                           else Encoder(x_dim, z_dim, hidden, activation))  # fmt: skip
+            if decoder is None:
+                decoder = (ConvDecoder(z_dim, image_shape, tuple(reversed(hidden)), activation) if net == "conv"
+                           else Decoder(z_dim, x_dim, tuple(reversed(hidden)), activation))  # fmt: skip
+        self.encoder, self.decoder = encoder, decoder
         #: constructor arguments, saved in checkpoints so that :func:`pyrovae.load_vae` can rebuild the
         #: model; ``None`` when a custom encoder/decoder or activation class was given
         self.config: dict[str, Any] | None = None
-        if encoder is None and decoder is None and isinstance(activation, str):
+        if not custom and isinstance(activation, str):
             self.config = {
                 "model": self.kind,
                 "x_dim": self.x_dim,
@@ -199,7 +206,7 @@ class VAE(ObservedModel):
             self._check(x)
             batch_size, device = x.shape[0], x.device
         else:
-            batch_size, device, num_data = num_data or 1, self._device(), None
+            batch_size, device, num_data = num_generated(num_data), self._device(), None
         with data_plate(self.site("data"), batch_size, num_data, device):
             z = pyro.sample(self.site("z"), self.prior(batch_size, device))
             return pyro.sample(self.site("x"), self.observation(z), obs=x)

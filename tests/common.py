@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 import torch
 from PIL import Image
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import pyrovae
+from pyrovae.cli import main
 from pyrovae.data import Dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,3 +65,16 @@ def translations(image: torch.Tensor, s: int) -> dict[tuple[int, int], torch.Ten
                 image[:, max(-dh, 0):h + min(-dh, 0), max(-dw, 0):w + min(-dw, 0)]  # fmt: skip
             out[dh, dw] = moved
     return out
+
+
+def cli_error(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
+    """Run ``pyrovae ARGV``, which must fail as a user's mistake does: exit status 1, no traceback, and a last line
+    ``pyrovae: error: MESSAGE`` on stderr. Returns MESSAGE."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("pyrovae: error: "), err
+    return last[len("pyrovae: error: "):]

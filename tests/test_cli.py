@@ -1,4 +1,5 @@
 import json
+import re
 from dataclasses import replace
 
 import pytest
@@ -7,7 +8,7 @@ from pyrovae import CheckpointError, load_dataset, load_ssvae
 from pyrovae.checkpoint import load_checkpoint, save_checkpoint
 from pyrovae.cli import SS_Z_DIM, _m1_features, build_parser, main
 from pyrovae.semisupervised import accuracy
-from tests.common import png_size
+from tests.common import cli_error, png_size
 
 
 def test_train_writes_checkpoint_metrics_and_pictures(tmp_path, capsys):
@@ -59,10 +60,8 @@ def test_bad_arguments_exit_with_a_message(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--dataset", "cifar"])
     assert "invalid choice: 'cifar'" in capsys.readouterr().err
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        main(["evaluate", str(tmp_path / "none.pt")])
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        main(["train", "--out", str(tmp_path / "none"), "--resume"])
+    assert re.search("no checkpoint", cli_error(capsys, ["evaluate", str(tmp_path / "none.pt")]))
+    assert re.search("no checkpoint", cli_error(capsys, ["train", "--out", str(tmp_path / "none"), "--resume"]))
 
 
 def test_train_ss_writes_checkpoint_metrics_and_pictures_and_loads(tmp_path, capsys):
@@ -91,8 +90,8 @@ def test_train_ss_writes_checkpoint_metrics_and_pictures_and_loads(tmp_path, cap
     main(["train", "--epochs", "1", "--out", str(tmp_path / "vae"), "--device", "cpu", "--quiet"])
     with pytest.raises(CheckpointError, match="no SSVAE"):
         load_ssvae(tmp_path / "vae" / "checkpoint.pt")
-    with pytest.raises(ValueError, match="not a VAE or autoencoder checkpoint"):
-        main(["plot", "samples", str(out / "checkpoint.pt")])
+    message = cli_error(capsys, ["plot", "samples", str(out / "checkpoint.pt")])
+    assert re.search("not a VAE or autoencoder checkpoint", message)
 
 
 def test_train_ss_on_grey_levels(tmp_path, capsys):
@@ -106,10 +105,12 @@ def test_train_ss_on_grey_levels(tmp_path, capsys):
     assert state["extra"]["ssvae"]["likelihood"] == "continuous-bernoulli"
     ssvae, _, _ = load_ssvae(tmp_path / "cb" / "checkpoint.pt")
     assert ssvae.likelihood == "continuous-bernoulli"
-    with pytest.raises(ValueError, match="needs binary data"):
-        main(["train-ss", "--binarize", "none", "--out", str(tmp_path / "b"), "--quiet"])
-    with pytest.raises(ValueError, match="with --m1, M2 models the VAE's codes"):
-        main(["train-ss", "--likelihood", "normal", "--m1", "m1.pt", "--out", str(tmp_path / "m"), "--quiet"])
+    message = cli_error(capsys, ["train-ss", "--binarize", "none", "--out", str(tmp_path / "b"), "--quiet"])
+    assert re.search("needs binary data", message)
+    message = cli_error(
+        capsys, ["train-ss", "--likelihood", "normal", "--m1", "m1.pt", "--out", str(tmp_path / "m"), "--quiet"]
+    )
+    assert re.search("with --m1, M2 models the VAE's codes", message)
 
 
 def test_train_ss_with_an_auxiliary_variable(tmp_path, capsys):
@@ -151,18 +152,20 @@ def test_train_ss_on_m1_features(tmp_path, capsys):
     summary = json.loads((tmp_path / "m2" / "metrics.jsonl").read_text().splitlines()[-1])
     assert accuracy(lambda x: ssvae.predict(features(x)), data.test) == pytest.approx(summary["test_accuracy"])
     assert png_size(tmp_path / "m2" / "analogies.png") == (11 * 34 + 2, 20 * 34 + 2)
-    with pytest.raises(ValueError, match=r"M1\+M2 model"):
-        main(["evaluate", str(tmp_path / "m2" / "checkpoint.pt"), "--num-samples", "10", "--quiet"])
+    message = cli_error(capsys, ["evaluate", str(tmp_path / "m2" / "checkpoint.pt"), "--num-samples", "10", "--quiet"])
+    assert re.search(r"M1\+M2 model", message)
     with pytest.raises(ValueError, match="not of 'mnist'"):
         _m1_features(str(tmp_path / "m1" / "checkpoint.pt"), replace(data, name="mnist"))
 
 
-def test_train_ss_refuses_an_m1_without_active_units(tmp_path):
+def test_train_ss_refuses_an_m1_without_active_units(tmp_path, capsys):
     """A collapsed M1 (a beta-VAE whose KL weight pushed every q(z|x) onto the prior) is refused with the reason."""
     main(["train", "--epochs", "10", "--lr", "1e-2", "--beta", "100", "--z-dim", "8", "--out", str(tmp_path / "m1"),
           "--device", "cpu", "--quiet"])  # fmt: skip
-    with pytest.raises(ValueError, match="no active latent unit .* posterior collapse"):
-        main(["train-ss", "--m1", str(tmp_path / "m1" / "checkpoint.pt"), "--out", str(tmp_path / "ss"), "--quiet"])
+    message = cli_error(
+        capsys, ["train-ss", "--m1", str(tmp_path / "m1" / "checkpoint.pt"), "--out", str(tmp_path / "ss"), "--quiet"]
+    )
+    assert re.search("no active latent unit .* posterior collapse", message)
 
 
 def test_plot_draws_every_kind_of_picture(tmp_path, capsys):
@@ -184,12 +187,11 @@ def test_plot_draws_every_kind_of_picture(tmp_path, capsys):
         assert png_size(run / f"{kind}.png") == size, kind
     main(["plot", "attribute", checkpoint, "--attribute", "class:3", "--out", str(tmp_path / "three.png")])
     assert png_size(tmp_path / "three.png") == sizes["attribute"]
-    with pytest.raises(ValueError, match="unknown attribute 'bold'"):
-        main(["plot", "attribute", checkpoint, "--attribute", "bold"])
+    message = cli_error(capsys, ["plot", "attribute", checkpoint, "--attribute", "bold"])
+    assert re.search("unknown attribute 'bold'", message)
     state = load_checkpoint(checkpoint)
     save_checkpoint(tmp_path / "bare.pt", {**state, "extra": {"vae": state["extra"]["vae"]}})
-    with pytest.raises(ValueError, match="does not record its dataset"):
-        main(["plot", "samples", str(tmp_path / "bare.pt")])
+    assert re.search("does not record its dataset", cli_error(capsys, ["plot", "samples", str(tmp_path / "bare.pt")]))
 
 
 def test_autoencoder_with_tensorboard_then_plots_and_refuses_evaluate(tmp_path, capsys):
@@ -199,9 +201,7 @@ def test_autoencoder_with_tensorboard_then_plots_and_refuses_evaluate(tmp_path, 
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     main(["plot", "latent-map", str(tmp_path / "checkpoint.pt"), "--num-points", "50"])
     assert png_size(tmp_path / "latent-map.png") == (600, 600)
-    with pytest.raises(ValueError, match="z_dim = 2"):
-        main(["plot", "manifold", str(tmp_path / "checkpoint.pt")])
-    with pytest.raises(ValueError, match="no density"):
-        main(["evaluate", str(tmp_path / "checkpoint.pt")])
-    with pytest.raises(ValueError, match="M1 features come from a VAE"):
-        main(["train-ss", "--m1", str(tmp_path / "checkpoint.pt"), "--out", str(tmp_path / "ss")])
+    assert re.search("z_dim = 2", cli_error(capsys, ["plot", "manifold", str(tmp_path / "checkpoint.pt")]))
+    assert re.search("no density", cli_error(capsys, ["evaluate", str(tmp_path / "checkpoint.pt")]))
+    message = cli_error(capsys, ["train-ss", "--m1", str(tmp_path / "checkpoint.pt"), "--out", str(tmp_path / "ss")])
+    assert re.search("M1 features come from a VAE", message)

@@ -7,6 +7,7 @@ import torch
 import pyrovae
 from pyrovae import TrainConfig, fit, load_dataset
 from pyrovae.checkpoint import CheckpointError, param_state
+from pyrovae.errors import TrainingDiverged
 from tests.common import tiny_dataset, tiny_vae
 
 
@@ -54,7 +55,7 @@ def test_resume_rejects_other_settings_and_missing_or_corrupt_checkpoints(tmp_pa
     with pytest.raises(ValueError, match="clear_param_store"):  # the store still holds _train's VAE
         fit(vae.model, vae.guide, tiny_dataset(), TrainConfig(epochs=2, batch_size=16, seed=7), verbose=False)
     pyro.clear_param_store()
-    with pytest.raises(CheckpointError, match="other settings"):
+    with pytest.raises(CheckpointError, match="trained with lr=0.001, not 0.1: only epochs, device, divergence may"):
         fit(vae.model, vae.guide, tiny_dataset(), TrainConfig(epochs=2, lr=0.1, batch_size=16, seed=7),
             out_dir=tmp_path, resume=True, verbose=False)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
@@ -128,7 +129,8 @@ def test_validation_runs_in_the_first_epoch_only_by_default(validate, checked):
 
     data = pyrovae.Dataset.from_tensors(tiny_dataset().train.x)  # no test split: every call is a training step
     fit(model, vae.guide, data, TrainConfig(epochs=3, batch_size=20, device="cpu", validate=validate), verbose=False)
-    assert steps[1:] == [c for c in checked for _ in range(2)]  # steps[0]: finding the parameters
+    # steps[0]: finding the parameters; steps[1]: the untrained model's ELBO (the divergence check's reference)
+    assert steps[2:] == [c for c in checked for _ in range(2)]
     with pytest.raises(ValueError, match="unknown validate"):
         TrainConfig(validate="sometimes")
 
@@ -136,13 +138,14 @@ def test_validation_runs_in_the_first_epoch_only_by_default(validate, checked):
 def test_a_diverging_run_stops_with_a_clear_error(tmp_path):
     vae, calls = tiny_vae(), []
 
-    def model(x, num_data=None):  # a log-density that turns NaN in epoch 2 (call 1 finds the parameters)
+    def model(x, num_data=None):  # NaN from epoch 2 (call 1 finds the parameters, call 2 is the untrained ELBO)
         calls.append(1)
-        nan = float("nan") if len(calls) > 2 else 0.0
+        nan = float("nan") if len(calls) > 3 else 0.0
         pyro.factor("broken", pyro.param("w", torch.tensor(1.0)) * nan)
         return vae.model(x, num_data)
 
-    with pytest.raises(FloatingPointError, match="diverged in epoch 2.*Lower the learning rate"):
+    match = r"diverged at epoch 2 \(1 parameters hold NaN.*\['w'\].*kept at .*checkpoint.pt \(epoch 1\).*Lower the learn"
+    with pytest.raises(TrainingDiverged, match=match):
         data = pyrovae.Dataset.from_tensors(tiny_dataset().train.x)  # no test split: every call is a training step
         fit(model, vae.guide, data, TrainConfig(epochs=3, device="cpu"), out_dir=tmp_path, verbose=False)
     assert pyrovae.load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
@@ -151,13 +154,14 @@ def test_a_diverging_run_stops_with_a_clear_error(tmp_path):
 def test_a_nan_loss_under_jit_stops_the_run_at_the_end_of_its_epoch():
     """The compiled step reads nothing on the host (no NaN warning per step), so the epoch's check is what stops
     a run whose loss is NaN: here from the first step, a NaN factor that Pyro's validation would have refused."""
-    vae = tiny_vae()
+    vae, calls = tiny_vae(), []
 
-    def model(x, num_data=None):
-        pyro.factor("broken", pyro.param("w", torch.tensor(float("nan"))))
+    def model(x, num_data=None):  # NaN from the first step (call 1 finds the parameters, 2 is the untrained ELBO)
+        calls.append(1)
+        pyro.factor("broken", pyro.param("w", torch.tensor(1.0)) * (float("nan") if len(calls) > 2 else 0.0))
         return vae.model(x, num_data)
 
     pyro.enable_validation(False)
-    with pytest.raises(FloatingPointError, match="diverged in epoch 1"):
+    with pytest.raises(TrainingDiverged, match="diverged at epoch 1 "):
         fit(model, vae.guide, tiny_dataset(), TrainConfig(epochs=2, batch_size=20, jit=True, device="cpu"),
             verbose=False)  # fmt: skip
