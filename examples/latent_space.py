@@ -68,10 +68,9 @@ def trained_vae(args):
         print(f"loaded {args.checkpoint}: z_dim {vae.z_dim}, trained {state['epoch']} epochs on {data.name}")
         return vae, data
     pyro.clear_param_store()
-    pyro.set_rng_seed(args.seed)
     settings = {"name": args.dataset, "binarize": "dynamic", "valid_size": None}
     data = pyrovae.load_dataset(args.dataset, args.data_dir, binarize=settings["binarize"])
-    vae = pyrovae.VAE(data.x_dim, z_dim=args.z_dim, hidden=args.hidden)
+    vae = pyrovae.VAE(data.x_dim, z_dim=args.z_dim, hidden=args.hidden, seed=args.seed)
     config = pyrovae.TrainConfig(epochs=args.epochs, seed=args.seed, device=args.device)
     extra = {"vae": vae.config, "data": settings, "train": asdict(config)}
     history = pyrovae.fit(vae.model, vae.guide, data, config, out_dir=args.out, extra=extra, verbose=False)

@@ -18,10 +18,9 @@ from pyrovae.plots import save_figures
 
 def main(args):
     pyro.clear_param_store()
-    pyro.set_rng_seed(args.seed)
     data = pyrovae.load_dataset(args.dataset, args.data_dir)
-    vae = pyrovae.VAE(data.x_dim, z_dim=args.z_dim, hidden=args.hidden)
-    config = pyrovae.TrainConfig(epochs=args.epochs, seed=args.seed, device=args.device)
+    vae = pyrovae.VAE(data.x_dim, z_dim=args.z_dim, hidden=args.hidden, seed=args.seed)  # the initial weights
+    config = pyrovae.TrainConfig(epochs=args.epochs, seed=args.seed, device=args.device)  # the training noise
     # the dataset settings let `pyrovae evaluate` and `pyrovae plot` reload the data from the checkpoint
     settings = {"name": data.name, "binarize": data.binarize, "valid_size": len(data.valid)}
     history = pyrovae.fit(vae.model, vae.guide, data, config, out_dir=args.out,

@@ -51,8 +51,7 @@ def train(cls, data, settings, args, out):
     a module), so both models keep decoding with their own weights after the store has moved on.
     """
     pyro.clear_param_store()
-    pyro.set_rng_seed(args.seed)  # the same initial weights for both models
-    model = cls(data.x_dim, z_dim=args.z_dim, hidden=args.hidden)
+    model = cls(data.x_dim, z_dim=args.z_dim, hidden=args.hidden, seed=args.seed)  # both start from the same weights
     config = pyrovae.TrainConfig(epochs=args.epochs, seed=args.seed, device=args.device)
     extra = {"vae": model.config, "data": settings, "train": asdict(config)}
     history = pyrovae.fit(model.model, model.guide, data, config, out_dir=out, extra=extra, verbose=False)

@@ -699,7 +699,8 @@ def main(argv: list[str] | None = None) -> None:
     except USER_ERRORS as e:
         if getattr(args, "debug", False) or os.environ.get(DEBUG_ENV, "") not in ("", "0"):
             raise
-        sys.stderr.write(f"pyrovae: error: {e}\n")
+        own = isinstance(e, OSError) and e.strerror and e.filename is None  # a message, not "[Errno N] ..."
+        sys.stderr.write(f"pyrovae: error: {e.strerror if own else e}\n")
         sys.exit(1)
 
 

@@ -65,8 +65,8 @@ def divergence(
         return f"the training loss is {loss}"
     floor = elbo_floor(initial, factor)
     if not value >= floor:
-        return (f"{metric} {value:.4g} nats per point, below {floor:.4g}: {factor:g} x worse than the untrained "
-                f"model's {initial:.4g}")  # fmt: skip
+        return (f"{metric} {value:.4g} nats per point against {initial:.4g} for the untrained model, below the "
+                f"floor {floor:.4g} of divergence factor {factor:g}")  # fmt: skip
     return None
 
 

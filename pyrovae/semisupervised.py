@@ -270,11 +270,16 @@ def labelled_metrics(ssvae: SSVAE, x: torch.Tensor, y: torch.Tensor, batch_size:
 
 @torch.no_grad()
 def accuracy(classify: Callable[[torch.Tensor], torch.Tensor], split: Split, batch_size: int = 1000) -> float:
-    """Share of ``split`` whose most probable class under ``classify(x)`` (class scores) is the label."""
+    """Share of ``split`` whose most probable class under ``classify(x)`` (class scores) is the label.
+
+    :raises ValueError: if a label is not a class index of the scores."""
     if split.y is None or len(split) == 0:
         raise ValueError("accuracy needs a non-empty labelled split")
-    batches = zip(split.x.split(batch_size), split.y.split(batch_size), strict=True)
-    correct = sum(int((classify(x).argmax(-1) == y).sum()) for x, y in batches)
+    correct = 0
+    for x, y in zip(split.x.split(batch_size), split.y.split(batch_size), strict=True):
+        scores = classify(x)
+        check_labels(y, len(x), scores.shape[-1])  # a label no class has would count as wrong, silently
+        correct += int((scores.argmax(-1) == y).sum())
     return correct / len(split)
 
 
@@ -405,11 +410,11 @@ def _fit_semisupervised(
             raise ValueError(f"{run.checkpoint} has trained {len(history)} epochs already, and epochs={config.epochs} "
                              f"is the total to reach, not a number to add: give more than {len(history)}")  # fmt: skip
     else:
+        set_seed(config.seed)
         with torch.no_grad():  # the untrained model's ELBO, the reference of the divergence check
             rows = x_u[: config.eval_batch_size]
             initial = -float(TraceEnum_ELBO(max_plate_nesting=1).loss(model, guide, draw(rows))) / len(rows)
         best = {}
-        set_seed(config.seed)
     if run is not None:
         run.start(history)
 

@@ -327,11 +327,11 @@ def _fit(
         initial, best = state.get("initial_elbo"), state.get("best", {})
         _check_epochs(path, config.epochs, len(history), verbose and rank == 0)
     else:
+        set_seed(config.seed + rank)  # each rank its own noise
         with torch.no_grad():  # the untrained model's ELBO, the reference of the divergence check
             initial = evaluate(data.valid.x if len(data.valid) else _train_batch(
                 data, torch.arange(min(num_data, config.eval_batch_size), device=device)))  # fmt: skip
         best = {}
-        set_seed(config.seed + rank)  # each rank its own noise; after the check above, which drew noise too
     if run is not None:
         run.start(history)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import os
+import struct
 from pathlib import Path
 
 import pytest
@@ -68,13 +70,30 @@ def translations(image: torch.Tensor, s: int) -> dict[tuple[int, int], torch.Ten
 
 
 def cli_error(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
-    """Run ``pyrovae ARGV``, which must fail as a user's mistake does: exit status 1, no traceback, and a last line
-    ``pyrovae: error: MESSAGE`` on stderr. Returns MESSAGE."""
+    """Run ``pyrovae ARGV``, which must fail as a user's mistake does: exit status 1, no traceback, and
+    ``pyrovae: error: MESSAGE`` at the end of stderr. Returns MESSAGE."""
     with pytest.raises(SystemExit) as exit_:
         main(argv)
     assert exit_.value.code == 1
     err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    last = err.strip().splitlines()[-1]
-    assert last.startswith("pyrovae: error: "), err
-    return last[len("pyrovae: error: "):]
+    assert "Traceback" not in err and "pyrovae: error: " in err, err
+    return err[err.rindex("pyrovae: error: ") + len("pyrovae: error: ") :].strip()
+
+
+N_TRAIN, N_TEST = 3, 2
+
+
+def idx_gz(array: torch.Tensor) -> bytes:
+    """``array`` (uint8) as a gzipped IDX file, the format of the MNIST files."""
+    header = struct.pack(">HBB", 0, 0x08, array.dim()) + struct.pack(f">{array.dim()}I", *array.shape)
+    return gzip.compress(header + array.numpy().tobytes(), mtime=0)
+
+
+def fake_files(seed: int) -> dict[str, bytes]:
+    """The four .gz files of a tiny MNIST-like dataset (3 training and 2 test images)."""
+    g = torch.Generator().manual_seed(seed)
+    files = {}
+    for split, n in (("train", N_TRAIN), ("t10k", N_TEST)):
+        files[f"{split}-images-idx3-ubyte.gz"] = idx_gz(torch.randint(256, (n, 28, 28), generator=g, dtype=torch.uint8))
+        files[f"{split}-labels-idx1-ubyte.gz"] = idx_gz(torch.randint(10, (n,), generator=g, dtype=torch.uint8))
+    return files

@@ -1,5 +1,11 @@
+import hashlib
+from pathlib import Path
+
 import pyro
 import pytest
+from torchvision.datasets import KMNIST
+
+from tests.common import fake_files
 
 
 @pytest.fixture(autouse=True)
@@ -10,3 +16,20 @@ def fresh_pyro():
     pyro.set_rng_seed(0)
     yield
     pyro.clear_param_store()
+
+
+@pytest.fixture
+def fake_kmnist(tmp_path, monkeypatch):
+    """Writes fake KMNIST files into a folder and makes them torchvision's (md5); a private cache, no mirror."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(KMNIST, "mirrors", [(tmp_path / "no-mirror").as_uri() + "/"])
+
+    def write(folder: Path, seed: int = 0) -> dict[str, bytes]:
+        files = fake_files(seed)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, content in files.items():
+            (folder / name).write_bytes(content)
+        monkeypatch.setattr(KMNIST, "resources", [(n, hashlib.md5(c).hexdigest()) for n, c in files.items()])
+        return files
+
+    return write

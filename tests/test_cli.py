@@ -1,4 +1,5 @@
 import json
+import math
 import re
 from dataclasses import replace
 
@@ -62,6 +63,79 @@ def test_bad_arguments_exit_with_a_message(tmp_path, capsys):
     assert "invalid choice: 'cifar'" in capsys.readouterr().err
     assert re.search("no checkpoint", cli_error(capsys, ["evaluate", str(tmp_path / "none.pt")]))
     assert re.search("no checkpoint", cli_error(capsys, ["train", "--out", str(tmp_path / "none"), "--resume"]))
+
+
+def test_errors_print_one_line_and_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):
+    (tmp_path / "run").mkdir()
+    message = cli_error(capsys, ["evaluate", str(tmp_path / "run")])
+    assert message == f"{tmp_path / 'run'} is a folder, not a checkpoint file (it holds no checkpoint.pt)"
+    with pytest.raises(CheckpointError, match="is a folder"):
+        main(["evaluate", str(tmp_path / "run"), "--debug"])
+    monkeypatch.setenv("PYROVAE_DEBUG", "1")
+    with pytest.raises(CheckpointError, match="is a folder"):
+        main(["evaluate", str(tmp_path / "run")])
+    monkeypatch.delenv("PYROVAE_DEBUG")
+    for limit in ("-5", "0"):  # evaluate --limit -5 once evaluated all but the last 5 points
+        with pytest.raises(SystemExit) as exit_:
+            main(["evaluate", str(tmp_path / "run"), "--limit", limit])
+        assert exit_.value.code == 2 and "--limit: must be a positive integer" in capsys.readouterr().err
+
+
+def test_evaluate_prints_its_figures_when_its_file_cannot_be_written(tmp_path, capsys):
+    main(["train", "--epochs", "1", "--out", str(tmp_path / "run"), "--quiet"])
+    (tmp_path / "file").write_text("not a folder")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main(["evaluate", str(tmp_path / "run" / "checkpoint.pt"), "--num-samples", "10", "--limit", "5", "--quiet",
+              "--out", str(tmp_path / "file" / "nll.json")])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert exit_.value.code == 1 and json.loads(out)["num_points"] == 5  # the figures are on the screen
+    assert err.startswith(f"pyrovae: error: could not write {tmp_path / 'file' / 'nll.json'} (")
+    assert "the figures printed above were not saved; pass --out FILE" in err and "Traceback" not in err
+
+
+def test_resume_says_when_there_is_nothing_to_train_and_epochs_is_the_total(tmp_path, capsys):
+    main(["train", "--epochs", "2", "--out", str(tmp_path), "--quiet"])
+    capsys.readouterr()
+    main(["train", "--epochs", "2", "--out", str(tmp_path), "--resume"])
+    assert "has trained all 2 epochs: nothing to train; give more than 2 epochs (the total)" in capsys.readouterr().err
+    message = cli_error(capsys, ["train", "--epochs", "1", "--out", str(tmp_path), "--resume", "--quiet"])
+    assert "has trained 2 epochs already, and epochs=1 is the total to reach" in message
+    assert "(e.g. --epochs 3 to train 1 more)" in message
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 2
+
+
+def test_the_data_folder_is_remembered_for_resume_evaluate_and_plot(tmp_path, capsys, fake_kmnist, monkeypatch):
+    fake_kmnist(tmp_path / "data" / "KMNIST" / "raw")
+    run = tmp_path / "run"
+    common = ["--dataset", "kmnist", "--valid-size", "1", "--batch-size", "2", "--hidden", "8", "--z-dim", "2"]
+    main(["train", *common, "--epochs", "1", "--data-dir", str(tmp_path / "data"), "--out", str(run), "--quiet"])
+    settings = load_checkpoint(run / "checkpoint.pt")["extra"]["data"]
+    assert settings["data_dir"] == str((tmp_path / "data").resolve())
+    monkeypatch.chdir(tmp_path / "run")  # elsewhere: a relative --data-dir would not be found from here
+    main(["train", "--epochs", "2", "--out", str(run), "--resume", "--quiet"])
+    main(["evaluate", str(run / "checkpoint.pt"), "--num-samples", "5", "--quiet"])
+    main(["plot", "samples", str(run / "checkpoint.pt"), "--out", str(tmp_path / "s.png")])
+    assert load_checkpoint(run / "checkpoint.pt")["epoch"] == 2 and (tmp_path / "s.png").exists()
+    capsys.readouterr()
+    message = cli_error(capsys, ["evaluate", str(run / "checkpoint.pt"), "--data-dir", str(tmp_path / "none")])
+    assert "could not load kmnist" in message.lower() or "KMNIST" in message
+
+
+def test_checkpoints_without_their_settings_or_with_inf_weights_give_clear_errors(tmp_path, capsys):
+    main(["train", "--epochs", "1", "--out", str(tmp_path / "run"), "--quiet"])
+    state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    del state["format"]
+    save_checkpoint(tmp_path / "nodata.pt", {**state, "extra": {"vae": state["extra"]["vae"]}})
+    message = cli_error(capsys, ["evaluate", str(tmp_path / "nodata.pt")])
+    assert message.startswith(f"{tmp_path / 'nodata.pt'} has no entry ['extra']['data']")
+    save_checkpoint(tmp_path / "run" / "checkpoint.pt", {**state, "extra": {"data": state["extra"]["data"]}})
+    message = cli_error(capsys, ["train", "--out", str(tmp_path / "run"), "--resume", "--epochs", "2"])
+    assert message.startswith(f"{tmp_path / 'run' / 'checkpoint.pt'} has no entry ['extra']['vae']")
+    state["params"] = {name: p * math.inf for name, p in state["params"].items()}
+    save_checkpoint(tmp_path / "inf.pt", state)  # e.g. saved by an older version after training diverged
+    assert "holds non-finite weights" in cli_error(capsys, ["plot", "samples", str(tmp_path / "inf.pt")])
+    assert "holds non-finite weights" in cli_error(capsys, ["evaluate", str(tmp_path / "inf.pt")])
 
 
 def test_train_ss_writes_checkpoint_metrics_and_pictures_and_loads(tmp_path, capsys):

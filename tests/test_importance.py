@@ -154,6 +154,17 @@ def test_summary_reports_dataset_averages():
     assert est.khat.shape == (len(x),) and 0 <= summary["khat_above_0.7"] <= 1
 
 
+def test_one_sample_has_no_standard_error():
+    """With one importance sample per point the estimate is a single log-weight, whose spread is unknown: its
+    standard error is undefined, not 0 (which read as an exact estimate)."""
+    vae = tiny_vae()
+    est = log_marginal_likelihood(vae.model, vae.guide, tiny_dataset().test.x, 1, iwae_k=1)
+    assert est.stderr.isnan().all() and est.summary()["nll_stderr"] is None
+    assert torch.equal(est.log_px, est.elbo)  # log p(x) from one sample is its log-weight
+    two = log_marginal_likelihood(vae.model, vae.guide, tiny_dataset().test.x, 2, iwae_k=1)
+    assert two.summary()["nll_stderr"] > 0
+
+
 def test_khat_flags_a_too_narrow_proposal():
     """A Gaussian proposal s times as wide as a Gaussian posterior gives weights with a Pareto tail of shape
     k = 1 - s^2 when s < 1 (0.96 here) and light tails when s > 1; the estimate of k from the 3 sqrt(K) largest

@@ -97,3 +97,18 @@ def test_empty_data_raise():
     vae = tiny_vae()
     with pytest.raises(ValueError, match="empty"):
         elbo_terms(vae.model, vae.guide, torch.zeros(0, 6))
+
+
+
+def test_nan_data_give_an_error_with_pyro_validation_off():
+    """Without Pyro's validation the model does not read the data's values: a NaN ELBO is explained after the fact
+    instead of returned."""
+    vae = tiny_vae()
+    x = tiny_dataset().test.x.clone()
+    x[3, 1] = float("nan")
+    pyro.enable_validation(False)
+    with pytest.raises(ValueError, match=r"the ELBO is NaN because 1 data rows hold NaN or infinite values \(e.g. rows "
+                       r"\[3\]\)"):  # fmt: skip
+        elbo_per_datapoint(vae.model, vae.guide, x)
+    with pytest.raises(ValueError, match="is NaN because 1 data rows"):
+        elbo_terms(vae.model, vae.guide, x)

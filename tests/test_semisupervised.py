@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pyro
 import pytest
 import torch
@@ -126,7 +128,8 @@ def test_lr_milestones_step_the_rate_and_may_be_added_on_resume(tmp_path):
         digits_run(tmp_path, epochs=5, resume=True, lr=0.01, lr_milestones=(1, 2, 3), lr_gamma=0.5)
     with pytest.raises(CheckpointError, match="epoch 3 .* from 4 on"):
         digits_run(tmp_path, epochs=5, resume=True, lr=0.01, lr_milestones=(2, 3), lr_gamma=0.1)
-    with pytest.raises(CheckpointError, match="lr=0.01, not 0.02: only epochs, device, lr_milestones, lr_gamma, divergence may"):
+    changeable = "only epochs, device, lr_milestones, lr_gamma, divergence may change"
+    with pytest.raises(CheckpointError, match=f"lr=0.01, not 0.02: {changeable}"):
         digits_run(tmp_path, epochs=5, resume=True, lr=0.02, lr_milestones=(2, 3), lr_gamma=0.5)
     for milestones in ((0,), (3, 2), (2, 2), (1.5,)):
         with pytest.raises(ValueError, match="lr milestones must be increasing epochs >= 1"):
@@ -282,6 +285,19 @@ def test_training_errors():
     for weight in (-1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="consistency must be a finite weight >= 0"):
             SemiSupervisedConfig(consistency=weight)
+
+
+@pytest.mark.parametrize("split", ["valid", "test"])
+def test_labels_outside_the_classes_are_refused_not_counted_as_wrong(split):
+    """A test label 10 among classes 0..9 never equals a prediction: the accuracy came out 0.0, silently."""
+    data = load_dataset("digits")
+    labels = getattr(data, split).y.clone()
+    labels[[4, 7]] = torch.tensor([10, -1])
+    bad = replace(data, **{split: replace(getattr(data, split), y=labels)})
+    with pytest.raises(ValueError, match=rf"data.{split}.y has 2 label\(s\) outside 0..9 \(e.g. 10\)"):
+        fit_semisupervised(SSVAE(data.x_dim, hidden=(8,)), bad, SemiSupervisedConfig(num_labels=50, epochs=1))
+    with pytest.raises(ValueError, match=r"outside 0..9"):
+        accuracy(lambda x: torch.zeros(len(x), 10), getattr(bad, split))
 
 
 def test_accuracy():

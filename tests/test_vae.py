@@ -107,6 +107,18 @@ def test_guide_needs_data_and_num_data_must_cover_batch():
         vae.model(torch.ones(4, 6), num_data=3)
 
 
+@pytest.mark.parametrize("model", [tiny_vae(), pyrovae.TwoLayerVAE(6, 4, 2, (8,), (4,)), pyrovae.SSVAE(6, 3, 2, (8,))])
+def test_generating_zero_points_and_float64_data_are_errors(model):
+    assert model.model(None, num_data=3).shape == (3, 6)
+    for bad in (0, -2, 1.5):  # num_data=0 once generated one point
+        with pytest.raises(ValueError, match="num_data must be a positive number of data points to generate"):
+            model.model(None, num_data=bad)
+    with pytest.raises(TypeError, match=r"x has dtype torch.float64 but the model's parameters are torch.float32: "
+                       r"convert the data with x.float\(\)"):  # fmt: skip
+        model.guide(torch.ones(2, 6, dtype=torch.float64))
+    model.double().guide(torch.ones(2, 6, dtype=torch.float64))  # float64 data for a float64 model
+
+
 def test_bad_constructor_arguments():
     with pytest.raises(ValueError, match="unknown activation"):
         pyrovae.VAE(6, activation="sigmoidish")

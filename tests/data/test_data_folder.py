@@ -6,10 +6,8 @@ exist, so that downloads fail at once offline (and online)."""
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import shutil
-import struct
 from pathlib import Path
 from urllib.parse import urlparse
 from urllib.request import url2pathname
@@ -19,25 +17,9 @@ import torch
 from torchvision.datasets import KMNIST, utils
 
 from pyrovae.data import load_dataset
+from tests.common import N_TEST, N_TRAIN
 
-N_TRAIN, N_TEST = 3, 2
 IMAGES = "train-images-idx3-ubyte.gz"
-
-
-def idx_gz(array: torch.Tensor) -> bytes:
-    """``array`` (uint8) as a gzipped IDX file, the format of the MNIST files."""
-    header = struct.pack(">HBB", 0, 0x08, array.dim()) + struct.pack(f">{array.dim()}I", *array.shape)
-    return gzip.compress(header + array.numpy().tobytes(), mtime=0)
-
-
-def fake_files(seed: int) -> dict[str, bytes]:
-    """The four .gz files of a tiny MNIST-like dataset (3 training and 2 test images)."""
-    g = torch.Generator().manual_seed(seed)
-    files = {}
-    for split, n in (("train", N_TRAIN), ("t10k", N_TEST)):
-        files[f"{split}-images-idx3-ubyte.gz"] = idx_gz(torch.randint(256, (n, 28, 28), generator=g, dtype=torch.uint8))
-        files[f"{split}-labels-idx1-ubyte.gz"] = idx_gz(torch.randint(10, (n,), generator=g, dtype=torch.uint8))
-    return files
 
 
 def images(files: dict[str, bytes]) -> torch.Tensor:
@@ -52,23 +34,6 @@ def tree(folder: Path) -> dict[str, tuple[int, int] | None]:
         str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) if p.is_file() else None
         for p in sorted(folder.rglob("*"))
     }
-
-
-@pytest.fixture
-def fake_kmnist(tmp_path, monkeypatch):
-    """Writes fake KMNIST files into a folder and makes them torchvision's (md5); a private cache, no mirror."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(KMNIST, "mirrors", [(tmp_path / "no-mirror").as_uri() + "/"])
-
-    def write(folder: Path, seed: int = 0) -> dict[str, bytes]:
-        files = fake_files(seed)
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, content in files.items():
-            (folder / name).write_bytes(content)
-        monkeypatch.setattr(KMNIST, "resources", [(n, hashlib.md5(c).hexdigest()) for n, c in files.items()])
-        return files
-
-    return write
 
 
 def load(data_dir: Path):
