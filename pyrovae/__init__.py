@@ -4,6 +4,7 @@ from . import compare, latent
 from .autoencoder import Autoencoder
 from .checkpoint import CheckpointError, load_checkpoint, load_vae, save_checkpoint
 from .data import Dataset, load_dataset
+from .errors import PyrovaeError, RunFolderError, TrainingDiverged
 from .features import LatentFeatures, active_units
 from .importance import ImportanceEstimate, log_marginal_likelihood
 from .iwae import TraceIWAE_ELBO
@@ -26,6 +27,9 @@ __all__ = [
     "Decoder",
     "Encoder",
     "ImportanceEstimate",
+    "PyrovaeError",
+    "RunFolderError",
+    "TrainingDiverged",
     "LatentFeatures",
     "SemiSupervisedConfig",
     "TraceIWAE_ELBO",

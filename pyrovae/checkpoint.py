@@ -97,10 +97,7 @@ def load_checkpoint(
         hint = f": give {inside}" if inside.is_file() else " (it holds no checkpoint.pt)"
         raise CheckpointError(f"{path} is a folder, not a checkpoint file{hint}")
     if not path.is_file():
-        raise FileNotFoundError(
-            f"no checkpoint at {path}: train first (pyrovae train --out {path.parent}) or give the path "
-            "of an existing checkpoint.pt"
-        )
+        raise missing_checkpoint(path)
     try:
         f = open(path, "rb")
     except PermissionError as e:
@@ -125,6 +122,14 @@ def load_checkpoint(
             "kind of run or damaged; use the checkpoint.pt of the run you mean"
         )
     return state
+
+
+def missing_checkpoint(path: Path) -> FileNotFoundError:
+    """The error for a checkpoint that is not there."""
+    return FileNotFoundError(
+        f"no checkpoint at {path}: train first (pyrovae train --out {path.parent}) or give the path of an existing "
+        "checkpoint.pt"
+    )
 
 
 def section(state: dict[str, Any], path: str | os.PathLike, *keys: str) -> Any:

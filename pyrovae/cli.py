@@ -116,9 +116,9 @@ def _add_train_parser(subparsers, parents: list[argparse.ArgumentParser]) -> Non
         help="train a VAE with SVI and write checkpoint, metrics and pictures",
         description="Train a VAE (MLP encoder/decoder; Bernoulli likelihood on binarized data, or with --likelihood "
         "continuous-bernoulli or normal on grey levels) by SVI, or with --model autoencoder a deterministic "
-        "autoencoder with the same nets. Writes into --out: checkpoint.pt (every epoch), "
-        "metrics.jsonl, samples.png, reconstructions.png and elbo.png (and with --tensorboard, event files in "
-        "tensorboard/).",
+        "autoencoder with the same nets. Writes into --out: checkpoint.pt (every epoch), best.pt (the best "
+        "validation ELBO), metrics.jsonl, samples.png, reconstructions.png and elbo.png (and with --tensorboard, "
+        "event files in tensorboard/).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     _add_data_args(p, auto_binarize=True)
@@ -430,8 +430,8 @@ def _add_train_ss_parser(subparsers, parents: list[argparse.ArgumentParser]) -> 
         "training points (chosen with --label-seed), the rest of the training split unlabelled, missing labels "
         "summed out by enumeration, alpha * log q(y|x) on labelled points. With --m1 CHECKPOINT (a VAE from "
         "pyrovae train on the same dataset), M2 models that VAE's codes instead of pixels (M1+M2). Writes into "
-        "--out: checkpoint.pt (every epoch), metrics.jsonl, accuracy.png and analogies.png. --a-dim adds Maaloe et "
-        "al.'s auxiliary variable (ADGM).",
+        "--out: checkpoint.pt (every epoch), best.pt (the best validation accuracy), metrics.jsonl, accuracy.png "
+        "and analogies.png. --a-dim adds Maaloe et al.'s auxiliary variable (ADGM).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     _add_data_args(p, auto_binarize=True)

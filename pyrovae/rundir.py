@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from .checkpoint import load_checkpoint, remove_temporary_files, save_checkpoint
+from .checkpoint import load_checkpoint, missing_checkpoint, remove_temporary_files, save_checkpoint
 from .errors import RunFolderError
 
 try:
@@ -155,6 +155,8 @@ class RunFolder:
         self._lock = RunLock(self.path)
 
     def __enter__(self) -> RunFolder:
+        if self.resume and not self.checkpoint.is_file():  # before the lock, which would create the folder
+            raise missing_checkpoint(self.checkpoint)
         self._lock.__enter__()
         try:
             if not self.resume:

@@ -17,7 +17,8 @@ it, and dynamically binarized data get a fresh Bernoulli draw for every minibatc
 likelihood's support) and Pyro checks every distribution's arguments and the model against the guide. By
 default (``validate="first-epoch"``) these checks run during the first epoch a process trains, which visits
 every training row, and are switched off after it: they cost about a quarter of a step on a CPU
-(``benchmarks/step_time.py``). The loss is checked once per epoch instead: a non-finite one stops training.
+(``benchmarks/step_time.py``). Training is checked once per epoch instead (:mod:`pyrovae.divergence`): a non-finite
+loss or parameter, or an ELBO far below the untrained model's, stops it before the epoch is saved.
 
 **References**
 

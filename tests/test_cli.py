@@ -63,6 +63,7 @@ def test_bad_arguments_exit_with_a_message(tmp_path, capsys):
     assert "invalid choice: 'cifar'" in capsys.readouterr().err
     assert re.search("no checkpoint", cli_error(capsys, ["evaluate", str(tmp_path / "none.pt")]))
     assert re.search("no checkpoint", cli_error(capsys, ["train", "--out", str(tmp_path / "none"), "--resume"]))
+    assert not (tmp_path / "none").exists()  # nothing made for a run that does not exist
 
 
 def test_errors_print_one_line_and_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):
