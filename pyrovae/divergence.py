@@ -14,16 +14,21 @@ A run has diverged at the end of an epoch when
   training), while its parameters stay finite and its loss stays a number.
 
 The loop then stops without saving that epoch, so the last checkpoint on disk is the last good epoch, and raises
-:class:`~pyrovae.errors.TrainingDiverged` with :func:`diverged_message`.
+the :class:`~pyrovae.errors.TrainingDiverged` of :func:`diverged`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+from .errors import TrainingDiverged
+
+if TYPE_CHECKING:
+    from .rundir import RunFolder
 
 #: the default :math:`\kappa` (``TrainConfig.divergence``)
 DIVERGENCE = 10.0
@@ -47,7 +52,12 @@ def nonfinite(params: Iterable[tuple[str, torch.Tensor]]) -> list[str]:
 
 
 def divergence(
-    loss: float, params: Iterable[tuple[str, torch.Tensor]], metric: str, value: float, initial: float, factor: float
+    loss: float,
+    params: Iterable[tuple[str, torch.Tensor]],
+    metric: str,
+    value: float,
+    initial: float | None,
+    factor: float,
 ) -> str | None:
     """Why the epoch diverged (see the module docstring), or ``None`` if it did not.
 
@@ -55,7 +65,8 @@ def divergence(
     :param params: ``(name, tensor)`` of every trained parameter.
     :param str metric: the name of the monitored ELBO (``"valid_elbo"``, ``"train_elbo"``, ...), for the message.
     :param float value: its value this epoch.
-    :param float initial: its value for the untrained model.
+    :param float initial: its value for the untrained model (``None``, as in checkpoints of older versions: no ELBO
+        check).
     :param float factor: :math:`\\kappa`.
     """
     bad = nonfinite(params)
@@ -63,26 +74,25 @@ def divergence(
         return f"{len(bad)} parameters hold NaN or infinity, e.g. {bad[:3]}"
     if not math.isfinite(loss):
         return f"the training loss is {loss}"
-    floor = elbo_floor(initial, factor)
+    floor = -math.inf if initial is None else elbo_floor(initial, factor)
     if not value >= floor:
         return (f"{metric} {value:.4g} nats per point against {initial:.4g} for the untrained model, below the "
                 f"floor {floor:.4g} of divergence factor {factor:g}")  # fmt: skip
     return None
 
 
-def diverged_message(
-    epoch: int, reason: str, lr: float, checkpoint: Path | None, last_epoch: int, best: Path | None, best_epoch: int
-) -> str:
-    """The message of :class:`~pyrovae.errors.TrainingDiverged`: the epoch, why, what was kept, what to do."""
-    if checkpoint is None:
+def diverged(epoch: int, reason: str, lr: float, run: RunFolder | None, best_epoch: int) -> TrainingDiverged:
+    """The error to raise when epoch ``epoch`` (counted from 1) diverged for ``reason``: what was kept in the run
+    folder ``run`` (the checkpoint of the previous epoch, and ``best.pt`` of epoch ``best_epoch``), and what to do."""
+    if run is None:
         kept = "nothing was saved (no out_dir)"
-    elif last_epoch == 0:
+    elif epoch == 1:
         kept = "no epoch was good, so no checkpoint was written"
     else:
-        kept = f"the last good checkpoint is kept at {checkpoint} (epoch {last_epoch})"
-        if best is not None and best_epoch:
-            kept += f", the best at {best} (epoch {best_epoch})"
-    return (
+        kept = f"the last good checkpoint is kept at {run.checkpoint} (epoch {epoch - 1})"
+        if best_epoch:
+            kept += f", the best at {run.best} (epoch {best_epoch})"
+    return TrainingDiverged(
         f"training diverged at epoch {epoch} ({reason}); {kept}. Lower the learning rate (lr={lr:g}), or check the "
         "model and the data"
     )

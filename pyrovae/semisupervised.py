@@ -67,13 +67,12 @@ from .checkpoint import (
 from .consistency import consistency_loss
 from .data.datasets import Dataset, Split
 from .device import resolve_device
-from .divergence import DIVERGENCE, check_factor, diverged_message, divergence
-from .errors import TrainingDiverged
+from .divergence import DIVERGENCE, check_factor, diverged, divergence
 from .rundir import RunFolder, load_resumable
 from .seeding import set_seed
 from .ssvae import SSVAE
 from .step import adam, check_lr, check_owned, scheduled_lr, set_lr, trained_params
-from .train import minibatches, num_batches
+from .train import check_epochs, minibatches, num_batches
 from .validation import check_labels
 
 #: the training schedules of :func:`fit_semisupervised`
@@ -406,9 +405,7 @@ def _fit_semisupervised(
             set_rng_state(state["rng"])
             history = list(state["history"])
         initial, best = state.get("initial_elbo"), state.get("best", {})
-        if config.epochs < len(history):
-            raise ValueError(f"{run.checkpoint} has trained {len(history)} epochs already, and epochs={config.epochs} "
-                             f"is the total to reach, not a number to add: give more than {len(history)}")  # fmt: skip
+        check_epochs(run.checkpoint, config.epochs, len(history), verbose)
     else:
         set_seed(config.seed)
         with torch.no_grad():  # the untrained model's ELBO, the reference of the divergence check
@@ -452,13 +449,10 @@ def _fit_semisupervised(
             bar.update()
         row: dict[str, float] = {"epoch": epoch + 1, "unlabelled_elbo": float(unlabelled_elbo) / unlabelled_rows}
         reason = divergence(-row["unlabelled_elbo"], ssvae.named_parameters(), "unlabelled_elbo",
-                            row["unlabelled_elbo"], -math.inf if initial is None else initial, config.divergence)
+                            row["unlabelled_elbo"], initial, config.divergence)
         if reason is not None:
             bar.close()
-            raise TrainingDiverged(diverged_message(
-                epoch + 1, reason, lr, None if run is None else run.checkpoint, epoch,
-                None if run is None else run.best, best.get("epoch", 0),
-            ))  # fmt: skip
+            raise diverged(epoch + 1, reason, lr, run, best.get("epoch", 0))
         row["labelled_elbo"], row["labelled_log_q"] = labelled_metrics(ssvae, draw(x_l), y_l, config.eval_batch_size)
         if config.lr_decay != 1 or config.lr_milestones:
             row["lr"] = lr

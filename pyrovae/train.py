@@ -48,8 +48,7 @@ from .checkpoint import check_finite, check_resumable, malformed, param_state, r
 from .data.datasets import Dataset
 from .device import resolve_device
 from .distributed import data_parallel_loss, gather_rng_states, mean_over_ranks, rank_and_world
-from .divergence import DIVERGENCE, check_factor, diverged_message, divergence, nonfinite
-from .errors import TrainingDiverged
+from .divergence import DIVERGENCE, check_factor, diverged, divergence, nonfinite
 from .iwae import TraceIWAE_ELBO
 from .jit import JitTrace_ELBO, JitTraceMeanField_ELBO
 from .kl_scale import KLScaleMessenger, warmup_scale
@@ -326,7 +325,7 @@ def _fit(
             set_rng_state(state["rng_ranks"][rank] if "rng_ranks" in state else state["rng"])
             history = list(state["history"])
         initial, best = state.get("initial_elbo"), state.get("best", {})
-        _check_epochs(path, config.epochs, len(history), verbose and rank == 0)
+        check_epochs(path, config.epochs, len(history), verbose and rank == 0)
     else:
         set_seed(config.seed + rank)  # each rank its own noise
         with torch.no_grad():  # the untrained model's ELBO, the reference of the divergence check
@@ -375,16 +374,12 @@ def _fit(
         reason = None
         if rank == 0:
             value = row.get(monitor, row["train_elbo"])
-            reason = divergence(train_loss, params.items(), monitor, value, -math.inf if initial is None else initial,
-                                config.divergence)  # fmt: skip
+            reason = divergence(train_loss, params.items(), monitor, value, initial, config.divergence)
         if world > 1 and mean_over_ranks(torch.tensor(float(reason is not None), device=device)).item() > 0:
             reason = reason or "rank 0 found it diverged"
         if reason is not None:
             bar.close()
-            raise TrainingDiverged(diverged_message(
-                epoch + 1, reason, lr, None if run is None else run.checkpoint, epoch,
-                None if run is None else run.best, best.get("epoch", 0),
-            ))  # fmt: skip
+            raise diverged(epoch + 1, reason, lr, run, best.get("epoch", 0))
         row["seconds"] = time.perf_counter() - start
         history.append(row)
         rng = gather_rng_states(rng_state()) if world > 1 else [rng_state()]
@@ -412,7 +407,7 @@ def _fit(
     return history
 
 
-def _check_epochs(path: Path, epochs: int, done: int, verbose: bool) -> None:
+def check_epochs(path: Path, epochs: int, done: int, verbose: bool) -> None:
     """On resume from the checkpoint at ``path``: ``epochs`` is the total, so fewer than ``done`` is a mistake and as
     many is nothing to do."""
     if epochs < done:
