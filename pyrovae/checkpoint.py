@@ -44,9 +44,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     except BaseException as e:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-        if isinstance(e, OSError) and e.errno in WRITE_ERRORS:
+        if isinstance(e, OSError):
             kept = "its previous content is kept intact" if path.exists() else "nothing was written"
-            raise OSError(e.errno, f"cannot write {path}: {WRITE_ERRORS[e.errno]} ({kept})") from e
+            reason = WRITE_ERRORS.get(e.errno, e.strerror or str(e))
+            raise OSError(e.errno, f"cannot write {path}: {reason} ({kept})") from e
         raise
 
 
@@ -55,6 +56,8 @@ WRITE_ERRORS = {
     errno.ENOSPC: "the disk is full; free some space and run the command again",
     errno.EACCES: "permission denied; choose a folder you may write to",
     errno.EROFS: "the file system is read-only; choose another folder",
+    errno.EEXIST: "a file stands where its folder should be; choose another path",
+    errno.ENOTDIR: "a file stands where its folder should be; choose another path",
 }
 #: the suffix of :func:`atomic_write`'s temporary files (``.NAME.RANDOM.tmp``)
 TMP_SUFFIX = ".tmp"

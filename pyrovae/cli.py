@@ -415,9 +415,9 @@ def evaluate_command(args: argparse.Namespace) -> dict:
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"nll_{args.split}.json"
     try:
         save_json(out, summary)
-    except OSError as e:
-        raise OSError(e.errno, f"could not write {out} ({e.strerror or e}): the figures printed above were not "
-                      "saved; pass --out FILE to write them elsewhere") from e  # fmt: skip
+    except OSError as e:  # atomic_write's message names the file and the cause
+        raise OSError(e.errno, f"{e.strerror}; the figures printed above were not saved: pass --out FILE to write "
+                      "them elsewhere") from e  # fmt: skip
     return summary
 
 
