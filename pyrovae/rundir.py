@@ -134,7 +134,8 @@ def _owner() -> dict[str, Any]:
 def _read(fd: int) -> dict[str, Any]:
     """The owner recorded in a lock file, or ``{}`` if it is empty or unreadable."""
     try:
-        return json.loads(os.pread(fd, 65536, 0).decode())
+        os.lseek(fd, 0, os.SEEK_SET)
+        return json.loads(os.read(fd, 65536).decode())
     except (OSError, ValueError):
         return {}
 
