@@ -54,7 +54,7 @@ from .plots import (
     save_reconstructions,
     save_samples,
 )
-from .rundir import CHECKPOINT, RunFolder
+from .rundir import CHECKPOINT, RunFolder, free_folder
 from .semisupervised import (
     SCHEDULES,
     SemiSupervisedConfig,
@@ -171,7 +171,9 @@ def _add_train_parser(subparsers, parents: list[argparse.ArgumentParser]) -> Non
     train.add_argument("--seed", type=int, default=DEFAULTS.seed, help="random seed")
     train.add_argument("--device", default=DEFAULTS.device, help="auto (CUDA if available), cpu, cuda or cuda:N")
     out = p.add_argument_group("output")
-    out.add_argument("--out", default=None, help="output folder (default: runs/DATASET)")
+    out.add_argument("--out", default=None,
+                     help="output folder (default: runs/DATASET, or for a new run the first of runs/DATASET-2, -3, ... "
+                     "that holds no run)")
     out.add_argument("--resume", action="store_true", help=RESUME_HELP)
     out.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     out.add_argument("--quiet", action="store_true", help="no per-epoch lines")
@@ -240,6 +242,20 @@ def _model_defaults(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
+def _out(args: argparse.Namespace, default: Path) -> Path:
+    """The run folder of a training command: ``--out``; without it ``default``, or for a new run that would replace
+    one there the next free ``default-N`` (:func:`pyrovae.rundir.free_folder`), said on stderr."""
+    if args.out is not None:
+        return Path(args.out)
+    if args.resume or args.overwrite:
+        return default
+    out = free_folder(default)
+    if out != default:
+        print(f"pyrovae: {default} holds an earlier run (--resume continues it): this one writes {out}",
+              file=sys.stderr)  # fmt: skip
+    return out
+
+
 def _run_folder(out: Path, args: argparse.Namespace, rank: int = 0):
     """The run folder of a training command, locked and checked (:class:`pyrovae.rundir.RunFolder`) on rank 0."""
     if rank != 0:
@@ -258,7 +274,7 @@ def _saved(out: Path, *keys: str) -> list:
 
 def train_command(args: argparse.Namespace) -> dict:
     """``pyrovae train``: returns a summary (last metrics and written files) that is also printed."""
-    out = Path(args.out or Path("runs") / args.dataset)
+    out = _out(args, Path("runs") / args.dataset)
     _model_defaults(args)
     device = init_distributed(args.device) if args.distributed else args.device
     rank = rank_and_world()[0]
@@ -485,7 +501,9 @@ def _add_train_ss_parser(subparsers, parents: list[argparse.ArgumentParser]) -> 
     train.add_argument("--seed", type=int, default=0, help="random seed of the training")
     train.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
     out = p.add_argument_group("output")
-    out.add_argument("--out", default=None, help="output folder (default: runs/ss-DATASET-LABELS)")
+    out.add_argument("--out", default=None,
+                     help="output folder (default: runs/ss-DATASET-LABELS, or for a new run the first of "
+                     "runs/ss-DATASET-LABELS-2, -3, ... that holds no run)")
     out.add_argument("--resume", action="store_true", help=f"{RESUME_HELP}, and --lr-milestones / --lr-gamma")
     out.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     out.add_argument("--quiet", action="store_true", help="no per-epoch lines")
@@ -509,7 +527,7 @@ def _m1_features(path: str, data: Dataset) -> tuple[LatentFeatures, dict]:
 
 def train_ss_command(args: argparse.Namespace) -> dict:
     """``pyrovae train-ss``: returns a summary (last metrics, best-validation epoch, files), also printed."""
-    out = Path(args.out or Path("runs") / f"ss-{args.dataset}-{args.labels}")
+    out = _out(args, Path("runs") / f"ss-{args.dataset}-{args.labels}")
     with _run_folder(out, args):
         return _train_ss(args, out)
 

@@ -170,10 +170,15 @@ class RunFolder:
     def __exit__(self, *exc) -> None:
         self._lock.__exit__(*exc)
 
-    def _clear(self) -> None:
+    def earlier(self) -> list[Path]:
+        """The files of an earlier run in the folder: its checkpoints and non-empty metrics."""
         earlier = [p for p in (self.checkpoint, self.best) if p.exists()]
         if self.metrics.exists() and self.metrics.stat().st_size:
             earlier.append(self.metrics)
+        return earlier
+
+    def _clear(self) -> None:
+        earlier = self.earlier()
         if earlier and not self.overwrite:
             raise RunFolderError(
                 f"{self.path} already holds a run ({', '.join(p.name for p in earlier)}): continue it with --resume "
@@ -195,3 +200,14 @@ class RunFolder:
         save_checkpoint(self.checkpoint, state)
         if best:
             save_checkpoint(self.best, state)
+
+
+def free_folder(base: str | os.PathLike) -> Path:
+    """``base``, or the first of ``base-2``, ``base-3``, ... that holds no run: the folder of a new run whose user
+    named none (``pyrovae train`` without ``--out``), so that running the same command twice keeps both runs."""
+    base = Path(base)
+    folder, number = base, 1
+    while RunFolder(folder).earlier():
+        number += 1
+        folder = base.with_name(f"{base.name}-{number}")
+    return folder

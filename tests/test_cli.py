@@ -97,6 +97,19 @@ def test_evaluate_prints_its_figures_when_its_file_cannot_be_written(tmp_path, c
     assert "Traceback" not in err
 
 
+def test_without_out_a_new_run_takes_the_next_free_folder_and_resume_the_first(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):  # the README's set-up line, run twice
+        main(["train", "--epochs", "1", "--quiet"])
+    assert "runs/digits holds an earlier run (--resume continues it): this one writes runs/digits-2" in (
+        capsys.readouterr().err)
+    assert [load_checkpoint(tmp_path / "runs" / name / "checkpoint.pt")["epoch"] for name in ("digits", "digits-2")] \
+        == [1, 1]  # fmt: skip
+    main(["train", "--epochs", "2", "--resume", "--quiet"])
+    assert load_checkpoint(tmp_path / "runs" / "digits" / "checkpoint.pt")["epoch"] == 2
+    assert not (tmp_path / "runs" / "digits-3").exists()
+
+
 def test_resume_says_when_there_is_nothing_to_train_and_epochs_is_the_total(tmp_path, capsys):
     main(["train", "--epochs", "2", "--out", str(tmp_path), "--quiet"])
     capsys.readouterr()
