@@ -21,6 +21,7 @@ import pyro
 import torch
 
 from .errors import CheckpointError
+from .validation import nonfinite
 
 #: written into every checkpoint; a file without it is not a pyrovae checkpoint
 FORMAT = "pyrovae-checkpoint-1"
@@ -168,7 +169,7 @@ def check_finite(tensors: dict[str, torch.Tensor], path: str | os.PathLike) -> N
 
     :raises CheckpointError: naming the first non-finite ones, e.g. weights saved after training diverged.
     """
-    bad = [name for name, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    bad = nonfinite(tensors.items())
     if bad:
         raise CheckpointError(
             f"{path} holds non-finite weights ({len(bad)} tensors, e.g. {bad[:3]}): the run had diverged when it was "

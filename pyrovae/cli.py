@@ -193,12 +193,18 @@ def _data_settings(args: argparse.Namespace, binarize: str) -> dict:
             "data_dir": str(Path(args.data_dir or DATA_DIR).resolve()) if files else None}  # fmt: skip
 
 
+def _saved_data(state: dict, path: str | os.PathLike) -> dict:
+    """A checkpoint's ``extra["data"]`` (:func:`_data_settings`), with the entries :func:`_load_data` reads."""
+    for key in ("name", "binarize", "valid_size"):
+        section(state, path, "extra", "data", key)
+    return state["extra"]["data"]
+
+
 def _load_data(settings: dict, args: argparse.Namespace) -> Dataset:
-    """The dataset described by a run's saved ``settings``, from ``--data-dir`` or else the folder they record."""
-    with malformed(getattr(args, "checkpoint", None) or "the checkpoint"):
-        name, binarize, valid_size = settings["name"], settings["binarize"], settings["valid_size"]
+    """The dataset described by a run's ``settings``, from ``--data-dir`` or else the folder they record."""
     data_dir = args.data_dir or settings.get("data_dir") or DATA_DIR
-    return load_dataset(name, data_dir, binarize=binarize, valid_size=valid_size, download=not args.no_download)
+    return load_dataset(settings["name"], data_dir, binarize=settings["binarize"], valid_size=settings["valid_size"],
+                        download=not args.no_download)  # fmt: skip
 
 
 def _binarization(binarize: str, likelihood: str) -> str:
@@ -269,7 +275,7 @@ def _saved(out: Path, *keys: str) -> list:
     """The entries ``extra[key]`` of the checkpoint of the run in ``out`` that ``--resume`` continues."""
     path = out / CHECKPOINT
     state = load_checkpoint(path)
-    return [section(state, path, "extra", key) for key in keys]
+    return [_saved_data(state, path) if key == "data" else section(state, path, "extra", key) for key in keys]
 
 
 def train_command(args: argparse.Namespace) -> dict:
@@ -391,7 +397,7 @@ def evaluate_command(args: argparse.Namespace) -> dict:
     file that cannot be written costs nothing but the file)."""
     device = resolve_device(args.device)
     model, guide, state = _load_model(args.checkpoint, device)
-    settings = section(state, args.checkpoint, "extra", "data")
+    settings = _saved_data(state, args.checkpoint)
     data = _load_data(settings, args)
     x = getattr(data, args.split).x[: args.limit]
     if len(x) == 0:
@@ -647,6 +653,7 @@ def plot_command(args: argparse.Namespace) -> str:
             f"{args.checkpoint} does not record its dataset: train with pyrovae train, or pass "
             "extra={'data': {'name': ..., 'binarize': ..., 'valid_size': ...}} to pyrovae.fit"
         )
+    settings = _saved_data(state, args.checkpoint)
     data = _load_data({**settings, "binarize": "none"}, args)  # grey levels: ink is measured on them
     split = getattr(data, args.split)
     if not len(split):

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .errors import TrainingDiverged
+from .validation import nonfinite
 
 if TYPE_CHECKING:
     from .rundir import RunFolder
@@ -46,9 +47,25 @@ def check_factor(factor: float) -> None:
         raise ValueError(f"divergence must be a positive factor (math.inf to turn the check off), got {factor}")
 
 
-def nonfinite(params: Iterable[tuple[str, torch.Tensor]]) -> list[str]:
-    """The names of the parameters that hold a NaN or an infinity."""
-    return [name for name, p in params if not bool(torch.isfinite(p).all())]
+def not_finite(loss: float, params: Iterable[tuple[str, torch.Tensor]]) -> str | None:
+    """The first part of :func:`divergence`, cheap enough to run before evaluating: why the training loss or the
+    parameters ``(name, tensor)`` are not finite, or ``None``."""
+    bad = nonfinite(params)
+    if bad:
+        return f"{len(bad)} parameters hold NaN or infinity, e.g. {bad[:3]}"
+    if not math.isfinite(loss):
+        return f"the training loss is {loss}"
+    return None
+
+
+def too_low(metric: str, value: float, initial: float | None, factor: float) -> str | None:
+    """The second part of :func:`divergence`: why the monitored ELBO ``value`` is below the floor
+    (:func:`elbo_floor`) of the untrained model's ``initial``, or ``None``."""
+    floor = -math.inf if initial is None else elbo_floor(initial, factor)
+    if not value >= floor:
+        return (f"{metric} {value:.4g} nats per point against {initial:.4g} for the untrained model, below the "
+                f"floor {floor:.4g} of divergence factor {factor:g}")  # fmt: skip
+    return None
 
 
 def divergence(
@@ -59,7 +76,8 @@ def divergence(
     initial: float | None,
     factor: float,
 ) -> str | None:
-    """Why the epoch diverged (see the module docstring), or ``None`` if it did not.
+    """Why the epoch diverged (see the module docstring), or ``None`` if it did not: :func:`not_finite`, then
+    :func:`too_low`.
 
     :param float loss: the epoch's training loss.
     :param params: ``(name, tensor)`` of every trained parameter.
@@ -69,16 +87,7 @@ def divergence(
         check).
     :param float factor: :math:`\\kappa`.
     """
-    bad = nonfinite(params)
-    if bad:
-        return f"{len(bad)} parameters hold NaN or infinity, e.g. {bad[:3]}"
-    if not math.isfinite(loss):
-        return f"the training loss is {loss}"
-    floor = -math.inf if initial is None else elbo_floor(initial, factor)
-    if not value >= floor:
-        return (f"{metric} {value:.4g} nats per point against {initial:.4g} for the untrained model, below the "
-                f"floor {floor:.4g} of divergence factor {factor:g}")  # fmt: skip
-    return None
+    return not_finite(loss, params) or too_low(metric, value, initial, factor)
 
 
 def diverged(epoch: int, reason: str, lr: float, run: RunFolder | None, best_epoch: int) -> TrainingDiverged:

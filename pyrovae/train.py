@@ -48,7 +48,7 @@ from .checkpoint import check_finite, check_resumable, malformed, param_state, r
 from .data.datasets import Dataset
 from .device import resolve_device
 from .distributed import data_parallel_loss, gather_rng_states, mean_over_ranks, rank_and_world
-from .divergence import DIVERGENCE, check_factor, diverged, divergence, nonfinite
+from .divergence import DIVERGENCE, check_factor, diverged, not_finite, too_low
 from .iwae import TraceIWAE_ELBO
 from .jit import JitTrace_ELBO, JitTraceMeanField_ELBO
 from .kl_scale import KLScaleMessenger, warmup_scale
@@ -364,17 +364,14 @@ def _fit(
             row["kl_scale"] = kl.scale
         if config.lr_decay != 1:
             row["lr"] = lr
-        healthy = not nonfinite(params.items()) and math.isfinite(train_loss)
-        if rank == 0 and healthy:
+        reason = not_finite(train_loss, params.items())  # the same on every rank; the evaluation would be NaN
+        if rank == 0 and reason is None:
             for name in ("valid", "test"):
                 if len(getattr(data, name)):
                     row[f"{name}_elbo"] = evaluate(getattr(data, name).x)
             if config.elbo == "iwae" and len(data.test):
                 row["test_iwae"] = evaluate(data.test.x, elbo)
-        reason = None
-        if rank == 0:
-            value = row.get(monitor, row["train_elbo"])
-            reason = divergence(train_loss, params.items(), monitor, value, initial, config.divergence)
+            reason = too_low(monitor, row.get(monitor, row["train_elbo"]), initial, config.divergence)
         if world > 1 and mean_over_ranks(torch.tensor(float(reason is not None), device=device)).item() > 0:
             reason = reason or "rank 0 found it diverged"
         if reason is not None:

@@ -6,6 +6,8 @@ message about distribution supports; these checks name the data problem and the 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 
 
@@ -74,3 +76,8 @@ def check_not_nan(what: str, value: float, x: torch.Tensor) -> float:
             "or impute them (with Pyro's validation on, pyro.enable_validation(True), the model names such data)"
         )
     raise ValueError(f"{what} is NaN on finite data: the model or guide gives NaN log-densities (check the weights)")
+
+
+def nonfinite(tensors: Iterable[tuple[str, torch.Tensor]]) -> list[str]:
+    """The names of the ``(name, tensor)`` pairs whose tensor holds a NaN or an infinity (integer tensors never do)."""
+    return [name for name, t in tensors if not bool(torch.isfinite(t).all())]
