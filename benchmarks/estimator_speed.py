@@ -4,7 +4,7 @@ Both evaluate the same 784-400-50 VAE on the same binary images with the same nu
 same chunks (``--data-chunk`` points x all samples at once). The plain estimator is what one writes by hand:
 ``z = loc + scale * randn``, ``-binary_cross_entropy_with_logits(...).sum(-1)`` and Gaussian log-densities,
 then ``logsumexp``. Also times the Bernoulli log-likelihood alone: Pyro's ``Bernoulli(logits).to_event(1)``
-against :class:`pyrovae.distributions.IndependentBernoulli`. Prints a table and writes JSON.
+against :class:`pyrovae.models.distributions.IndependentBernoulli`. Prints a table and writes JSON.
 
     python benchmarks/estimator_speed.py --points 200 --num-samples 5000
 """
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 import pyrovae
 from pyrovae.checkpoint import save_json
 from pyrovae.device import resolve_device
-from pyrovae.distributions import IndependentBernoulli
+from pyrovae.models.distributions import IndependentBernoulli
 
 HERE = Path(__file__).resolve().parent
 

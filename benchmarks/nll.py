@@ -233,7 +233,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--num-samples", type=int, default=5000)
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N test images")
     parser.add_argument(
-        "--max-memory", type=float, default=pyrovae.importance.MAX_MEMORY / 2**20, help="estimator memory budget in MiB"
+        "--max-memory", type=float, default=pyrovae.infer.importance.MAX_MEMORY / 2**20,
+        help="estimator memory budget in MiB"
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument(

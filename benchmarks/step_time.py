@@ -4,9 +4,9 @@ Every configuration trains the same 784-400-50 network (batch 128, Adam 1e-3) on
 steps compute the single-sample ELBO by hand (reparameterized z, Bernoulli log-likelihood, Gaussian
 log-densities), with ``torch.optim.Adam``'s default implementation or the fused one. The Pyro rows run
 ``VAE.model``/``guide``: under ``pyro.infer.SVI`` with ``pyro.optim.Adam`` (Pyro's textbook route, one
-optimizer per parameter), and as :func:`pyrovae.fit` steps them (:class:`pyrovae.step.AdamStep`: the ELBO's
+optimizer per parameter), and as :func:`pyrovae.fit` steps them (:class:`pyrovae.train.step.AdamStep`: the ELBO's
 differentiable loss and one fused Adam) with Pyro's validation on (the first epoch), off (later epochs), and
-with ``JitTrace_ELBO`` (``--jit``: :class:`pyrovae.jit.JitTrace_ELBO`, no host read per step). Last, Kingma et
+with ``JitTrace_ELBO`` (``--jit``: :class:`pyrovae.infer.jit.JitTrace_ELBO`, no host read per step). Last, Kingma et
 al.'s M2 (``SSVAE``, 784-400-50, 10 classes) on an
 unlabelled batch with the label enumerated in parallel, as ``fit_semisupervised`` steps it, eager and JIT.
 
@@ -30,10 +30,11 @@ import torch
 import torch.distributions as td
 from pyro.infer import SVI, JitTrace_ELBO, JitTraceEnum_ELBO, Trace_ELBO, TraceEnum_ELBO
 
-from pyrovae import SSVAE, VAE, jit
+from pyrovae import SSVAE, VAE
 from pyrovae.checkpoint import save_json
 from pyrovae.device import resolve_device
-from pyrovae.step import AdamStep, adam
+from pyrovae.infer import jit
+from pyrovae.train.step import AdamStep, adam
 
 NUM_DATA = 60000
 

@@ -4,7 +4,7 @@ Trains one :class:`pyrovae.VAE` (the embedded digits and ``--z-dim 2`` by defaul
 can be drawn directly), or loads a trained one with ``--checkpoint`` (from ``pyrovae train``,
 ``examples/train_vae.py`` or ``examples/vae_vs_ae.py``; its dataset settings are read from the checkpoint, or
 taken from ``--dataset`` where it records none, as ``examples/train_vae.py``'s do),
-and draws it with :mod:`pyrovae.latent` on test images (binarized once with the evaluation seed):
+and draws it with :mod:`pyrovae.viz.latent` on test images (binarized once with the evaluation seed):
 
 - ``latent_map.png``: the posterior means :math:`\\mathbb{E}_{q(z|x)}[z]` coloured by label (t-SNE when
   ``z_dim > 2``);
@@ -37,7 +37,7 @@ import torch
 import pyrovae
 from pyrovae.data import EVAL_SEED, binarize
 from pyrovae.device import resolve_device
-from pyrovae.latent import (
+from pyrovae.viz.latent import (
     attribute_images,
     decode,
     embed_2d,
@@ -47,7 +47,7 @@ from pyrovae.latent import (
     posterior_means,
     traversal_images,
 )
-from pyrovae.plots import plot_latent_map, save_grid
+from pyrovae.viz.plots import plot_latent_map, save_grid
 
 #: weights of the attribute vector, one column of attribute.png each
 WEIGHTS = (0.0, 0.5, 1.0, 1.5, 2.0)

@@ -7,7 +7,7 @@ log p(x) of some test images with the label summed out (importance sampling). Pr
 
 With ``--a-dim A`` the model is Maaløe et al.'s auxiliary deep generative model (ADGM) instead. ``--shift S``
 translates the labelled images by up to ``S`` pixels at each labelled step and ``--consistency B`` adds the
-consistency term of :mod:`pyrovae.consistency` with weight ``B``; ``--lr-milestones E`` trains the epochs after
+consistency term of :mod:`pyrovae.train.consistency` with weight ``B``; ``--lr-milestones E`` trains the epochs after
 the first ``E`` with a tenth of the learning rate.
 
 Run: ``python examples/semi_supervised.py``                       (embedded 8x8 digits, a minute)
@@ -20,7 +20,7 @@ from pathlib import Path
 import pyro
 
 import pyrovae
-from pyrovae.plots import save_analogies
+from pyrovae.viz.plots import save_analogies
 
 
 def run(data, num_labels, args):

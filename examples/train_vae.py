@@ -13,7 +13,7 @@ import argparse
 import pyro
 
 import pyrovae
-from pyrovae.plots import save_figures
+from pyrovae.viz.plots import save_figures
 
 
 def main(args):

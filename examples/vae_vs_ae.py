@@ -1,10 +1,10 @@
 """VAE versus a deterministic autoencoder: which one can generate by decoding N(0, I) draws?
 
-Trains a :class:`pyrovae.VAE` and a :class:`pyrovae.autoencoder.Autoencoder` with the same networks, the same
+Trains a :class:`pyrovae.VAE` and a :class:`pyrovae.models.autoencoder.Autoencoder` with the same networks, the same
 initial weights, the same data and the same optimizer (:func:`pyrovae.fit`); only the objective differs
 (the autoencoder's point-mass guide and masked prior turn the ELBO into the reconstruction log-likelihood).
 Then both are asked to generate the same way, by decoding :math:`z \\sim \\mathcal{N}(0, I)`, and
-:func:`pyrovae.compare.compare_generators` measures the samples against real test images: the share a digit
+:func:`pyrovae.viz.compare.compare_generators` measures the samples against real test images: the share a digit
 classifier is confident about, the entropy of its predicted classes, the distance to the nearest training
 image and a Fréchet distance on the classifier's features. The comparison uses the grey-level images (the
 classifier is fitted to the grey training images, the real row shows grey test images), since the samples
@@ -26,10 +26,10 @@ from pathlib import Path
 import pyro
 
 import pyrovae
-from pyrovae.autoencoder import Autoencoder
 from pyrovae.checkpoint import save_json
-from pyrovae.compare import compare_generators, digit_classifier
-from pyrovae.plots import plot_panels, prior_means
+from pyrovae.models.autoencoder import Autoencoder
+from pyrovae.viz.compare import compare_generators, digit_classifier
+from pyrovae.viz.plots import plot_panels, prior_means
 
 #: columns of the printed table: result key -> header
 COLUMNS = {

@@ -1,20 +1,21 @@
 """pyrovae: variational autoencoders written the Pyro way."""
 
-from . import compare, latent
-from .autoencoder import Autoencoder
-from .checkpoint import CheckpointError, load_checkpoint, load_vae, save_checkpoint
-from .data import Dataset, load_dataset
-from .errors import PyrovaeError, RunFolderError, TrainingDiverged
-from .features import LatentFeatures, active_units
-from .importance import ImportanceEstimate, log_marginal_likelihood
-from .iwae import TraceIWAE_ELBO
-from .metrics import elbo_per_datapoint, elbo_terms
-from .nets import Decoder, Encoder
-from .semisupervised import SemiSupervisedConfig, fit_semisupervised, labelled_subset, load_ssvae
-from .ssvae import SSVAE
-from .train import TrainConfig, fit
-from .two_layer import TwoLayerVAE
-from .vae import VAE
+from pyrovae.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from pyrovae.data import Dataset, load_dataset
+from pyrovae.errors import PyrovaeError, RunFolderError, TrainingDiverged
+from pyrovae.infer.importance import ImportanceEstimate, log_marginal_likelihood
+from pyrovae.infer.iwae import TraceIWAE_ELBO
+from pyrovae.infer.metrics import elbo_per_datapoint, elbo_terms
+from pyrovae.models.autoencoder import Autoencoder
+from pyrovae.models.features import LatentFeatures, active_units
+from pyrovae.models.nets import Decoder, Encoder
+from pyrovae.models.registry import load_ssvae, load_vae
+from pyrovae.models.ssvae import SSVAE
+from pyrovae.models.two_layer import TwoLayerVAE
+from pyrovae.models.vae import VAE
+from pyrovae.train.semisupervised import SemiSupervisedConfig, fit_semisupervised, labelled_subset
+from pyrovae.train.svi import TrainConfig, fit
+from pyrovae.viz import compare, latent
 
 __version__ = "0.1.0"
 

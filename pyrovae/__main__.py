@@ -1,3 +1,3 @@
-from .cli import main
+from pyrovae.cli import main
 
 main()

@@ -20,8 +20,8 @@ from typing import Any, BinaryIO
 import pyro
 import torch
 
-from .errors import CheckpointError
-from .validation import nonfinite
+from pyrovae.data.validation import nonfinite
+from pyrovae.errors import CheckpointError
 
 #: written into every checkpoint; a file without it is not a pyrovae checkpoint
 FORMAT = "pyrovae-checkpoint-1"
@@ -67,7 +67,7 @@ TMP_SUFFIX = ".tmp"
 def remove_temporary_files(folder: str | os.PathLike) -> list[Path]:
     """Delete the temporary files that :func:`atomic_write` leaves in ``folder`` when its process is killed
     mid-write (``.checkpoint.pt.*.tmp``); call it only while no other process writes there (e.g. holding the
-    folder's :class:`pyrovae.rundir.RunLock`). Returns the paths removed."""
+    folder's :class:`pyrovae.train.rundir.RunLock`). Returns the paths removed."""
     stale = sorted(Path(folder).glob(f".*{TMP_SUFFIX}"))
     for tmp in stale:
         tmp.unlink(missing_ok=True)
@@ -238,63 +238,3 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def vae_from_config(config: dict[str, Any], seed: int | None = None):
-    """Build the model that ``config`` (a :attr:`pyrovae.VAE.config`) describes: a :class:`pyrovae.VAE`, or
-    the :class:`pyrovae.Autoencoder` (``config["model"] == "autoencoder"``), the IAF-guided
-    :class:`pyrovae.flows.IAFVAE` (``"iaf"``) or the :class:`pyrovae.TwoLayerVAE` (``"two-layer"``); the key
-    defaults to ``"vae"``. ``seed`` seeds its initial weights (see :class:`pyrovae.VAE`).
-
-    :raises ValueError: for an unknown ``config["model"]``.
-    """
-    from .autoencoder import Autoencoder
-    from .flows import IAFVAE
-    from .two_layer import TwoLayerVAE
-    from .vae import VAE
-
-    models = {cls.kind: cls for cls in (VAE, Autoencoder, IAFVAE, TwoLayerVAE)}
-    config = dict(config)
-    kind = config.pop("model", VAE.kind)
-    if kind not in models:
-        raise ValueError(f"unknown model {kind!r}: choose one of {sorted(models)}")
-    return models[kind](**config, seed=seed)
-
-
-def load_vae(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
-    """Rebuild the :class:`pyrovae.VAE` (or any model :func:`vae_from_config` builds) saved by ``pyrovae train``
-    (or by :func:`pyrovae.fit` with ``extra={"vae": vae.config}``) with its trained weights. The param store is
-    not touched. Each child module of the model must be registered with ``pyro.module`` under the name
-    ``vae.site(child_name)`` (``"encoder"``, ``"decoder"``; ``"encoder1"``, ... of a two-layer model).
-
-    :returns: ``(vae, checkpoint)``, the checkpoint dict holding ``history``, ``extra`` and the rest.
-    :raises CheckpointError: if the checkpoint holds no VAE settings or its weights do not fit.
-    """
-    state = load_checkpoint(path, map_location, require=("params",))
-    config = state.get("extra", {}).get("vae") if isinstance(state.get("extra"), dict) else None
-    if not config:
-        raise CheckpointError(f"{path} holds no VAE settings (extra['vae']): it was not written by pyrovae train")
-    params = state["params"]
-    if not isinstance(params, dict) or not all(isinstance(v, torch.Tensor) for v in params.values()):
-        raise CheckpointError(f"{path} is malformed: its 'params' are not a dict of tensors")
-    check_finite(params, path)
-    try:
-        vae = vae_from_config(config)
-    except (ValueError, TypeError) as e:
-        raise CheckpointError(f"{path} describes a model that cannot be built: {e}") from e
-    weights = {}
-    for part, _ in vae.named_children():  # encoder(s), decoder(s) and a learned Gaussian scale: each a pyro.module
-        head = pyro.params.param_with_module_name(vae.site(part), "")
-        weights.update({f"{part}.{k[len(head):]}": v for k, v in params.items() if k.startswith(head)})
-    # the checkpoint holds parameters (the param store); buffers, such as a flow's masks, are rebuilt by the
-    # constructor from the settings
-    try:
-        missing, unexpected = vae.load_state_dict(weights, strict=False)
-    except RuntimeError as e:
-        raise CheckpointError(f"the weights in {path} do not fit the VAE it describes: {e}") from e
-    missing = [name for name in missing if name in dict(vae.named_parameters())]
-    if missing or unexpected:
-        raise CheckpointError(
-            f"the weights in {path} do not fit the VAE it describes: missing {missing[:5]}, unexpected {unexpected[:5]}"
-        )
-    return vae.to(map_location), state

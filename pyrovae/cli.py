@@ -1,5 +1,5 @@
 """The ``pyrovae`` command line: a thin layer over :func:`pyrovae.load_dataset`, :class:`pyrovae.VAE`,
-:func:`pyrovae.fit` and :mod:`pyrovae.plots`.
+:func:`pyrovae.fit` and :mod:`pyrovae.viz.plots`.
 
 Example::
 
@@ -24,16 +24,31 @@ from pathlib import Path
 import pyro
 import torch
 
-from .autoencoder import Autoencoder
-from .checkpoint import load_checkpoint, load_vae, malformed, save_json, section, vae_from_config
-from .data import BINARIZATIONS, DATASETS, Dataset, load_dataset
-from .data.binarize import EVAL_SEED, binarize
-from .device import resolve_device
-from .distributed import init_distributed, rank_and_world
-from .errors import PyrovaeError
-from .features import ACTIVE_THRESHOLD, LatentFeatures, active_units
-from .importance import MAX_MEMORY, log_marginal_likelihood
-from .latent import (
+from pyrovae.checkpoint import load_checkpoint, malformed, save_json, section
+from pyrovae.data import BINARIZATIONS, DATASETS, Dataset, load_dataset
+from pyrovae.data.binarize import EVAL_SEED, binarize
+from pyrovae.device import resolve_device
+from pyrovae.errors import PyrovaeError
+from pyrovae.infer.importance import MAX_MEMORY, log_marginal_likelihood
+from pyrovae.models.autoencoder import Autoencoder
+from pyrovae.models.features import ACTIVE_THRESHOLD, LatentFeatures, active_units
+from pyrovae.models.likelihoods import LIKELIHOODS
+from pyrovae.models.nets import ACTIVATIONS, NETS
+from pyrovae.models.registry import load_ssvae, load_vae, vae_from_config
+from pyrovae.models.ssvae import DEFAULT_ALPHA, SSVAE
+from pyrovae.models.ssvae import LIKELIHOODS as SSVAE_LIKELIHOODS
+from pyrovae.models.two_layer import TwoLayerVAE
+from pyrovae.train.distributed import init_distributed, rank_and_world
+from pyrovae.train.rundir import CHECKPOINT, RunFolder, free_folder
+from pyrovae.train.semisupervised import (
+    SCHEDULES,
+    SemiSupervisedConfig,
+    analogies,
+    fit_semisupervised,
+    kingma_alpha,
+)
+from pyrovae.train.svi import ELBOS, VALIDATE, TrainConfig, fit
+from pyrovae.viz.latent import (
     INTERPOLATIONS,
     attribute_images,
     embed_2d,
@@ -43,9 +58,7 @@ from .latent import (
     posterior_means,
     traversal_images,
 )
-from .likelihoods import LIKELIHOODS
-from .nets import ACTIVATIONS, NETS
-from .plots import (
+from pyrovae.viz.plots import (
     plot_curves,
     plot_latent_map,
     save_analogies,
@@ -54,20 +67,7 @@ from .plots import (
     save_reconstructions,
     save_samples,
 )
-from .rundir import CHECKPOINT, RunFolder, free_folder
-from .semisupervised import (
-    SCHEDULES,
-    SemiSupervisedConfig,
-    analogies,
-    fit_semisupervised,
-    kingma_alpha,
-    load_ssvae,
-)
-from .ssvae import DEFAULT_ALPHA, SSVAE
-from .ssvae import LIKELIHOODS as SSVAE_LIKELIHOODS
-from .tensorboard import TensorBoardLogger
-from .train import ELBOS, VALIDATE, TrainConfig, fit
-from .two_layer import TwoLayerVAE
+from pyrovae.viz.tensorboard import TensorBoardLogger
 
 DEFAULTS = TrainConfig()
 RESUME_HELP = ("continue the run in --out with its saved settings; only --epochs (the total, epochs already trained "
@@ -138,13 +138,13 @@ def _add_train_parser(subparsers, parents: list[argparse.ArgumentParser]) -> Non
                        "model, 784-200-200-100-100-100-50, tanh)")
     model.add_argument("--likelihood", default="bernoulli", choices=LIKELIHOODS,
                        help="p(x|z): bernoulli (binary data), continuous-bernoulli (grey levels in [0, 1]) or normal "
-                       "(Gaussian, mean = decoder output); see pyrovae.likelihoods")
+                       "(Gaussian, mean = decoder output); see pyrovae.models.likelihoods")
     model.add_argument("--scale", type=float, default=None,
                        help="--likelihood normal only: fixed standard deviation of every pixel; None learns one "
                        "per pixel")
     model.add_argument("--flow", default="none", choices=("none", "iaf"),
                        help="iaf: the guide's Gaussian pushed through inverse autoregressive flow steps "
-                       "(pyrovae.flows.IAFVAE)")
+                       "(pyrovae.models.iaf.IAFVAE)")
     model.add_argument("--flow-depth", type=int, default=2, help="--flow iaf: number of IAF steps")
     model.add_argument("--net", default="mlp", choices=NETS,
                        help="mlp, or conv: two stride-2 convolutions (32, 64 channels) before the --hidden MLP, "
@@ -250,7 +250,7 @@ def _model_defaults(args: argparse.Namespace) -> argparse.Namespace:
 
 def _out(args: argparse.Namespace, default: Path) -> Path:
     """The run folder of a training command: ``--out``; without it ``default``, or for a new run that would replace
-    one there the next free ``default-N`` (:func:`pyrovae.rundir.free_folder`), said on stderr."""
+    one there the next free ``default-N`` (:func:`pyrovae.train.rundir.free_folder`), said on stderr."""
     if args.out is not None:
         return Path(args.out)
     if args.resume or args.overwrite:
@@ -263,7 +263,7 @@ def _out(args: argparse.Namespace, default: Path) -> Path:
 
 
 def _run_folder(out: Path, args: argparse.Namespace, rank: int = 0):
-    """The run folder of a training command, locked and checked (:class:`pyrovae.rundir.RunFolder`) on rank 0."""
+    """The run folder of a training command, locked and checked (:class:`pyrovae.train.rundir.RunFolder`) on rank 0."""
     if rank != 0:
         return nullcontext()
     if args.overwrite and args.resume:
@@ -503,7 +503,7 @@ def _add_train_ss_parser(subparsers, parents: list[argparse.ArgumentParser]) -> 
     train.add_argument("--consistency", type=float, default=0.0,
                        help="weight per unlabelled image of the consistency term: the squared distance between the "
                        "classifier's q(y|.) on two random views of the image, the second shifted by up to --shift "
-                       "pixels (pyrovae.consistency; 0: none, plain M2)")  # fmt: skip
+                       "pixels (pyrovae.train.consistency; 0: none, plain M2)")  # fmt: skip
     train.add_argument("--seed", type=int, default=0, help="random seed of the training")
     train.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
     out = p.add_argument_group("output")
@@ -644,7 +644,7 @@ def plot_command(args: argparse.Namespace) -> str:
         raise ValueError(
             f"plot {args.kind} walks the single latent space z of a VAE, and {args.checkpoint} is a two-layer VAE "
             "(z1, z2): only samples and reconstructions are drawn for it (for its codes, call "
-            "pyrovae.latent.posterior_means(vae.guide, x, site='z1') or site='z2')"
+            "pyrovae.viz.latent.posterior_means(vae.guide, x, site='z1') or site='z2')"
         )
     vae.eval()
     settings = state["extra"].get("data")

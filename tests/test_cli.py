@@ -8,7 +8,7 @@ import pytest
 from pyrovae import CheckpointError, load_dataset, load_ssvae
 from pyrovae.checkpoint import load_checkpoint, save_checkpoint
 from pyrovae.cli import SS_Z_DIM, _m1_features, build_parser, main
-from pyrovae.semisupervised import accuracy
+from pyrovae.train.semisupervised import accuracy
 from tests.common import cli_error, png_size
 
 

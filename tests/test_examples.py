@@ -48,7 +48,7 @@ def test_semi_supervised_example(tmp_path, extra):
 def test_vae_vs_ae_example(tmp_path):
     import torch
 
-    from pyrovae.latent import decode
+    from pyrovae.viz.latent import decode
 
     example = load("vae_vs_ae")
     args = ["--epochs", "2", "--z-dim", "4", "--hidden", "32", "--num-samples", "100", "--classifier-iters", "5",

@@ -6,8 +6,8 @@ import torch
 
 import pyrovae
 from pyrovae import latent
-from pyrovae.nets import mlp
-from pyrovae.semisupervised import accuracy
+from pyrovae.models.nets import mlp
+from pyrovae.train.semisupervised import accuracy
 from tests.common import SHARED_DATA
 
 pytestmark = [

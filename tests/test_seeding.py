@@ -9,7 +9,7 @@ import torch
 
 import pyrovae
 from pyrovae.checkpoint import load_checkpoint
-from pyrovae.flows import IAFVAE
+from pyrovae.models.iaf import IAFVAE
 from pyrovae.seeding import seeded
 from tests.common import REPO
 

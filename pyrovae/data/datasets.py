@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .binarize import EVAL_SEED, binarize, check_binarization
+from pyrovae.data.binarize import EVAL_SEED, binarize, check_binarization
 
 #: torchvision dataset classes by the names pyrovae uses for them
 TORCHVISION_DATASETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}

@@ -1,0 +1,102 @@
+"""Evaluation metrics computed from a model and a guide, whichever VAE they come from."""
+
+from __future__ import annotations
+
+import pyro.poutine as poutine
+import torch
+from pyro.distributions import Unit
+from pyro.infer import ELBO, Trace_ELBO
+
+from pyrovae.data.validation import check_not_nan
+
+
+def elbo_per_datapoint(
+    model,
+    guide,
+    x: torch.Tensor,
+    *,
+    batch_size: int = 1000,
+    elbo: ELBO | None = None,
+) -> float:
+    r"""A Monte-Carlo estimate of the average evidence lower bound per data point, in nats:
+
+    .. math:: \frac{1}{N} \sum_{n=1}^N \mathbb{E}_{q(z|x_n)}[\log p(x_n, z) - \log q(z|x_n)].
+
+    ``model(x_chunk)`` and ``guide(x_chunk)`` are called on chunks of ``batch_size`` rows with no
+    subsampling, so the plate is the chunk itself; the chunks' ELBOs are summed and divided by ``N``.
+
+    :param torch.Tensor x: data ``(N, ...)``.
+    :param ELBO elbo: the estimator (default ``Trace_ELBO()``, one particle); must not be a JIT ELBO,
+        since the last chunk may have another shape.
+    """
+    if len(x) == 0:
+        raise ValueError("cannot evaluate the ELBO of an empty dataset")
+    elbo = Trace_ELBO() if elbo is None else elbo
+    with torch.no_grad():
+        total = sum(elbo.loss(model, guide, chunk) for chunk in x.split(batch_size))
+    return check_not_nan("the ELBO", -float(total) / len(x), x)
+
+
+def elbo_terms(model, guide, x: torch.Tensor, *, batch_size: int = 1000) -> dict[str, float]:
+    r"""The ELBO split into its reconstruction and KL terms, averaged per data point, in nats:
+
+    .. math:: \mathcal{L}(x) = \underbrace{\mathbb{E}_{q(z|x)}[\log p(x|z)]}_{\text{reconstruction}}
+        - \underbrace{\mathrm{KL}(q(z|x) \,\|\, p(z))}_{\text{kl}},
+
+    each expectation estimated with one sample :math:`z_n \sim q(z|x_n)` per data point:
+
+    .. math:: \text{reconstruction} = \frac{1}{N} \sum_{n=1}^N \log p(x_n | z_n), \qquad
+        \text{kl} = \frac{1}{N} \sum_{n=1}^N [\log q(z_n|x_n) - \log p(z_n)],
+
+    and ``elbo = reconstruction - kl`` exactly. The KL term is thus a Monte-Carlo estimate (unbiased,
+    and it may come out negative for a single point), as in ``Trace_ELBO``, not the analytic KL.
+
+    The guide is traced on each chunk of ``batch_size`` rows and the model replayed on its samples,
+    called as ``model(chunk)`` / ``guide(chunk)`` with no subsampling. Which sites count where:
+
+    * ``reconstruction``: the model's observed sample sites (``site["is_observed"]``), e.g. ``"x"``;
+      in a model with observed labels (an :class:`~pyrovae.SSVAE` given ``y``) it includes :math:`\log p(y)`.
+    * ``kl``: the guide's latent sample sites minus the model's latent sample sites; a model site the
+      guide does not sample is drawn from its prior by the replay and counts with its :math:`-\log p`.
+    * ``pyro.factor`` sites (observed sites with a ``Unit`` distribution, marked ``is_auxiliary``) are
+      skipped: they are terms of a training objective, not of the density, so the result is the ELBO of
+      the model without them (e.g. without an SSVAE's classification factor, as for
+      :meth:`pyrovae.SSVAE.generative_model`). In a model with factors, ``elbo`` therefore differs from
+      ``-Trace_ELBO().loss``; in a model without, it is the same one-sample estimate.
+    * params, plates and other non-sample nodes are ignored.
+
+    Log-probabilities include any ``poutine.scale`` and mask the model applies.
+
+    :param torch.Tensor x: data ``(N, ...)``.
+    :param int batch_size: rows per chunk.
+    :returns: ``{"elbo": ..., "reconstruction": ..., "kl": ...}`` in nats per data point.
+    :raises ValueError: if ``x`` is empty.
+    """
+    if len(x) == 0:
+        raise ValueError("cannot compute the ELBO terms of an empty dataset")
+    reconstruction = kl = 0.0
+    with torch.no_grad():
+        for chunk in x.split(batch_size):
+            guide_trace = poutine.trace(guide).get_trace(chunk)
+            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(chunk)
+            guide_trace.compute_log_prob()
+            model_trace.compute_log_prob()
+            for site in model_trace.nodes.values():
+                if site["type"] != "sample" or _is_factor(site):
+                    continue
+                if site["is_observed"]:
+                    reconstruction += float(site["log_prob_sum"])
+                else:
+                    kl -= float(site["log_prob_sum"])
+            for site in guide_trace.nodes.values():
+                if site["type"] == "sample" and not site["is_observed"]:
+                    kl += float(site["log_prob_sum"])
+    reconstruction, kl = reconstruction / len(x), check_not_nan("the KL term", kl / len(x), x)
+    check_not_nan("the reconstruction term", reconstruction, x)
+    return {"elbo": reconstruction - kl, "reconstruction": reconstruction, "kl": kl}
+
+
+def _is_factor(site: dict) -> bool:
+    """Whether a sample site is a ``pyro.factor`` statement: observed, with a ``Unit`` distribution or marked
+    ``is_auxiliary`` (latent auxiliary sites, as in autoguides, are real guide samples and do count)."""
+    return site["is_observed"] and (isinstance(site["fn"], Unit) or bool(site["infer"].get("is_auxiliary")))

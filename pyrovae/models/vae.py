@@ -1,0 +1,227 @@
+r"""The variational autoencoder as a Pyro model and guide (Kingma & Welling 2014; Rezende et al. 2014).
+
+Generative model and amortized guide, for each data point :math:`n` in the data plate:
+
+.. math::
+
+    p(z_n) = \mathcal{N}(0, I), \qquad p(x_n | z_n) = \prod_d \mathrm{Bernoulli}(x_{nd}; \sigma(f_\theta(z_n)_d)),
+
+    q(z_n | x_n) = \mathcal{N}(\mu_\phi(x_n), \mathrm{diag}\,\sigma_\phi(x_n)^2).
+
+The Bernoulli :math:`p(x|z)` is the default; ``likelihood="continuous-bernoulli"`` or ``"normal"`` model grey
+levels instead (:mod:`pyrovae.models.likelihoods`).
+
+Sites (documented, because users condition on them); with ``prefix="p"`` each becomes ``"p/<name>"``:
+
+==============  =========================================================  ========================
+site            what                                                       shape
+==============  =========================================================  ========================
+``"data"``      the data plate, size ``num_data`` (subsampled minibatch)   dim -1
+``"z"``         latent code, ``Normal(0, I).to_event(1)`` / guide Normal   ``(batch, z_dim)``
+``"x"``         observation :math:`p(x|z)` chosen by ``likelihood``:       ``(batch, x_dim)``
+                ``IndependentBernoulli(logits)`` (default), continuous
+                Bernoulli or Normal (:mod:`pyrovae.models.likelihoods`)
+``"encoder"``   ``pyro.module`` name of the encoder (guide)
+``"decoder"``   ``pyro.module`` name of the decoder (model)
+``"scale"``     ``pyro.module`` name of the learned Gaussian scale (model;
+                ``likelihood="normal"``, ``scale=None`` only)
+==============  =========================================================  ========================
+
+**References**
+
+[1] Auto-Encoding Variational Bayes, D. P. Kingma and M. Welling, ICLR 2014.
+[2] Stochastic Backpropagation and Approximate Inference in Deep Generative Models,
+    D. J. Rezende, S. Mohamed and D. Wierstra, ICML 2014.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.infer.util import is_validation_enabled
+from torch import nn
+
+from pyrovae.data.validation import check_shape, parameter_dtype
+from pyrovae.models.likelihoods import PixelScale, check_likelihood, check_support, observation
+from pyrovae.models.nets import NETS, ConvDecoder, ConvEncoder, Decoder, Encoder
+from pyrovae.models.plate import data_plate, num_generated
+from pyrovae.seeding import seeded
+
+
+class ObservedModel(nn.Module):
+    """What every pyrovae model of images shares: prefixed site names, the input checks of its likelihood and
+    the observation distribution p(x|·) (:mod:`pyrovae.models.likelihoods`) with its Gaussian scale, if any."""
+
+    def _init_observation(self, x_dim: int, prefix: str, likelihood: str, scale: float | None) -> None:
+        check_likelihood(likelihood)
+        if scale is not None and likelihood != "normal":
+            raise ValueError(f"scale={scale} is the Gaussian scale: it needs likelihood='normal', not {likelihood!r}")
+        if scale is not None and not 0 < float(scale) < float("inf"):
+            raise ValueError(f"scale must be a positive number (or None to learn it), got {scale}")
+        self.x_dim, self.prefix, self.likelihood = int(x_dim), prefix, likelihood
+        #: the Gaussian scale: a :class:`~pyrovae.models.likelihoods.PixelScale` module when learned, a float when
+        #: fixed, ``None`` for the other likelihoods
+        self.scale: PixelScale | float | None = None
+        if likelihood == "normal":
+            self.scale = PixelScale(self.x_dim) if scale is None else float(scale)
+
+    def site(self, name: str) -> str:
+        """The full name of site ``name`` (``"z"``, ``"x"``, ``"data"``, ...) with this model's prefix."""
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def _check(self, x: torch.Tensor) -> None:
+        """Shape and dtype checks always; value checks (finite, in the likelihood's support) while Pyro validation
+        is on."""
+        check_shape(x, self.x_dim, dtype=parameter_dtype(self))
+        if is_validation_enabled():
+            check_support(self.likelihood, x)
+
+    def _observe(self, output: torch.Tensor) -> dist.TorchDistribution:
+        """p(x|·) of the likelihood from the decoder's ``output``; a learned Gaussian scale is registered with Pyro
+        here (``pyro.module`` ``"scale"``)."""
+        scale = self.scale
+        if isinstance(scale, nn.Module):
+            scale = pyro.module(self.site("scale"), scale)()
+        return observation(self.likelihood, output, scale)
+
+
+class VAE(ObservedModel):
+    """A VAE whose :meth:`model` and :meth:`guide` are ordinary Pyro callables.
+
+    Train with any Pyro ELBO, e.g. ``SVI(vae.model, vae.guide, Adam({"lr": 1e-3}), Trace_ELBO())``,
+    passing ``num_data=N`` with each minibatch so that the ELBO is scaled to the whole dataset.
+
+    :param int x_dim: data dimension (flattened images, e.g. 784).
+    :param int z_dim: latent dimension.
+    :param hidden: hidden layer sizes of the default MLP encoder; the decoder mirrors them.
+    :param activation: activation of the default MLPs (name such as ``"relu"``/``"tanh"`` or class).
+    :param nn.Module encoder: replaces the default encoder; maps ``(batch, x_dim)`` to ``(loc, scale)``
+        each ``(batch, z_dim)``.
+    :param nn.Module decoder: replaces the default decoder; maps ``(batch, z_dim)`` to ``(batch, x_dim)``
+        logits (Bernoulli and continuous Bernoulli) or means (Normal).
+    :param str prefix: prepended to every site and module name (``"p/z"``), so that several VAEs can
+        live in one Pyro program.
+    :param str likelihood: the observation model p(x|z), one of :data:`pyrovae.models.likelihoods.LIKELIHOODS`:
+        ``"bernoulli"`` (binary data), ``"continuous-bernoulli"`` (grey levels in [0, 1]) or ``"normal"``
+        (real values; identity link, the decoder's output is the mean). See :mod:`pyrovae.models.likelihoods`.
+    :param float scale: ``"normal"`` only: a fixed standard deviation of every coordinate; ``None``
+        (default) learns one per coordinate (:class:`pyrovae.models.likelihoods.PixelScale`, initially 1, the
+        ``pyro.module`` ``"scale"``).
+    :param str net: the default networks: ``"mlp"`` (:class:`~pyrovae.models.nets.Encoder`,
+        :class:`~pyrovae.models.nets.Decoder`)
+        or ``"conv"`` (:class:`~pyrovae.models.nets.ConvEncoder`, :class:`~pyrovae.models.nets.ConvDecoder`: two
+        stride-2 convolutions with 32 and 64 channels, then the MLP of ``hidden``; the decoder mirrors them).
+    :param image_shape: ``(C, H, W)`` of the images, needed by ``net="conv"`` (e.g. ``data.image_shape``).
+    :param int seed: seed of the initial weights of the default networks (:func:`pyrovae.seeding.seeded`: drawn from
+        torch's generator seeded with it, the caller's random state left as it was), so that two models built with
+        one seed are identical; ``None`` (default) draws them from torch's global generator.
+
+    A variant changes the distributions of ``z`` by overriding :meth:`prior` and :meth:`posterior`
+    (as :class:`pyrovae.Autoencoder` does); :meth:`model` and :meth:`guide` stay the same.
+    """
+
+    #: the name under which checkpoints record this class (``config["model"]``)
+    kind = "vae"
+
+    def __init__(
+        self,
+        x_dim: int,
+        z_dim: int = 50,
+        hidden: Sequence[int] = (400,),
+        activation: str | type[nn.Module] = "relu",
+        encoder: nn.Module | None = None,
+        decoder: nn.Module | None = None,
+        prefix: str = "",
+        likelihood: str = "bernoulli",
+        scale: float | None = None,
+        net: str = "mlp",
+        image_shape: Sequence[int] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        if net not in NETS:
+            raise ValueError(f"unknown net {net!r}: choose one of {NETS}")
+        if net == "conv" and (image_shape is None or math.prod(image_shape) != int(x_dim)):
+            raise ValueError(f"net='conv' needs the image_shape (C, H, W) of the data, with C*H*W = x_dim = {x_dim}")
+        if int(x_dim) < 1 or int(z_dim) < 1:
+            raise ValueError(f"x_dim and z_dim must be positive, got x_dim={x_dim}, z_dim={z_dim}")
+        self._init_observation(x_dim, prefix, likelihood, scale)
+        self.z_dim = int(z_dim)
+        custom = encoder is not None or decoder is not None
+        with seeded(seed):
+            if encoder is None:
+                encoder = (ConvEncoder(image_shape, z_dim, hidden, activation) if net == "conv"
+                           else Encoder(x_dim, z_dim, hidden, activation))  # fmt: skip
+            if decoder is None:
+                decoder = (ConvDecoder(z_dim, image_shape, tuple(reversed(hidden)), activation) if net == "conv"
+                           else Decoder(z_dim, x_dim, tuple(reversed(hidden)), activation))  # fmt: skip
+        self.encoder, self.decoder = encoder, decoder
+        #: constructor arguments, saved in checkpoints so that :func:`pyrovae.load_vae` can rebuild the
+        #: model; ``None`` when a custom encoder/decoder or activation class was given
+        self.config: dict[str, Any] | None = None
+        if not custom and isinstance(activation, str):
+            self.config = {
+                "model": self.kind,
+                "x_dim": self.x_dim,
+                "z_dim": self.z_dim,
+                "hidden": [int(h) for h in hidden],
+                "activation": activation,
+                "prefix": prefix,
+                "likelihood": likelihood,
+                "scale": None if scale is None else float(scale),
+            }
+            if net != "mlp":  # older checkpoints have no key: MLP nets
+                self.config.update(net=net, image_shape=[int(s) for s in image_shape])
+
+    def observation(self, z: torch.Tensor) -> dist.TorchDistribution:
+        """The distribution p(x|z) of the chosen likelihood, event shape ``(x_dim,)``."""
+        return self._observe(self.decoder(z))
+
+    def prior(self, batch_size: int, device: torch.device) -> dist.TorchDistribution:
+        """The distribution of ``z`` in the model, :math:`\\mathcal{N}(0, I)` with batch shape ``(batch_size,)``."""
+        return dist.Normal(torch.zeros(batch_size, self.z_dim, device=device), 1.0).to_event(1)
+
+    def posterior(self, x: torch.Tensor) -> dist.TorchDistribution:
+        """The distribution of ``z`` in the guide, :math:`\\mathcal{N}(\\mu(x), \\mathrm{diag}\\,\\sigma(x)^2)`."""
+        loc, scale = self.encoder(x)
+        return dist.Normal(loc, scale).to_event(1)
+
+    def model(self, x: torch.Tensor | None = None, num_data: int | None = None) -> torch.Tensor:
+        """Generative model :math:`p(z)\\,p(x|z)`.
+
+        :param torch.Tensor x: observed binary data ``(batch, x_dim)``, or ``None`` to generate.
+        :param int num_data: size of the full dataset when ``x`` is a minibatch (scales the ELBO);
+            with ``x=None``, the number of data points to generate (default 1).
+        :returns: ``x`` (observed or sampled).
+        """
+        pyro.module(self.site("decoder"), self.decoder)
+        if x is not None:
+            self._check(x)
+            batch_size, device = x.shape[0], x.device
+        else:
+            batch_size, device, num_data = num_generated(num_data), self._device(), None
+        with data_plate(self.site("data"), batch_size, num_data, device):
+            z = pyro.sample(self.site("z"), self.prior(batch_size, device))
+            return pyro.sample(self.site("x"), self.observation(z), obs=x)
+
+    def guide(self, x: torch.Tensor | None = None, num_data: int | None = None) -> torch.Tensor:
+        """Amortized guide :math:`q(z|x)`, a diagonal Gaussian from the encoder (reparameterized).
+
+        :param torch.Tensor x: data ``(batch, x_dim)``; the guide needs it.
+        :param int num_data: as in :meth:`model`.
+        :returns: the sampled ``z``.
+        """
+        if x is None:
+            raise ValueError("the guide q(z|x) needs data x; to generate from the prior, run the model alone")
+        pyro.module(self.site("encoder"), self.encoder)
+        self._check(x)
+        with data_plate(self.site("data"), x.shape[0], num_data, x.device):
+            return pyro.sample(self.site("z"), self.posterior(x))
