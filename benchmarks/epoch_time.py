@@ -33,8 +33,8 @@ from torch.profiler import ProfilerActivity, profile, record_function
 import pyrovae
 from pyrovae.checkpoint import save_json
 from pyrovae.device import resolve_device
+from pyrovae.train.loop import epoch_generator, minibatches
 from pyrovae.train.step import AdamStep
-from pyrovae.train.svi import epoch_generator, minibatches
 
 PHASES = ("forward (ELBO)", "backward", "optimizer")
 

@@ -17,9 +17,11 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import pyro
 import torch
@@ -39,6 +41,7 @@ from pyrovae.models.ssvae import DEFAULT_ALPHA, SSVAE
 from pyrovae.models.ssvae import LIKELIHOODS as SSVAE_LIKELIHOODS
 from pyrovae.models.two_layer import TwoLayerVAE
 from pyrovae.train.distributed import init_distributed, rank_and_world
+from pyrovae.train.loop import VALIDATE
 from pyrovae.train.rundir import CHECKPOINT, RunFolder, free_folder
 from pyrovae.train.semisupervised import (
     SCHEDULES,
@@ -47,7 +50,7 @@ from pyrovae.train.semisupervised import (
     fit_semisupervised,
     kingma_alpha,
 )
-from pyrovae.train.svi import ELBOS, VALIDATE, TrainConfig, fit
+from pyrovae.train.svi import ELBOS, TrainConfig, fit
 from pyrovae.viz.latent import (
     INTERPOLATIONS,
     attribute_images,
@@ -177,9 +180,7 @@ def _add_train_parser(subparsers, parents: list[argparse.ArgumentParser]) -> Non
     out.add_argument("--resume", action="store_true", help=RESUME_HELP)
     out.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     out.add_argument("--quiet", action="store_true", help="no per-epoch lines")
-    train.add_argument("--distributed", action="store_true",
-                       help="data-parallel over the processes started by torchrun (DistributedDataParallel; NCCL on "
-                       "GPUs, gloo on CPUs); --batch-size is the global batch, divided among the ranks")
+    _add_distributed_arg(train)
     out.add_argument("--tensorboard", action="store_true",
                      help="log scalars and image grids each epoch to OUT/tensorboard (needs pyrovae[tensorboard])")
     p.set_defaults(func=train_command)
@@ -278,18 +279,25 @@ def _saved(out: Path, *keys: str) -> list:
     return [_saved_data(state, path) if key == "data" else section(state, path, "extra", key) for key in keys]
 
 
-def train_command(args: argparse.Namespace) -> dict:
-    """``pyrovae train``: returns a summary (last metrics and written files) that is also printed."""
-    out = _out(args, Path("runs") / args.dataset)
-    _model_defaults(args)
+def _training(args: argparse.Namespace, out: Path, train: Callable[[argparse.Namespace, Path, str, int], dict]
+              ) -> dict:  # fmt: skip
+    """``train(args, out, device, rank)`` in the locked run folder ``out``, inside the process group that ``torchrun``
+    describes with ``--distributed``."""
     device = init_distributed(args.device) if args.distributed else args.device
     rank = rank_and_world()[0]
     try:
         with _run_folder(out, args, rank):
-            return _train(args, out, device, rank)
+            return train(args, out, device, rank)
     finally:
         if args.distributed:
             torch.distributed.destroy_process_group()
+
+
+def train_command(args: argparse.Namespace) -> dict:
+    """``pyrovae train``: returns a summary (last metrics and written files) that is also printed."""
+    out = _out(args, Path("runs") / args.dataset)
+    _model_defaults(args)
+    return _training(args, out, _train)
 
 
 def _train(args: argparse.Namespace, out: Path, device: str, rank: int) -> dict:
@@ -513,7 +521,15 @@ def _add_train_ss_parser(subparsers, parents: list[argparse.ArgumentParser]) -> 
     out.add_argument("--resume", action="store_true", help=f"{RESUME_HELP}, and --lr-milestones / --lr-gamma")
     out.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     out.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    _add_distributed_arg(train)
     p.set_defaults(func=train_ss_command)
+
+
+def _add_distributed_arg(group: Any) -> None:
+    """``--distributed`` in the argument group ``group`` of a training command."""
+    group.add_argument("--distributed", action="store_true",
+                       help="data-parallel over the processes started by torchrun (DistributedDataParallel; NCCL on "
+                       "GPUs, gloo on CPUs); --batch-size is the global batch, divided among the ranks")  # fmt: skip
 
 
 def _m1_features(path: str, data: Dataset) -> tuple[LatentFeatures, dict]:
@@ -534,11 +550,10 @@ def _m1_features(path: str, data: Dataset) -> tuple[LatentFeatures, dict]:
 def train_ss_command(args: argparse.Namespace) -> dict:
     """``pyrovae train-ss``: returns a summary (last metrics, best-validation epoch, files), also printed."""
     out = _out(args, Path("runs") / f"ss-{args.dataset}-{args.labels}")
-    with _run_folder(out, args):
-        return _train_ss(args, out)
+    return _training(args, out, _train_ss)
 
 
-def _train_ss(args: argparse.Namespace, out: Path) -> dict:
+def _train_ss(args: argparse.Namespace, out: Path, device: str, rank: int) -> dict:
     """:func:`train_ss_command` in its locked run folder ``out``."""
     schedule = {name: value for name, value in (("lr_milestones", args.lr_milestones), ("lr_gamma", args.lr_gamma))
                 if value is not None}  # fmt: skip
@@ -546,7 +561,7 @@ def _train_ss(args: argparse.Namespace, out: Path) -> dict:
         settings, model_config, train, m1 = _saved(out, "data", "ssvae", "train", "m1")
         with malformed(out / CHECKPOINT):
             m1_path = (m1 or {}).get("checkpoint")
-            config = SemiSupervisedConfig(**{**train, "epochs": args.epochs, "device": args.device, **schedule})
+            config = SemiSupervisedConfig(**{**train, "epochs": args.epochs, "device": device, **schedule})
     else:
         if args.m1 and args.likelihood != "bernoulli":
             raise ValueError(f"--likelihood {args.likelihood} is for pixels: with --m1, M2 models the VAE's codes "
@@ -559,7 +574,7 @@ def _train_ss(args: argparse.Namespace, out: Path) -> dict:
         config = SemiSupervisedConfig(
             num_labels=args.labels, epochs=args.epochs, batch_size=args.batch_size,
             labelled_batch_size=args.labelled_batch_size, labelled_every=args.labelled_every, lr=args.lr,
-            seed=args.seed, label_seed=args.label_seed, device=args.device, jit=args.jit, schedule=args.schedule,
+            seed=args.seed, label_seed=args.label_seed, device=device, jit=args.jit, schedule=args.schedule,
             lr_decay=args.lr_decay, shift=args.shift, consistency=args.consistency, **schedule,
         )  # fmt: skip
     data = _load_data(settings, args)
@@ -569,10 +584,13 @@ def _train_ss(args: argparse.Namespace, out: Path) -> dict:
     features, m1 = _m1_features(m1_path, data) if m1_path else (None, None)
     x_dim = features.dim if features is not None else data.x_dim
     model_config = {**model_config, "x_dim": x_dim, "num_classes": data.num_classes}
+    pyro.clear_param_store()
     ssvae = SSVAE(**model_config, seed=config.seed)  # the --seed's initial weights
     extra = {"data": settings, "ssvae": ssvae.config, "train": asdict(config), "m1": m1}
     history = fit_semisupervised(ssvae, data, config, out_dir=out, resume=args.resume, extra=extra,
                                  features=features, verbose=not args.quiet)  # fmt: skip
+    if rank != 0:  # rank 0 draws and reports
+        return history[-1]
     files = {"accuracy": str(out / "accuracy.png"), "analogies": str(out / "analogies.png")}
     plot_curves(history, files["accuracy"], {"valid_accuracy": "valid", "test_accuracy": "test"}, "accuracy of q(y|x)")
     test = data.test if len(data.test) else data.train

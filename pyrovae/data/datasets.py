@@ -70,6 +70,19 @@ class Dataset:
     def to(self, device: torch.device | str) -> Dataset:
         return replace(self, train=self.train.to(device), valid=self.valid.to(device), test=self.test.to(device))
 
+    def train_batch(self, idx: torch.Tensor) -> torch.Tensor:
+        """Training rows ``idx`` as a training step sees them: with ``binarize="dynamic"`` a fresh Bernoulli draw
+        (from torch's global RNG), otherwise the rows as stored."""
+        x = self.train.x[idx]
+        return torch.bernoulli(x) if self.binarize == "dynamic" else x
+
+    def fixed_x(self, split: str) -> torch.Tensor:
+        """The images of ``split`` (``"train"``, ``"valid"`` or ``"test"``) as evaluation sees them: the same on
+        every call. Validation and test images are stored so; dynamically binarized training images are drawn once
+        with :data:`~pyrovae.data.binarize.EVAL_SEED`, as the other splits were."""
+        x = getattr(self, split).x
+        return binarize(x, seed=EVAL_SEED) if split == "train" and self.binarize == "dynamic" else x
+
     @classmethod
     def from_tensors(
         cls,

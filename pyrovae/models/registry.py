@@ -55,10 +55,7 @@ def load_vae(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
         vae = vae_from_config(config)
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{path} describes a model that cannot be built: {e}") from e
-    weights = {}
-    for part, _ in vae.named_children():  # encoder(s), decoder(s) and a learned Gaussian scale: each a pyro.module
-        head = pyro.params.param_with_module_name(vae.site(part), "")
-        weights.update({f"{part}.{k[len(head) :]}": v for k, v in params.items() if k.startswith(head)})
+    weights = module_weights(vae, params)
     # the checkpoint holds parameters (the param store); buffers, such as a flow's masks, are rebuilt by the
     # constructor from the settings
     try:
@@ -73,6 +70,16 @@ def load_vae(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
     return vae.to(map_location), state
 
 
+def module_weights(model: nn.Module, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The ``state_dict`` entries of ``model`` among the Pyro parameters ``params`` (by param-store name): each
+    child module is a ``pyro.module`` named ``model.site(child_name)``."""
+    weights = {}
+    for part, _ in model.named_children():
+        head = pyro.params.param_with_module_name(model.site(part), "")
+        weights.update({f"{part}.{k[len(head) :]}": v for k, v in params.items() if k.startswith(head)})
+    return weights
+
+
 def load_ssvae(
     path: str | os.PathLike, map_location: str | torch.device = "cpu"
 ) -> tuple[SSVAE, nn.Module | None, dict[str, Any]]:
@@ -84,13 +91,13 @@ def load_ssvae(
     """
     state = load_checkpoint(path, map_location)
     extra = state.get("extra", {})
-    if not isinstance(extra, dict) or "ssvae" not in extra or "weights" not in state:
+    if not isinstance(extra, dict) or "ssvae" not in extra or not {"params", "weights"} & set(state):
         raise CheckpointError(f"{path} holds no SSVAE (extra['ssvae']): it was not written by pyrovae train-ss")
-    with malformed(path):
-        check_finite(state["weights"], path)
+    with malformed(path):  # "weights": a state_dict, as pyrovae 0.1 saved an SSVAE
+        check_finite(state.get("params", state.get("weights")), path)
     try:
         ssvae = SSVAE(**extra["ssvae"])
-        ssvae.load_state_dict(state["weights"])
+        ssvae.load_state_dict(state["weights"] if "weights" in state else module_weights(ssvae, state["params"]))
         features = None
         if extra.get("m1"):
             vae = vae_from_config(extra["m1"]["vae"])

@@ -1,23 +1,25 @@
 r"""Training on several processes with ``torch.distributed`` and ``DistributedDataParallel``.
 
-:func:`pyrovae.fit` runs data-parallel when a process group is initialised (e.g. under ``torchrun``, by
-:func:`init_distributed`). Every rank draws the same permutation of the training set each epoch (a generator
-seeded by the run's seed and the epoch) and takes its contiguous share of each global minibatch of
-``batch_size`` rows (which must divide by the number of ranks; the last, incomplete minibatch is dropped).
-Rank :math:`r` computes the differentiable loss of its ``B / W`` rows with ``num_data=N``, so the data plate
-scales it by :math:`N / (B/W)`, and ``DistributedDataParallel`` averages the gradients over the :math:`W`
+:func:`pyrovae.fit` and :func:`pyrovae.fit_semisupervised` run data-parallel when a process group is initialised
+(e.g. under ``torchrun``, by :func:`init_distributed`). Every rank draws the same permutation of the training set
+each epoch (a generator seeded by the run's seed and the epoch) and takes its contiguous share of each global
+minibatch of ``batch_size`` rows (which must divide by the number of ranks; the last, incomplete minibatch is
+dropped). Rank :math:`r` computes the differentiable loss of its ``B / W`` rows with ``num_data=N``, so the data
+plate scales it by :math:`N / (B/W)`, and ``DistributedDataParallel`` averages the gradients over the :math:`W`
 ranks:
 
 .. math:: \frac{1}{W} \sum_{r=1}^W \nabla \Big[\frac{N}{B/W} \sum_{n \in \text{shard}_r} \ell_n\Big]
     = \nabla \Big[\frac{N}{B} \sum_{n \in \text{batch}} \ell_n\Big],
 
-the gradient a single process computes on the whole global batch. The loss goes through a small module,
-:class:`ELBOLoss`, whose parameters are those of the modules owning the model and guide (the same tensors that
-``pyro.module`` puts in the param store), wrapped by :func:`data_parallel_loss`, and the step is
+the gradient a single process computes on the whole global batch. Losses that are minibatch sums, not scaled by a
+data plate (M2's ``"alternate"`` schedule), are multiplied by :math:`W` on each rank for the same reason; the
+labelled minibatches of M2 are shared out the same way (:mod:`pyrovae.train.semisupervised`). The loss goes through
+a small module, :class:`LossModule`, whose parameters are those of the modules owning the model and guide (the same
+tensors that ``pyro.module`` puts in the param store), wrapped by :func:`data_parallel_loss`, and the step is
 :class:`pyrovae.train.step.AdamStep`'s, the same as in a single process. DDP broadcasts rank 0's parameters when it
-wraps the module, so every rank starts, and stays, identical. Each rank draws its own noise
-(seed + rank). Rank 0 alone evaluates, prints, writes metrics and checkpoints (with every rank's RNG state, so
-that a resumed run continues exactly).
+wraps the module, so every rank starts, and stays, identical. Each rank draws its own noise (seed + rank). Rank 0
+alone evaluates, prints, writes metrics and checkpoints (with every rank's RNG state, so that a resumed run
+continues exactly).
 
 Backends: NCCL on GPUs (one device per rank, ``LOCAL_RANK``), gloo on CPUs.
 
@@ -31,7 +33,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 
-import pyro
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -72,28 +73,25 @@ def init_distributed(device: str = "auto") -> str:
     return device
 
 
-class ELBOLoss(nn.Module):
-    """``elbo.differentiable_loss(model, guide, *args, **kwargs)`` as a module whose parameters are those of
-    ``owners`` (e.g. the VAE that ``vae.model`` and ``vae.guide`` belong to), so that
-    ``DistributedDataParallel`` can wrap it. Like Pyro's ``ELBOModule``, for bound methods."""
+class LossModule(nn.Module):
+    """``loss(*args, **kwargs)`` as a module whose parameters are those of ``owners`` (e.g. the VAE that
+    ``vae.model`` and ``vae.guide`` belong to), so that ``DistributedDataParallel`` can wrap it; ``loss`` is e.g.
+    ``functools.partial(elbo.differentiable_loss, vae.model, vae.guide)``. Like Pyro's ``ELBOModule``, for any loss
+    of bound methods."""
 
-    def __init__(self, owners: Sequence[nn.Module], model: Callable, guide: Callable, elbo: pyro.infer.ELBO) -> None:
+    def __init__(self, owners: Sequence[nn.Module], loss: Callable[..., torch.Tensor]) -> None:
         super().__init__()
         self.owners = nn.ModuleList(owners)
-        self.model, self.guide, self.elbo = model, guide, elbo
+        self.loss = loss
 
     def forward(self, *args, **kwargs) -> torch.Tensor:
-        return self.elbo.differentiable_loss(self.model, self.guide, *args, **kwargs)
+        return self.loss(*args, **kwargs)
 
 
 def data_parallel_loss(
-    owners: Sequence[nn.Module],
-    params: dict[str, torch.Tensor],
-    model: Callable,
-    guide: Callable,
-    elbo: pyro.infer.ELBO,
+    owners: Sequence[nn.Module], params: dict[str, torch.Tensor], loss: Callable[..., torch.Tensor]
 ) -> DistributedDataParallel:
-    """The :class:`ELBOLoss` of ``model`` and ``guide`` wrapped in ``DistributedDataParallel``, for
+    """The :class:`LossModule` of ``loss`` wrapped in ``DistributedDataParallel``, for
     :class:`pyrovae.train.step.AdamStep`: its backward averages the gradients over the ranks.
 
     :param owners: the modules owning the model and guide.
@@ -101,8 +99,8 @@ def data_parallel_loss(
         ``owners``, or its gradient would not be averaged and the ranks would drift apart.
     :raises ValueError: naming the parameters outside ``owners``.
     """
-    loss = ELBOLoss(owners, model, guide, elbo)
-    owned = {id(p) for p in loss.parameters()}
+    module = LossModule(owners, loss)
+    owned = {id(p) for p in module.parameters()}
     outside = [name for name, p in params.items() if id(p) not in owned]
     if outside:
         raise ValueError(
@@ -110,8 +108,8 @@ def data_parallel_loss(
             f"guide (as vae.model and vae.guide are), so that DistributedDataParallel averages its gradient; "
             f"{outside[:5]} are not"
         )
-    device = next(loss.parameters()).device
-    return DistributedDataParallel(loss, device_ids=[device] if device.type == "cuda" else None)
+    device = next(module.parameters()).device
+    return DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None)
 
 
 def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:

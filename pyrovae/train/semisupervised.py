@@ -16,20 +16,22 @@ An epoch is one pass over the unlabelled set in minibatches of ``batch_size``; l
   unlabelled one, each step's loss the sum over its minibatch (the data plate is not rescaled), as in
   Pyro's SS-VAE example. The labels are *oversampled*: with 100 labels each one is visited hundreds of
   times per epoch, and a labelled step weighs about as much as an unlabelled one. Fast to a good
-  classifier (M1+M2, 100 labels: about 91 % after 20 epochs).
+  classifier (the docs' results page has the figures).
 * ``"joint"``: **one Adam step per unlabelled minibatch** on the unbiased minibatch estimate of
   :math:`-\mathcal{J}`, the unlabelled minibatch's sum scaled to the unlabelled set and a labelled
   minibatch's to the labelled set (set size / minibatch size, as the data plate's ``num_data`` would
   scale them), so every point counts once per epoch, as in
   Kingma et al.'s own training, with their :math:`\alpha = 0.1 N / N_l` per label (:func:`kingma_alpha`).
-  Slow: the unlabelled term dominates and the labels steer it gently; on four Gaussian clusters with two
-  labels each it classified 43 % of the test points after 10 epochs where ``"alternate"`` reached 99.9 %,
-  and on MNIST (M1+M2, 100 labels) 79.8 % after 59 epochs where ``"alternate"`` had 91.5 % after 60;
-  published runs of this recipe take thousands of epochs (``benchmarks/README.md``).
+  Slow: the unlabelled term dominates and the labels steer it gently, far more slowly than ``"alternate"``
+  (the docs' results page compares them); published runs of this recipe take thousands of epochs.
 
 Labelled and unlabelled rows go through separate calls of the model and guide (the ``"y"`` site is either
 observed or enumerated, never both); :func:`split_batch` turns a mixed batch with a mask into the two and
 :func:`semisupervised_loss` adds their losses.
+
+Training runs in the one loop (:mod:`pyrovae.train.loop`): resume, run folder, divergence stop and data-parallel
+training under ``torchrun`` are :func:`pyrovae.fit`'s. With :math:`W` ranks each takes its share of every unlabelled
+and labelled minibatch and multiplies its minibatch sums by :math:`W` (:mod:`pyrovae.train.distributed`).
 
 **References**
 
@@ -39,51 +41,42 @@ observed or enumerated, never both); :func:`split_batch` turns a mixed batch wit
 
 from __future__ import annotations
 
-import math
 import os
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 from pyro.infer import ELBO, JitTraceEnum_ELBO, TraceEnum_ELBO
 from torch import nn
-from tqdm.auto import tqdm
 
-from pyrovae.checkpoint import (
-    CheckpointError,
-    check_finite,
-    check_resumable,
-    malformed,
-    rng_state,
-    set_rng_state,
-)
+from pyrovae.checkpoint import CheckpointError, check_resumable
 from pyrovae.data.datasets import Dataset, Split
 from pyrovae.data.validation import check_labels
 from pyrovae.device import resolve_device
 from pyrovae.models.ssvae import SSVAE
-from pyrovae.seeding import set_seed
 from pyrovae.train.augment import check_shift, random_shift
 from pyrovae.train.consistency import consistency_loss
-from pyrovae.train.divergence import DIVERGENCE, check_factor, diverged, divergence
-from pyrovae.train.rundir import RunFolder, load_resumable
-from pyrovae.train.step import adam, check_lr, check_owned, scheduled_lr, set_lr, trained_params
-from pyrovae.train.svi import check_epochs, minibatches, num_batches
+from pyrovae.train.distributed import data_parallel_loss, rank_and_world
+from pyrovae.train.loop import LoopConfig, Task, epoch_generator, minibatches, num_batches, run_training
+from pyrovae.train.step import AdamStep, check_lr, check_owned, scheduled_lr, trained_params
 
 #: the training schedules of :func:`fit_semisupervised`
 SCHEDULES = ("alternate", "joint")
 
 
-@dataclass
-class SemiSupervisedConfig:
-    r"""Settings of :func:`fit_semisupervised`, validated on construction.
+@dataclass(kw_only=True)
+class SemiSupervisedConfig(LoopConfig):
+    r"""Settings of :func:`fit_semisupervised`, validated on construction: those of
+    :class:`~pyrovae.train.loop.LoopConfig` (``epochs``, ``batch_size``: unlabelled rows per step, ``lr``,
+    ``lr_decay``, ``seed``, ``device``, ``eval_batch_size``, ``validate``, ``divergence``: judged on
+    ``unlabelled_elbo``) and
 
     :ivar int num_labels: labelled training points, the same number from every class.
     :ivar int label_seed: seed of the choice of labelled points (the split is part of the experiment).
-    :ivar int batch_size: unlabelled rows per step.
     :ivar int labelled_batch_size: rows per labelled step (at most ``num_labels``).
     :ivar int labelled_every: a labelled step after every ``labelled_every`` unlabelled steps (``"alternate"``
         only; ``"joint"`` needs 1).
@@ -92,8 +85,6 @@ class SemiSupervisedConfig:
     :ivar bool jit: compile the steps with ``JitTraceEnum_ELBO`` (one compiled function for labelled and one for
         unlabelled minibatches; the last, incomplete unlabelled minibatch of each epoch is dropped, since a
         compiled step has fixed shapes).
-    :ivar float lr_decay: exponential learning-rate decay per epoch: epoch :math:`e` (counted from 0) trains with
-        ``lr * lr_decay ** e``; 1 keeps ``lr`` throughout.
     :ivar tuple lr_milestones: numbers of epochs after each of which the learning rate is multiplied by a
         further ``lr_gamma``, as ``torch.optim.lr_scheduler.MultiStepLR`` (:func:`pyrovae.train.step.scheduled_lr`):
         e.g. ``(140,)`` trains 140 epochs at ``lr`` and the following ones at ``lr * lr_gamma``. Unlike the
@@ -105,38 +96,28 @@ class SemiSupervisedConfig:
         use); 0 (default) leaves the images as they are. The accuracies, and unlabelled images but for the
         consistency term's second view, are not shifted.
     :ivar float consistency: weight :math:`\beta` per unlabelled point of the consistency term
-        (:mod:`pyrovae.train.consistency`): the squared distance between q(y|·) on two random views of each unlabelled
-        image (the second one translated by up to ``shift`` pixels), subtracted from the ELBO; 0 (default) is
-        plain M2. The views differ only through the random parts of the input pipeline (dynamic binarization,
-        a sampling feature map, ``shift``): on grey levels without them the term is 0.
-    :ivar int seed: seed of the training noise (:mod:`pyrovae.seeding`); the initial weights are the model's
-        (``SSVAE(..., seed=S)``).
-    :ivar float divergence: :math:`\kappa` of the divergence check on ``unlabelled_elbo``
-        (:mod:`pyrovae.train.divergence`).
+        (:mod:`pyrovae.train.consistency`): the squared distance between q(y|·) on two random views of each
+        unlabelled image (the second one translated by up to ``shift`` pixels), subtracted from the ELBO; 0
+        (default) is plain M2. The views differ only through the random parts of the input pipeline (dynamic
+        binarization, a sampling feature map, ``shift``): on grey levels without them the term is 0.
     """
 
+    RESUMABLE: ClassVar[tuple[str, ...]] = (*LoopConfig.RESUMABLE, "lr_milestones", "lr_gamma")
+
     num_labels: int = 100
-    epochs: int = 50
-    batch_size: int = 128
     labelled_batch_size: int = 128
     labelled_every: int = 1
-    lr: float = 1e-3
-    seed: int = 0
     label_seed: int = 0
-    device: str = "auto"
-    eval_batch_size: int = 1000
     jit: bool = False
     schedule: str = "alternate"
-    lr_decay: float = 1.0
     lr_milestones: tuple[int, ...] = ()
     lr_gamma: float = 0.1
     shift: int = 0
     consistency: float = 0.0
-    divergence: float = DIVERGENCE
 
     def __post_init__(self) -> None:
-        check_factor(self.divergence)
-        for name in ("num_labels", "epochs", "batch_size", "labelled_batch_size", "labelled_every", "eval_batch_size"):
+        super().__post_init__()
+        for name in ("num_labels", "labelled_batch_size", "labelled_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
         check_lr(self.lr, self.lr_decay, self.lr_milestones, self.lr_gamma)
@@ -151,30 +132,28 @@ class SemiSupervisedConfig:
             raise ValueError(f"the joint schedule adds a labelled minibatch to every step: labelled_every must be 1, "
                              f"got {self.labelled_every}")  # fmt: skip
 
+    @property
+    def schedules_lr(self) -> bool:
+        return self.lr_decay != 1 or bool(self.lr_milestones)
+
     def lr_at(self, epoch: int) -> float:
         """The learning rate of epoch ``epoch`` (counted from 0): :func:`pyrovae.train.step.scheduled_lr`."""
         return scheduled_lr(self.lr, self.lr_decay, epoch, self.lr_milestones, self.lr_gamma)
 
+    def check_resume(self, path: Path, saved: dict[str, Any], done: int) -> None:
+        """As :meth:`LoopConfig.check_resume`; new milestones may only change the epochs still to train.
 
-#: the settings of :class:`SemiSupervisedConfig` that may change when a run is resumed
-RESUMABLE = ("epochs", "device", "lr_milestones", "lr_gamma", "divergence")
-
-
-def check_trained_lrs(path: str | os.PathLike, saved: dict[str, Any], config: SemiSupervisedConfig, done: int) -> None:
-    """Check that the ``done`` epochs already trained with the settings ``saved`` had the learning rates that
-    ``config`` gives them, so that new milestones only change the epochs still to come.
-
-    :raises CheckpointError: naming the first epoch whose rate would change.
-    """
-    old = SemiSupervisedConfig(**{**saved, "device": config.device})
-    for epoch in range(done):
-        before, after = old.lr_at(epoch), config.lr_at(epoch)
-        if before != after:
-            raise CheckpointError(
-                f"{path} trained epoch {epoch + 1} with learning rate {before}, and lr_milestones "
-                f"{list(config.lr_milestones)} with lr_gamma {config.lr_gamma} would give it {after}: on resume, "
-                f"milestones may only be added from {done} on, the epochs trained so far"
-            )
+        :raises CheckpointError: naming the setting that changed, or the first epoch whose rate would change."""
+        check_resumable(path, saved, self, self.RESUMABLE)
+        old = SemiSupervisedConfig(**{**saved, "device": self.device})
+        for epoch in range(done):
+            before, after = old.lr_at(epoch), self.lr_at(epoch)
+            if before != after:
+                raise CheckpointError(
+                    f"{path} trained epoch {epoch + 1} with learning rate {before}, and lr_milestones "
+                    f"{list(self.lr_milestones)} with lr_gamma {self.lr_gamma} would give it {after}: on resume, "
+                    f"milestones may only be added from {done} on, the epochs trained so far"
+                )
 
 
 def kingma_alpha(num_data: int, num_labels: int, weight: float = 0.1) -> float:
@@ -281,16 +260,160 @@ def accuracy(classify: Callable[[torch.Tensor], torch.Tensor], split: Split, bat
     return correct / len(split)
 
 
-def _cycle(num: int, batch_size: int, device: torch.device) -> Iterator[torch.Tensor]:
-    """Endless minibatches of ``range(num)`` (``min(batch_size, num)`` rows each), reshuffled after every pass."""
+class SemiSupervisedTask(Task):
+    """M2's objective as :func:`fit_semisupervised` trains it (a :class:`~pyrovae.train.loop.Task`): the unlabelled
+    minibatches of an epoch, with labelled ones after every ``labelled_every``-th (``"alternate"``: separate steps)
+    or in the same step (``"joint"``)."""
+
+    train_key, monitor, best_key = "unlabelled_elbo", "unlabelled_elbo", "valid_accuracy"
+
+    def __init__(self, ssvae: SSVAE, data: Dataset, config: SemiSupervisedConfig, features: nn.Module | None) -> None:
+        if data.train.y is None:
+            raise ValueError("semi-supervised training needs the labels of the training split (data.train.y)")
+        if data.num_classes != ssvae.num_classes:
+            raise ValueError(f"the data have {data.num_classes} classes but the SSVAE {ssvae.num_classes}")
+        for name in ("valid", "test"):  # a label outside the classes would silently count as a wrong prediction
+            split = getattr(data, name)
+            if split.y is not None:
+                check_labels(split.y, len(split), data.num_classes, name=f"data.{name}.y")
+        check_shift(data.image_shape, config.shift)
+        self.config, self.device = config, resolve_device(config.device)
+        self.ssvae, self.features = ssvae.to(self.device), (features or nn.Identity()).to(self.device)
+        self.data = data.to(self.device)
+        self.rank, self.world = rank_and_world()
+        is_labelled = torch.zeros(len(data.train), dtype=torch.bool, device=self.device)
+        is_labelled[labelled_subset(self.data.train.y, config.num_labels, data.num_classes, config.label_seed)] = True
+        #: indices of the labelled and unlabelled training rows
+        self.labelled, self.unlabelled = is_labelled.nonzero()[:, 0], (~is_labelled).nonzero()[:, 0]
+        if not len(self.unlabelled):
+            raise ValueError(f"num_labels ({config.num_labels}) leaves no unlabelled training data")
+        self.drop_last = config.jit or self.world > 1
+        self.steps_per_epoch = num_batches(len(self.unlabelled), config.batch_size, drop_last=self.drop_last)
+        self.labelled_size = min(config.labelled_batch_size, len(self.labelled))
+        if self.world > 1 and (config.jit or config.batch_size % self.world or self.labelled_size < self.world):
+            raise ValueError(
+                f"distributed training over {self.world} ranks needs a batch_size divisible by {self.world} (got "
+                f"{config.batch_size}), labelled minibatches of at least {self.world} rows (got {self.labelled_size})"
+                " and no JIT"
+            )
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"batch_size ({config.batch_size}) exceeds the {len(self.unlabelled)} unlabelled points "
+                             "and incomplete batches are dropped (JIT or distributed): lower batch_size")  # fmt: skip
+        if config.labelled_every > self.steps_per_epoch:
+            raise ValueError(
+                f"labelled_every ({config.labelled_every}) exceeds the {self.steps_per_epoch} unlabelled steps of an "
+                "epoch: no labelled step would be taken"
+            )
+        self.model, self.guide = ssvae.model, ssvae.guide  # bound once: Pyro's JIT keys its compiled functions by ids
+        self.elbo = (JitTraceEnum_ELBO(max_plate_nesting=1, ignore_jit_warnings=True) if config.jit
+                     else TraceEnum_ELBO(max_plate_nesting=1))  # fmt: skip
+        example = self.labelled[:1]
+        params = trained_params(self.model, self.guide, self.view(example), self.data.train.y[example])
+        check_owned(params, [ssvae])
+        loss = data_parallel_loss([ssvae], params, self.loss) if self.world > 1 else self.loss
+        self.stepper = AdamStep(params, loss, config.lr)
+        self.unlabelled_loss = torch.zeros((), device=self.device)
+
+    def view(self, rows: torch.Tensor, shift: bool = False) -> torch.Tensor:
+        """Training rows ``rows`` as the SSVAE sees them: binarized (:meth:`~pyrovae.data.Dataset.train_batch`),
+        with ``shift`` translated by up to ``config.shift`` pixels, through the feature map."""
+        x = self.data.train_batch(rows)
+        if shift and self.config.shift:
+            x = random_shift(x, self.data.image_shape, self.config.shift)
+        return self.features(x)
+
+    def loss(
+        self, unlabelled: torch.Tensor | None, labelled: torch.Tensor | None, scale_u: float, scale_l: float
+    ) -> torch.Tensor:
+        """The differentiable loss of one step on the training rows ``unlabelled`` and ``labelled`` (either may be
+        ``None``): each minibatch's sum, the unlabelled one with its consistency term, times its scale. Keeps the
+        unlabelled sum, without the consistency term, in :attr:`unlabelled_loss`."""
+        loss = torch.zeros((), device=self.device)
+        if unlabelled is not None:
+            view = self.view(unlabelled)
+            loss_u = semisupervised_loss(self.model, self.guide, self.elbo, None, view)
+            self.unlabelled_loss = loss_u.detach()
+            if self.config.consistency:
+                loss_u = loss_u + self.config.consistency * consistency_loss(
+                    self.ssvae, view, self.view(unlabelled, shift=True)
+                )
+            loss = loss + scale_u * loss_u
+        if labelled is not None:
+            batch = (self.view(labelled, shift=True), self.data.train.y[labelled])
+            loss = loss + scale_l * semisupervised_loss(self.model, self.guide, self.elbo, batch, None)
+        return loss
+
+    def scales(self, unlabelled: int, labelled: int) -> tuple[float, float]:
+        """The factors of this rank's unlabelled and labelled minibatch sums in a step on global minibatches of
+        ``unlabelled`` and ``labelled`` rows: the number of ranks :math:`W` (``"alternate"``), times the set's size
+        over the minibatch's (``"joint"``: each sum scaled to its whole set, as ``num_data`` would scale it), so that
+        the gradient averaged over the ranks is the single-process one."""
+        if self.config.schedule == "alternate":
+            return float(self.world), float(self.world)
+        return (self.world * len(self.unlabelled) / unlabelled,
+                self.world * len(self.labelled) / labelled if labelled else 0.0)  # fmt: skip
+
+    def initial_elbo(self) -> float:
+        rows = self.unlabelled[: self.config.eval_batch_size]
+        return -float(TraceEnum_ELBO(max_plate_nesting=1).loss(self.model, self.guide, self.view(rows))) / len(rows)
+
+    def train_epoch(self, epoch: int, tick: Callable[[torch.Tensor, int], None]) -> tuple[torch.Tensor, int]:
+        config, world, rank = self.config, self.world, self.rank
+        generator = epoch_generator(config.seed, epoch)  # the same minibatches on every rank
+        batches = minibatches(len(self.unlabelled), config.batch_size, self.device, self.drop_last, generator)
+        labelled = _cycle(len(self.labelled), self.labelled_size, self.device, generator)
+        total, seen = torch.zeros((), device=self.device), 0
+        for step, idx in enumerate(batches, 1):
+            rows = self.unlabelled[idx.tensor_split(world)[rank]]
+            lab = next(labelled) if step % config.labelled_every == 0 else None
+            lab_rows = None if lab is None else self.labelled[lab.tensor_split(world)[rank]]
+            scale_u, scale_l = self.scales(len(idx), len(lab) if lab is not None else 0)
+            if config.schedule == "joint":
+                self.stepper(rows, lab_rows, scale_u, scale_l)
+            else:
+                self.stepper(rows, None, scale_u, 0.0)
+                if lab_rows is not None:
+                    self.stepper(None, lab_rows, 0.0, scale_l)
+            total, seen = total + world * self.unlabelled_loss, seen + len(idx)
+            tick(world * self.unlabelled_loss, len(idx))
+        return total, seen
+
+    def evaluate(self, row: dict[str, Any]) -> None:
+        eval_batch_size = self.config.eval_batch_size
+        row["labelled_elbo"], row["labelled_log_q"] = labelled_metrics(
+            self.ssvae, self.view(self.labelled), self.data.train.y[self.labelled], eval_batch_size
+        )
+        self.ssvae.eval()
+        self.features.eval()
+        for name in ("valid", "test"):
+            split = getattr(self.data, name)
+            if split.y is not None and len(split):
+                row[f"{name}_accuracy"] = accuracy(lambda x: self.ssvae.predict(self.features(x)), split,
+                                                   eval_batch_size)  # fmt: skip
+        self.ssvae.train()
+        self.features.train()
+
+    def restore(self, state: dict[str, Any], path: Path) -> None:
+        if "params" not in state and "weights" in state:  # written before the one loop (0.1): weights by module
+            state = {**state, **self._from_state_dicts(state["weights"], state["optim"])}
+        super().restore(state, path)
+
+    def _from_state_dicts(self, weights: dict[str, torch.Tensor], optim: dict[str, Any]) -> dict[str, Any]:
+        """The ``"params"`` and ``"optim"`` of a checkpoint from the SSVAE's ``state_dict`` and the state of a
+        ``torch.optim.Adam`` over ``ssvae.parameters()``, as pyrovae 0.1 saved them."""
+        by_id = {id(p): name for name, p in self.ssvae.named_parameters()}
+        order = {id(p): i for i, p in enumerate(self.stepper.params.values())}
+        old_order = [order[id(p)] for p in self.ssvae.parameters()]
+        group = {**optim["param_groups"][0], "params": list(range(len(order)))}
+        adam = {"state": {old_order[i]: s for i, s in optim["state"].items()}, "param_groups": [group]}
+        params = {name: weights[by_id[id(p)]] for name, p in self.stepper.params.items()}
+        return {"params": params, "optim": {"adam": adam, "params": list(self.stepper.params)}}
+
+
+def _cycle(num: int, batch_size: int, device: torch.device, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Endless minibatches of ``range(num)`` (``batch_size`` rows each), reshuffled after every pass."""
     while True:
-        yield from minibatches(num, min(batch_size, num), device, drop_last=True)
-
-
-def _adam_step(optim: torch.optim.Optimizer, loss: torch.Tensor) -> None:
-    optim.zero_grad()
-    loss.backward()
-    optim.step()
+        yield from minibatches(num, batch_size, device, drop_last=True, generator=generator)
 
 
 def fit_semisupervised(
@@ -305,179 +428,44 @@ def fit_semisupervised(
     features: nn.Module | None = None,
     progress: bool | None = None,
     verbose: bool = True,
+    callback: Callable[[dict[str, float]], None] | None = None,
 ) -> list[dict[str, float]]:
     """Train ``ssvae`` on ``data.train`` with ``config.num_labels`` of its labels (chosen by
-    :func:`labelled_subset` with ``config.label_seed``) and the rest unlabelled.
+    :func:`labelled_subset` with ``config.label_seed``) and the rest unlabelled, in the one training loop
+    (:mod:`pyrovae.train.loop`).
 
     Each epoch appends to the history (and ``out_dir/metrics.jsonl``): ``epoch``, ``unlabelled_elbo``
     (nats per point over the epoch's steps), ``labelled_elbo`` and ``labelled_log_q`` (per point on the
     whole labelled set at the end of the epoch, the ELBO without the classification term:
-    :func:`labelled_metrics`),
-    ``valid_accuracy`` and ``test_accuracy`` of q(y|x) when those splits have labels, and ``seconds``; with
-    ``lr_decay`` or ``lr_milestones``, the epoch's ``lr``.
+    :func:`labelled_metrics`), ``valid_accuracy`` and ``test_accuracy`` of q(y|x) when those splits have labels,
+    and ``seconds``; with ``lr_decay`` or ``lr_milestones``, the epoch's ``lr``.
 
     Training stops with :class:`~pyrovae.errors.TrainingDiverged` when an epoch's losses or weights are not finite
     or its ``unlabelled_elbo`` falls far below the untrained model's (:mod:`pyrovae.train.divergence`); that epoch is
-    not saved.
+    not saved. Inside a ``torch.distributed`` process group (``torchrun``), it trains data-parallel as
+    :func:`pyrovae.fit` does (:mod:`pyrovae.train.distributed`; no JIT).
 
     :param Dataset data: with labels on the training split (e.g. :func:`pyrovae.load_dataset`); labels of the
         validation and test splits, where given, are checked too.
     :param out_dir: the run folder (:mod:`pyrovae.train.rundir`): ``checkpoint.pt`` (atomic, every epoch), ``best.pt``
         (the epoch of the best ``valid_accuracy``) and ``metrics.jsonl``, locked for as long as this run trains.
     :param bool resume: continue from ``out_dir/checkpoint.pt`` (weights, optimizer, RNG, history) with the
-        saved settings; ``config`` may differ from them in ``epochs`` (the total), ``device`` and the milestones of
-        the epochs still to train.
+        saved settings; ``config`` may differ from them in ``epochs`` (the total), ``device``, ``divergence`` and the
+        milestones of the epochs still to train.
     :param bool overwrite: a new run may replace one already in ``out_dir`` (otherwise that is an error).
     :param dict extra: plain values stored in the checkpoint under ``"extra"``.
     :param nn.Module features: a fixed map applied to every (binarized) minibatch before ``ssvae`` sees
         it, e.g. :class:`pyrovae.models.features.LatentFeatures` for M1+M2 (its training mode during the steps,
         evaluation mode for the accuracies); not trained, not saved.
+    :param bool progress: show a tqdm progress bar (default: only when stderr is a terminal).
+    :param bool verbose: print one summary line per epoch.
+    :param callback: called with a copy of each epoch's row, as by :func:`pyrovae.fit`.
     :returns: the metrics history.
     """
     config = config or SemiSupervisedConfig()
-    if resume and out_dir is None:
-        raise ValueError("resume=True needs the out_dir that holds the checkpoint")
-    if out_dir is None:
-        return _fit_semisupervised(ssvae, data, config, None, extra, features, progress, verbose)
-    with RunFolder(out_dir, resume=resume, overwrite=overwrite) as run:
-        return _fit_semisupervised(ssvae, data, config, run, extra, features, progress, verbose)
-
-
-def _fit_semisupervised(
-    ssvae: SSVAE,
-    data: Dataset,
-    config: SemiSupervisedConfig,
-    run: RunFolder | None,
-    extra: dict[str, Any] | None,
-    features: nn.Module | None,
-    progress: bool | None,
-    verbose: bool,
-) -> list[dict[str, float]]:
-    """:func:`fit_semisupervised` in its run folder ``run`` (``None``: nothing written)."""
-    if data.train.y is None:
-        raise ValueError("semi-supervised training needs the labels of the training split (data.train.y)")
-    if data.num_classes != ssvae.num_classes:
-        raise ValueError(f"the data have {data.num_classes} classes but the SSVAE {ssvae.num_classes}")
-    for name in ("valid", "test"):  # a label outside the classes would silently count as a wrong prediction
-        split = getattr(data, name)
-        if split.y is not None:
-            check_labels(split.y, len(split), data.num_classes, name=f"data.{name}.y")
-    device = resolve_device(config.device)
-    ssvae.to(device)
-    features = (features or nn.Identity()).to(device)
-    dynamic = data.binarize == "dynamic"
-    check_shift(data.image_shape, config.shift)
-
-    def draw(x: torch.Tensor) -> torch.Tensor:
-        return features(torch.bernoulli(x) if dynamic else x)
-
-    def draw_shifted(x: torch.Tensor) -> torch.Tensor:
-        return draw(random_shift(x, data.image_shape, config.shift) if config.shift else x)
-
-    data = data.to(device)
-    is_labelled = torch.zeros(len(data.train), dtype=torch.bool, device=device)
-    is_labelled[labelled_subset(data.train.y, config.num_labels, data.num_classes, config.label_seed)] = True
-    (x_l, y_l), x_u = split_batch(data.train.x, data.train.y, is_labelled)
-    if x_u is None:
-        raise ValueError(f"num_labels ({config.num_labels}) leaves no unlabelled training data")
-
-    model, guide = ssvae.model, ssvae.guide  # bound once: Pyro's JIT keys its compiled functions by their ids
-    if config.jit:  # the compiled step takes the parameters from Pyro's param store: they must be the SSVAE's
-        check_owned(trained_params(model, guide, draw(x_l[:1]), y_l[:1]), [ssvae])
-        elbo = JitTraceEnum_ELBO(max_plate_nesting=1, ignore_jit_warnings=True)
-    else:
-        elbo = TraceEnum_ELBO(max_plate_nesting=1)
-    optim = adam(ssvae.parameters(), config.lr)
-    joint = config.schedule == "joint"
-    history: list[dict[str, float]] = []
-    if run is not None and run.resume:
-        state = load_resumable(run.path, map_location=device)
-        with malformed(run.checkpoint):
-            check_resumable(run.checkpoint, state["config"], config, RESUMABLE)
-            check_trained_lrs(run.checkpoint, state["config"], config, state["epoch"])
-            check_finite(state["weights"], run.checkpoint)
-            try:
-                ssvae.load_state_dict(state["weights"])
-                optim.load_state_dict(state["optim"])
-            except (RuntimeError, ValueError) as e:
-                raise CheckpointError(f"{run.checkpoint} does not fit this SSVAE: {e}") from e
-            set_rng_state(state["rng"])
-            history = list(state["history"])
-        initial, best = state.get("initial_elbo"), state.get("best", {})
-        check_epochs(run.checkpoint, config.epochs, len(history), verbose)
-    else:
-        set_seed(config.seed)
-        with torch.no_grad():  # the untrained model's ELBO, the reference of the divergence check
-            rows = x_u[: config.eval_batch_size]
-            initial = -float(TraceEnum_ELBO(max_plate_nesting=1).loss(model, guide, draw(rows))) / len(rows)
-        best = {}
-    if run is not None:
-        run.start(history)
-
-    unlabelled_steps = num_batches(len(x_u), config.batch_size, drop_last=config.jit)
-    if unlabelled_steps == 0:
-        raise ValueError(f"batch_size ({config.batch_size}) exceeds the {len(x_u)} unlabelled points and jit drops "
-                         "incomplete batches: lower batch_size")  # fmt: skip
-    if config.labelled_every > unlabelled_steps:
-        raise ValueError(
-            f"labelled_every ({config.labelled_every}) exceeds the {unlabelled_steps} unlabelled steps of an epoch: "
-            "no labelled step would be taken"
-        )
-    bar = tqdm(total=config.epochs * unlabelled_steps, initial=len(history) * unlabelled_steps, unit="step",
-               desc="training", disable=None if progress is None else not progress)  # fmt: skip
-    for epoch in range(len(history), config.epochs):
-        start, labelled = time.perf_counter(), _cycle(len(x_l), config.labelled_batch_size, device)
-        lr = set_lr(optim, config.lr_at(epoch))
-        unlabelled_elbo, unlabelled_rows = torch.zeros((), device=device), 0
-        for step, idx in enumerate(minibatches(len(x_u), config.batch_size, device, drop_last=config.jit), 1):
-            view = draw(x_u[idx])
-            loss_u = semisupervised_loss(model, guide, elbo, None, view)  # sums over the minibatch
-            unlabelled_elbo -= loss_u.detach()
-            if config.consistency:
-                loss_u = loss_u + config.consistency * consistency_loss(ssvae, view, draw_shifted(x_u[idx]))
-            if not joint:
-                _adam_step(optim, loss_u)
-            unlabelled_rows += len(idx)
-            if step % config.labelled_every == 0:
-                lab = next(labelled)
-                loss_l = semisupervised_loss(model, guide, elbo, (draw_shifted(x_l[lab]), y_l[lab]), None)
-                if joint:  # one step on both minibatch sums, each scaled to its whole set as num_data would scale it
-                    _adam_step(optim, loss_u * (len(x_u) / len(idx)) + loss_l * (len(x_l) / len(lab)))
-                else:
-                    _adam_step(optim, loss_l)
-            bar.update()
-        row: dict[str, float] = {"epoch": epoch + 1, "unlabelled_elbo": float(unlabelled_elbo) / unlabelled_rows}
-        reason = divergence(-row["unlabelled_elbo"], ssvae.named_parameters(), "unlabelled_elbo",
-                            row["unlabelled_elbo"], initial, config.divergence)
-        if reason is not None:
-            bar.close()
-            raise diverged(epoch + 1, reason, lr, run, best.get("epoch", 0))
-        row["labelled_elbo"], row["labelled_log_q"] = labelled_metrics(ssvae, draw(x_l), y_l, config.eval_batch_size)
-        if config.lr_decay != 1 or config.lr_milestones:
-            row["lr"] = lr
-        ssvae.eval()
-        features.eval()
-        for name in ("valid", "test"):
-            split = getattr(data, name)
-            if split.y is not None and len(split):
-                row[f"{name}_accuracy"] = accuracy(lambda x: ssvae.predict(features(x)), split, config.eval_batch_size)
-        ssvae.train()
-        features.train()
-        row["seconds"] = time.perf_counter() - start
-        history.append(row)
-        if verbose:
-            bar.write(", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
-        improved = "valid_accuracy" in row and row["valid_accuracy"] > best.get("valid_accuracy", -math.inf)
-        if improved:
-            best = {"epoch": epoch + 1, "valid_accuracy": row["valid_accuracy"]}
-        if run is not None:
-            run.save(row, {
-                "epoch": epoch + 1, "weights": ssvae.state_dict(), "optim": optim.state_dict(), "rng": rng_state(),
-                "history": history, "config": asdict(config), "extra": extra or {}, "initial_elbo": initial,
-                "best": best,
-            }, best=improved)  # fmt: skip
-    bar.close()
-    return history
+    task = SemiSupervisedTask(ssvae, data, config, features)
+    return run_training(task, config, out_dir, resume=resume, overwrite=overwrite, extra=extra, progress=progress,
+                        verbose=verbose, callback=callback)  # fmt: skip
 
 
 @torch.no_grad()

@@ -108,11 +108,11 @@ def set_lr(optim: torch.optim.Optimizer, lr: float) -> float:
 
 
 class AdamStep:
-    """One step per call: ``loss(x, num_data=N)``, backward, Adam; returns the loss, detached (no device sync).
+    """One step per call: ``loss(*args, **kwargs)``, backward, Adam; returns the loss, detached (no device sync).
 
     :param dict params: the parameters to train, by Pyro name (:func:`trained_params`).
     :param loss: e.g. ``functools.partial(elbo.differentiable_loss, model, guide)``, or a
-        ``DistributedDataParallel``-wrapped :class:`pyrovae.train.distributed.ELBOLoss`.
+        ``DistributedDataParallel``-wrapped :class:`pyrovae.train.distributed.LossModule`.
     :param float lr: Adam's learning rate.
     """
 
@@ -120,12 +120,17 @@ class AdamStep:
         self.params, self.loss = params, loss
         self.optim = adam(params.values(), lr)
 
-    def __call__(self, x: torch.Tensor, num_data: int) -> torch.Tensor:
-        loss = self.loss(x, num_data=num_data)
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        loss = self.loss(*args, **kwargs)
         self.optim.zero_grad(set_to_none=True)
         loss.backward()
         self.optim.step()
         return loss.detach()
+
+    @property
+    def device(self) -> torch.device:
+        """Where the parameters live."""
+        return next(iter(self.params.values())).device
 
     def set_lr(self, lr: float) -> float:
         """Set Adam's learning rate (e.g. a schedule, once per epoch); returns it."""

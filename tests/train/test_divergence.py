@@ -100,6 +100,7 @@ def test_semi_supervised_training_stops_when_it_diverges_and_keeps_its_best(tmp_
     config = SemiSupervisedConfig(num_labels=50, epochs=3, batch_size=256, lr=100.0, device="cpu")
     with pytest.raises(TrainingDiverged, match="diverged at epoch 1 .unlabelled_elbo .*no checkpoint was written"):
         fit_semisupervised(ssvae, data, config, out_dir=tmp_path / "bad", verbose=False)
+    pyro.clear_param_store()  # a new model with the same site names
     ssvae = SSVAE(data.x_dim, z_dim=4, hidden=(32,), seed=0)
     config = SemiSupervisedConfig(num_labels=50, epochs=3, batch_size=256, device="cpu")
     history = fit_semisupervised(ssvae, data, config, out_dir=tmp_path / "good", verbose=False)

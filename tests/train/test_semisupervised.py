@@ -128,7 +128,7 @@ def test_lr_milestones_step_the_rate_and_may_be_added_on_resume(tmp_path):
         digits_run(tmp_path, epochs=5, resume=True, lr=0.01, lr_milestones=(1, 2, 3), lr_gamma=0.5)
     with pytest.raises(CheckpointError, match="epoch 3 .* from 4 on"):
         digits_run(tmp_path, epochs=5, resume=True, lr=0.01, lr_milestones=(2, 3), lr_gamma=0.1)
-    changeable = "only epochs, device, lr_milestones, lr_gamma, divergence may change"
+    changeable = "only epochs, device, divergence, lr_milestones, lr_gamma may change"
     with pytest.raises(CheckpointError, match=f"lr=0.01, not 0.02: {changeable}"):
         digits_run(tmp_path, epochs=5, resume=True, lr=0.02, lr_milestones=(2, 3), lr_gamma=0.5)
     for milestones in ((0,), (3, 2), (2, 2), (1.5,)):
@@ -232,7 +232,7 @@ def test_shift_translates_the_labelled_minibatches_only(shift):
     assert set(share) >= {10, 30, 64}
     assert all(share[30]) and all(share[64])
     if shift:  # 1 of the 9 offsets keeps an image in place (and some moves leave an image unchanged)
-        assert 0.1 < sum(share[10]) / len(share[10]) < 0.25
+        assert 0.05 < sum(share[10]) / len(share[10]) < 0.25  # about 1/9 of 200 rows
     else:
         assert all(share[10])
     with pytest.raises(ValueError, match="max_shift must be in 0..7 pixels for 8x8 images, got 8"):

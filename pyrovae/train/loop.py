@@ -1,0 +1,327 @@
+r"""The one training loop: epochs, resume, history, the run folder, progress, the divergence stop, callbacks, and
+data-parallel training.
+
+:func:`pyrovae.fit` (SVI on an ELBO, :mod:`pyrovae.train.svi`) and :func:`pyrovae.fit_semisupervised` (Kingma et
+al.'s M2, :mod:`pyrovae.train.semisupervised`) both run :func:`train`. What differs between them is a
+:class:`Task`: how one epoch's steps are taken, what the untrained model's ELBO is, and what is evaluated after
+each epoch. Everything else is here, once:
+
+* **Steps**: one ``torch.optim.Adam`` over every parameter the model and guide declare
+  (:class:`pyrovae.train.step.AdamStep`), its learning rate set each epoch from the schedule
+  (:meth:`LoopConfig.lr_at`).
+* **Validation**: Pyro's checks of data, distribution arguments and model against guide run during the first
+  epoch a process trains (``validate="first-epoch"``) or always (``"always"``).
+* **Divergence** (:mod:`pyrovae.train.divergence`): after each epoch a non-finite training loss or parameter, or a
+  monitored ELBO far below the untrained model's, stops training with
+  :class:`~pyrovae.errors.TrainingDiverged` before the epoch is saved.
+* **Run folder** (:mod:`pyrovae.train.rundir`): each epoch's row goes to ``metrics.jsonl``, the state to
+  ``checkpoint.pt`` (atomically), the best epoch's to ``best.pt``; the folder is locked while the run trains.
+* **Resume**: parameters, Adam's state, every rank's RNG state and the history come back from ``checkpoint.pt``,
+  so that a resumed run ends exactly where an uninterrupted one would (on the same device).
+* **Data-parallel** (:mod:`pyrovae.train.distributed`): inside a ``torch.distributed`` process group, every rank
+  draws the same minibatches (a generator seeded by the seed and the epoch: :func:`epoch_generator`) and takes its
+  share; the task's step loss is written so that the averaged gradient is the single-process one. Rank 0 alone
+  evaluates, prints, writes the folder and calls the callback.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pyro
+import torch
+from pyro.infer.util import is_validation_enabled
+from tqdm.auto import tqdm
+
+from pyrovae.checkpoint import (
+    check_finite,
+    check_resumable,
+    malformed,
+    param_state,
+    restore_params,
+    rng_state,
+    set_rng_state,
+)
+from pyrovae.seeding import set_seed
+from pyrovae.train.distributed import gather_rng_states, mean_over_ranks, rank_and_world
+from pyrovae.train.divergence import DIVERGENCE, check_factor, diverged, not_finite, too_low
+from pyrovae.train.rundir import CHECKPOINT, RunFolder, load_resumable
+from pyrovae.train.step import AdamStep, check_lr, scheduled_lr
+
+#: when the loop runs Pyro's validation
+VALIDATE = ("first-epoch", "always")
+
+
+@dataclass(kw_only=True)
+class LoopConfig:
+    r"""The settings every training shares, validated on construction.
+
+    :ivar int epochs: the total number of epochs (on resume, those already trained included).
+    :ivar int batch_size: rows per step.
+    :ivar float lr: Adam's learning rate.
+    :ivar float lr_decay: exponential learning-rate decay per epoch: epoch :math:`e` (counted from 0) trains with
+        ``lr * lr_decay ** e``; 1 keeps ``lr`` throughout.
+    :ivar int seed: seed of the training noise (:mod:`pyrovae.seeding`): minibatch order, dynamic binarization, the
+        draws of the latents. The initial weights are the model's (e.g. ``VAE(..., seed=S)``).
+    :ivar str device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda[:N]"``.
+    :ivar int eval_batch_size: rows per evaluation batch.
+    :ivar str validate: ``"first-epoch"`` (Pyro's validation during the first epoch this process trains, off
+        after it) or ``"always"``; with Pyro's validation off globally, never.
+    :ivar float divergence: :math:`\kappa` of the divergence check (:mod:`pyrovae.train.divergence`): training stops
+        when the monitored ELBO falls below the untrained model's by more than :math:`\kappa` times its magnitude;
+        ``math.inf`` turns that part of the check off (non-finite losses and parameters always stop it).
+    """
+
+    #: the settings that may change when a run is resumed
+    RESUMABLE: ClassVar[tuple[str, ...]] = ("epochs", "device", "divergence")
+
+    epochs: int = 50
+    batch_size: int = 128
+    lr: float = 1e-3
+    lr_decay: float = 1.0
+    seed: int = 0
+    device: str = "auto"
+    eval_batch_size: int = 1000
+    validate: str = "first-epoch"
+    divergence: float = DIVERGENCE
+
+    def __post_init__(self) -> None:
+        check_factor(self.divergence)
+        if self.validate not in VALIDATE:
+            raise ValueError(f"unknown validate {self.validate!r}: choose one of {VALIDATE}")
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        check_lr(self.lr, self.lr_decay)
+
+    @property
+    def schedules_lr(self) -> bool:
+        """Whether the learning rate changes from epoch to epoch (then each epoch's row records it)."""
+        return self.lr_decay != 1
+
+    def lr_at(self, epoch: int) -> float:
+        """The learning rate of epoch ``epoch`` (counted from 0): :func:`pyrovae.train.step.scheduled_lr`."""
+        return scheduled_lr(self.lr, self.lr_decay, epoch)
+
+    def check_resume(self, path: Path, saved: dict[str, Any], done: int) -> None:
+        """Check that a run saved with the settings ``saved``, ``done`` epochs trained, may go on with these.
+
+        :raises CheckpointError: naming what changed that may not."""
+        check_resumable(path, saved, self, self.RESUMABLE)
+
+
+class Task(ABC):
+    """One kind of training, as :func:`train` drives it.
+
+    :ivar AdamStep stepper: the optimizer step over the trained parameters.
+    :ivar str train_key: the name, in an epoch's row, of the epoch's training ELBO (nats per point).
+    :ivar str monitor: the row entry that the divergence check judges.
+    :ivar str best_key: the row entry whose highest value marks the epoch saved as ``best.pt``.
+    :ivar int steps_per_epoch: progress-bar units per epoch.
+    """
+
+    stepper: AdamStep
+    train_key: str
+    monitor: str
+    best_key: str
+    steps_per_epoch: int
+
+    @abstractmethod
+    def initial_elbo(self) -> float:
+        """The untrained model's ELBO per point, the reference of the divergence check (under ``no_grad``)."""
+
+    @abstractmethod
+    def train_epoch(self, epoch: int, tick: Callable[[torch.Tensor, int], None]) -> tuple[torch.Tensor, int]:
+        """Take epoch ``epoch``'s steps, calling ``tick(loss, rows)`` after each (a loss summed over ``rows``
+        points, for the progress bar). Returns ``(loss, rows)``: this rank's training loss summed over the epoch,
+        times the number of ranks, and the number of rows of the global minibatches, so that the average over the
+        ranks divided by ``rows`` is the negative training ELBO per point."""
+
+    def describe(self) -> dict[str, Any]:
+        """Settings the epoch ended with, for its row (on every rank; e.g. a KL weight); none by default."""
+        return {}
+
+    @abstractmethod
+    def evaluate(self, row: dict[str, Any]) -> None:
+        """Add the epoch's held-out metrics to ``row`` (rank 0 only)."""
+
+    def restore(self, state: dict[str, Any], path: Path) -> None:
+        """Restore the parameters and Adam's state of the checkpoint ``state`` read from ``path``.
+
+        :raises CheckpointError: if they are not finite or do not fit."""
+        check_finite(state["params"], path)
+        restore_params(state["params"])
+        self.stepper.set_state(state["optim"])
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The generator of epoch ``epoch``'s minibatches: a function of the seed and the epoch only, so that every rank
+    of a distributed run draws the same ones, and a resumed run the same as an uninterrupted one."""
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
+
+
+def num_batches(num_data: int, batch_size: int, drop_last: bool = False) -> int:
+    """Minibatches per epoch: the last, smaller one counts unless ``drop_last``."""
+    return num_data // batch_size if drop_last else -(-num_data // batch_size)
+
+
+def minibatches(
+    num_data: int,
+    batch_size: int,
+    device: torch.device,
+    drop_last: bool = False,
+    generator: torch.Generator | None = None,
+) -> Iterator[torch.Tensor]:
+    """Indices of one epoch's minibatches: a random permutation of ``range(num_data)`` cut into
+    :func:`num_batches` pieces of ``batch_size``, drawn on ``device`` with the global RNG, or on the CPU with
+    ``generator`` (then moved to ``device``)."""
+    if generator is None:
+        perm = torch.randperm(num_data, device=device)
+    else:
+        perm = torch.randperm(num_data, generator=generator).to(device)
+    yield from perm[: num_batches(num_data, batch_size, drop_last) * batch_size].split(batch_size)
+
+
+def run_training(
+    task: Task,
+    config: LoopConfig,
+    out_dir: str | os.PathLike | None,
+    *,
+    resume: bool,
+    overwrite: bool,
+    extra: dict[str, Any] | None,
+    progress: bool | None,
+    verbose: bool,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`train` in the run folder ``out_dir`` (locked, see :class:`~pyrovae.train.rundir.RunFolder`; rank 0
+    alone writes it, every rank resumes from it), or writing nothing without one."""
+    if resume and out_dir is None:
+        raise ValueError("resume=True needs the out_dir that holds the checkpoint")
+    resume_from = Path(out_dir) if resume else None
+    options = {"extra": extra, "progress": progress, "verbose": verbose, "callback": callback}
+    if out_dir is None or rank_and_world()[0] != 0:
+        return train(task, config, None, resume_from, **options)
+    with RunFolder(out_dir, resume=resume, overwrite=overwrite) as run:
+        return train(task, config, run, resume_from, **options)
+
+
+def train(
+    task: Task,
+    config: LoopConfig,
+    run: RunFolder | None,
+    resume_from: Path | None,
+    *,
+    extra: dict[str, Any] | None,
+    progress: bool | None,
+    verbose: bool,
+    callback: Callable[[dict[str, Any]], None] | None,
+) -> list[dict[str, Any]]:
+    """Train ``task`` for ``config.epochs`` epochs (see the module's docstring), writing into ``run`` (``None``:
+    nothing written), resuming the run saved in the folder ``resume_from`` if given.
+
+    :returns: the metrics history, one row per epoch (restored ones included).
+    :raises TrainingDiverged: when an epoch diverged (:mod:`pyrovae.train.divergence`).
+    """
+    rank, world = rank_and_world()
+    if resume_from is not None:
+        history, initial, best = _resume(task, config, resume_from / CHECKPOINT, rank, verbose)
+    else:
+        set_seed(config.seed + rank)  # each rank its own noise
+        with torch.no_grad():
+            history, initial, best = [], task.initial_elbo(), {}
+    if run is not None:
+        run.start(history)
+
+    bar = tqdm(
+        total=config.epochs * task.steps_per_epoch,
+        initial=len(history) * task.steps_per_epoch,
+        disable=True if rank else None if progress is None else not progress,
+        unit="step",
+        desc="training",
+    )
+    first_epoch, validating = len(history), is_validation_enabled()
+    for epoch in range(first_epoch, config.epochs):
+
+        def tick(loss: torch.Tensor, rows: int, epoch: int = epoch) -> None:
+            bar.update()
+            if not bar.disable:  # no device sync and no string formatting when nobody sees the bar
+                bar.set_postfix(elbo=f"{-loss.item() / rows:.2f}", epoch=epoch + 1, refresh=False)
+
+        start, lr = time.perf_counter(), task.stepper.set_lr(config.lr_at(epoch))
+        with pyro.validation_enabled(validating and (config.validate == "always" or epoch == first_epoch)):
+            loss, rows = task.train_epoch(epoch, tick)
+        train_loss = (mean_over_ranks(loss) if world > 1 else loss).item() / rows
+        row: dict[str, Any] = {"epoch": epoch + 1, task.train_key: -train_loss}
+        if config.schedules_lr:
+            row["lr"] = lr
+        row.update(task.describe())
+        reason = not_finite(train_loss, task.stepper.params.items())  # the same on every rank
+        if rank == 0 and reason is None:
+            task.evaluate(row)
+            reason = too_low(task.monitor, row.get(task.monitor, row[task.train_key]), initial, config.divergence)
+        if world > 1 and mean_over_ranks(torch.tensor(float(reason is not None), device=loss.device)).item() > 0:
+            reason = reason or "rank 0 found it diverged"
+        if reason is not None:
+            bar.close()
+            raise diverged(epoch + 1, reason, lr, run, best.get("epoch", 0))
+        row["seconds"] = time.perf_counter() - start
+        history.append(row)
+        rng = gather_rng_states(rng_state()) if world > 1 else [rng_state()]
+        if verbose and rank == 0:
+            bar.write(", ".join(f"{k} {v:.5g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+        improved = task.best_key in row and row[task.best_key] > best.get(task.best_key, -math.inf)
+        if improved:
+            best = {"epoch": epoch + 1, task.best_key: row[task.best_key]}
+        if run is not None:
+            run.save(row, {
+                "epoch": epoch + 1,
+                "params": param_state(),
+                "optim": task.stepper.get_state(),
+                "rng": rng[0],
+                **({"rng_ranks": rng} if world > 1 else {}),
+                "history": history,
+                "config": asdict(config),
+                "extra": extra or {},
+                "initial_elbo": initial,
+                "best": best,
+            }, best=improved)  # fmt: skip
+        if callback is not None and rank == 0:
+            callback(dict(row))
+    bar.close()
+    return history
+
+
+def _resume(
+    task: Task, config: LoopConfig, path: Path, rank: int, verbose: bool
+) -> tuple[list[dict[str, Any]], float | None, dict[str, Any]]:
+    """Restore the run saved at ``path`` into ``task`` and the RNG: ``(history, initial ELBO, best epoch)``."""
+    state = load_resumable(path.parent, map_location=task.stepper.device)
+    with malformed(path):
+        config.check_resume(path, state["config"], len(state["history"]))
+        task.restore(state, path)
+        set_rng_state(state["rng_ranks"][rank] if "rng_ranks" in state else state["rng"])
+        history = list(state["history"])
+    check_epochs(path, config.epochs, len(history), verbose and rank == 0)
+    return history, state.get("initial_elbo"), state.get("best", {})
+
+
+def check_epochs(path: Path, epochs: int, done: int, verbose: bool) -> None:
+    """On resume from the checkpoint at ``path``: ``epochs`` is the total, so fewer than ``done`` is a mistake and as
+    many is nothing to do."""
+    if epochs < done:
+        raise ValueError(
+            f"{path} has trained {done} epochs already, and epochs={epochs} is the total to reach, not a "
+            f"number to add: give more than {done} (e.g. --epochs {done + epochs} to train {epochs} more)"
+        )
+    if epochs == done and verbose:
+        print(f"pyrovae: {path} has trained all {done} epochs: nothing to train; give more than {done} "
+              "epochs (the total) to continue", file=sys.stderr)  # fmt: skip
