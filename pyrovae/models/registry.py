@@ -41,9 +41,7 @@ from pyrovae.models.two_layer import TwoLayerVAE
 from pyrovae.models.vae import VAE
 
 #: the model classes by ``kind`` (``config["model"]``)
-MODELS: dict[str, type[ObservedModel]] = {
-    cls.kind: cls for cls in (VAE, Autoencoder, IAFVAE, TwoLayerVAE, SSVAE, ADGM)
-}
+MODELS: dict[str, type[ObservedModel]] = {cls.kind: cls for cls in (VAE, Autoencoder, IAFVAE, TwoLayerVAE, SSVAE, ADGM)}
 #: the checkpoint sections that hold a model's settings (``extra[...]``), each with the kind of settings without
 #: ``"model"``
 SECTIONS = {"ssvae": SSVAE.kind, "vae": VAE.kind}

@@ -88,9 +88,7 @@ class ConditionalEncoder(nn.Module):
         self.net = ConditionalMLP(x_dim, num_classes, [*hidden, 2 * z_dim], activation)
         self.z_dim = z_dim
 
-    def forward(
-        self, x: torch.Tensor | Sequence[torch.Tensor], y: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor | Sequence[torch.Tensor], y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x`` one input, or several (:class:`pyrovae.models.nets.ConditionalMLP`)."""
         loc, raw_scale = self.net(x, y).split(self.z_dim, dim=-1)
         return loc, F.softplus(raw_scale) + 1e-4
