@@ -25,8 +25,8 @@ from pyrovae.viz.plots import save_analogies
 
 def run(data, num_labels, args):
     pyro.clear_param_store()
-    ssvae = pyrovae.SSVAE(data.x_dim, data.num_classes, z_dim=args.z_dim, hidden=args.hidden, a_dim=args.a_dim,
-                          seed=args.seed)  # fmt: skip
+    model = pyrovae.ADGM if args.a_dim else pyrovae.SSVAE  # the ADGM: M2 with an auxiliary latent a
+    ssvae = model(data.x_dim, data.num_classes, z_dim=args.z_dim, hidden=args.hidden, a_dim=args.a_dim, seed=args.seed)
     config = pyrovae.SemiSupervisedConfig(
         num_labels=num_labels, epochs=args.epochs, seed=args.seed, label_seed=args.seed, device=args.device,
         shift=args.shift, consistency=args.consistency, lr_milestones=args.lr_milestones,

@@ -6,10 +6,11 @@ from pyrovae.errors import PyrovaeError, RunFolderError, TrainingDiverged
 from pyrovae.infer.importance import ImportanceEstimate, log_marginal_likelihood
 from pyrovae.infer.iwae import TraceIWAE_ELBO
 from pyrovae.infer.metrics import elbo_per_datapoint, elbo_terms
+from pyrovae.models.adgm import ADGM
 from pyrovae.models.autoencoder import Autoencoder
 from pyrovae.models.features import LatentFeatures, active_units
 from pyrovae.models.nets import Decoder, Encoder
-from pyrovae.models.registry import load_ssvae, load_vae
+from pyrovae.models.registry import load_model, load_ssvae, load_vae
 from pyrovae.models.ssvae import SSVAE
 from pyrovae.models.two_layer import TwoLayerVAE
 from pyrovae.models.vae import VAE
@@ -20,6 +21,7 @@ from pyrovae.viz import compare, latent
 __version__ = "0.1.0"
 
 __all__ = [
+    "ADGM",
     "SSVAE",
     "Autoencoder",
     "VAE",
@@ -46,6 +48,7 @@ __all__ = [
     "latent",
     "load_checkpoint",
     "load_dataset",
+    "load_model",
     "load_ssvae",
     "load_vae",
     "log_marginal_likelihood",

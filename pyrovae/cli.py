@@ -36,9 +36,8 @@ from pyrovae.models.autoencoder import Autoencoder
 from pyrovae.models.features import ACTIVE_THRESHOLD, LatentFeatures, active_units
 from pyrovae.models.likelihoods import LIKELIHOODS
 from pyrovae.models.nets import ACTIVATIONS, NETS
-from pyrovae.models.registry import load_ssvae, load_vae, vae_from_config
+from pyrovae.models.registry import load_model, load_vae, model_from_config
 from pyrovae.models.ssvae import DEFAULT_ALPHA, SSVAE
-from pyrovae.models.ssvae import LIKELIHOODS as SSVAE_LIKELIHOODS
 from pyrovae.models.two_layer import TwoLayerVAE
 from pyrovae.train.distributed import init_distributed, rank_and_world
 from pyrovae.train.loop import VALIDATE
@@ -331,7 +330,7 @@ def _train(args: argparse.Namespace, out: Path, device: str, rank: int) -> dict:
     pyro.clear_param_store()
     if vae_config.get("net", "mlp") != "mlp":
         vae_config = {"image_shape": data.image_shape, **vae_config}
-    vae = vae_from_config({**vae_config, "x_dim": data.x_dim}, seed=config.seed)  # the --seed's initial weights
+    vae = model_from_config({**vae_config, "x_dim": data.x_dim}, seed=config.seed)  # the --seed's initial weights
     extra = {"data": settings, "vae": vae.config, "train": asdict(config)}
     logger = None
     if args.tensorboard and rank == 0:
@@ -386,18 +385,15 @@ def _add_evaluate_parser(subparsers, parents: list[argparse.ArgumentParser]) -> 
 def _load_model(path: str, device) -> tuple:
     """``(model, guide, checkpoint)`` of a VAE (``pyrovae train``) or an SSVAE (``pyrovae train-ss``; its
     model sums the label out of log p(x))."""
-    if "ssvae" not in section(load_checkpoint(path), path, "extra"):
-        vae, state = load_vae(path, map_location=device)
-        if isinstance(vae, Autoencoder):
-            raise ValueError(f"{path} is a deterministic autoencoder: it has no density p(x) to estimate")
-        return vae.model, vae.guide, state
-    ssvae, features, state = load_ssvae(path, map_location=device)
+    model, state, features = load_model(path, map_location=device)
+    if isinstance(model, Autoencoder):
+        raise ValueError(f"{path} is a deterministic autoencoder: it has no density p(x) to estimate")
     if features is not None:
         raise ValueError(
             f"{path} is an M1+M2 model: its log p(x) is a density of the M1 codes, not of images. "
             f"Evaluate the M1 VAE ({state['extra']['m1']['checkpoint']}) instead"
         )
-    return ssvae.model, ssvae.guide, state
+    return model.model, model.guide, state
 
 
 def evaluate_command(args: argparse.Namespace) -> dict:
@@ -482,7 +478,7 @@ def _add_train_ss_parser(subparsers, parents: list[argparse.ArgumentParser]) -> 
                        "p(a|x,y,z)); 0 is plain M2")  # fmt: skip
     model.add_argument("--m1", default=None, metavar="CHECKPOINT",
                        help="VAE checkpoint whose codes M2 models (M1+M2); its active units only")  # fmt: skip
-    model.add_argument("--likelihood", default="bernoulli", choices=SSVAE_LIKELIHOODS,
+    model.add_argument("--likelihood", default="bernoulli", choices=LIKELIHOODS,
                        help="p(x|y,z) of the pixels (continuous ones for grey levels); with --m1 the codes are "
                        "modelled as normal")  # fmt: skip
     train = p.add_argument_group("training")
@@ -585,7 +581,8 @@ def _train_ss(args: argparse.Namespace, out: Path, device: str, rank: int) -> di
     x_dim = features.dim if features is not None else data.x_dim
     model_config = {**model_config, "x_dim": x_dim, "num_classes": data.num_classes}
     pyro.clear_param_store()
-    ssvae = SSVAE(**model_config, seed=config.seed)  # the --seed's initial weights
+    # an SSVAE, or with a_dim > 0 the ADGM; the --seed's initial weights
+    ssvae = model_from_config({"model": SSVAE.kind, **model_config}, seed=config.seed)
     extra = {"data": settings, "ssvae": ssvae.config, "train": asdict(config), "m1": m1}
     history = fit_semisupervised(ssvae, data, config, out_dir=out, resume=args.resume, extra=extra,
                                  features=features, verbose=not args.quiet)  # fmt: skip

@@ -34,6 +34,18 @@ def tiny_vae(x_dim: int = 6, z_dim: int = 2, **kwargs) -> pyrovae.VAE:
     return pyrovae.VAE(x_dim, z_dim=z_dim, hidden=(8,), **kwargs)
 
 
+def tiny_ssvae(x_dim: int = 5, num_classes: int = 3, a_dim: int = 0, **kwargs) -> pyrovae.SSVAE:
+    """A small M2, or with ``a_dim > 0`` a small ADGM."""
+    if a_dim:
+        return pyrovae.ADGM(x_dim, num_classes, z_dim=2, hidden=(7,), a_dim=a_dim, **kwargs)
+    return pyrovae.SSVAE(x_dim, num_classes, z_dim=2, hidden=(7,), **kwargs)
+
+
+def binary(n: int = 4, x_dim: int = 5, seed: int = 0) -> torch.Tensor:
+    """``n`` random binary rows."""
+    return torch.bernoulli(torch.full((n, x_dim), 0.4), generator=torch.Generator().manual_seed(seed))
+
+
 def png_size(path: str | os.PathLike) -> tuple[int, int]:
     """(width, height) of a PNG, after decoding all of its pixels."""
     with Image.open(path) as image:

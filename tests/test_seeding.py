@@ -19,7 +19,8 @@ MODELS = [
     (pyrovae.Autoencoder, {}),
     (IAFVAE, {"flow_depth": 2}),
     (pyrovae.TwoLayerVAE, {}),
-    (pyrovae.SSVAE, {"a_dim": 3}),
+    (pyrovae.SSVAE, {}),
+    (pyrovae.ADGM, {"a_dim": 3}),
 ]
 
 

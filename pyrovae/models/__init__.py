@@ -1,10 +1,26 @@
-"""The models: Pyro model/guide pairs (the VAE family and the semi-supervised M2), their networks and likelihoods."""
+"""The models: Pyro model/guide pairs (the VAE family, the semi-supervised M2 and ADGM), nets and likelihoods."""
 
+from pyrovae.models.adgm import ADGM
 from pyrovae.models.autoencoder import Autoencoder
+from pyrovae.models.base import ObservedModel
 from pyrovae.models.iaf import IAFVAE
 from pyrovae.models.nets import Decoder, Encoder
+from pyrovae.models.registry import MODELS, load_model, model_from_config
 from pyrovae.models.ssvae import SSVAE
 from pyrovae.models.two_layer import TwoLayerVAE
 from pyrovae.models.vae import VAE
 
-__all__ = ["IAFVAE", "SSVAE", "VAE", "Autoencoder", "Decoder", "Encoder", "TwoLayerVAE"]
+__all__ = [
+    "ADGM",
+    "IAFVAE",
+    "MODELS",
+    "SSVAE",
+    "VAE",
+    "Autoencoder",
+    "Decoder",
+    "Encoder",
+    "ObservedModel",
+    "TwoLayerVAE",
+    "load_model",
+    "model_from_config",
+]

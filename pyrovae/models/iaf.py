@@ -103,17 +103,9 @@ class IAFVAE(VAE):
 
     kind = "iaf"
 
-    def __init__(
-        self,
-        x_dim: int,
-        z_dim: int = 50,
-        hidden: Sequence[int] = (400,),
-        activation: str = "relu",
-        flow_depth: int = 2,
-        flow_hidden: Sequence[int] | None = None,
-        seed: int | None = None,
-        **kwargs,
-    ) -> None:
+    def __init__(self, x_dim: int, z_dim: int = 50, hidden: Sequence[int] = (400,), activation: str = "relu",
+                 flow_depth: int = 2, flow_hidden: Sequence[int] | None = None, seed: int | None = None,
+                 **kwargs) -> None:  # fmt: skip
         if "encoder" in kwargs:
             raise ValueError("IAFVAE builds its own encoder (a Gaussian encoder followed by the flow)")
         with seeded(seed):  # the flow's initial weights too

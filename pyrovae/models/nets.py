@@ -102,11 +102,7 @@ class Decoder(nn.Module):
     """
 
     def __init__(
-        self,
-        z_dim: int,
-        x_dim: int,
-        hidden: Sequence[int] = (400,),
-        activation: str | type[nn.Module] = "relu",
+        self, z_dim: int, x_dim: int, hidden: Sequence[int] = (400,), activation: str | type[nn.Module] = "relu"
     ) -> None:
         super().__init__()
         self.net = mlp([z_dim, *hidden, x_dim], activation)

@@ -25,13 +25,7 @@ SS-VAE example uses 46 with one labelled step per pass over the labels; :func:`p
 by default takes a labelled step after every unlabelled one, and 5 did best there; its ``"joint"`` schedule,
 which counts every point once per epoch, goes with Kingma et al.'s :math:`0.1 N / N_l`).
 
-**Auxiliary variable** (``a_dim > 0``; the ADGM of Maaløe et al. 2016): an auxiliary latent
-:math:`a_n` leaves the marginal :math:`p(x, y, z)` unchanged and makes the guide richer. The model gains
-:math:`p(a_n | x_n, y_n, z_n) = \mathcal{N}(\mu_\theta(x_n, y_n, z_n), \mathrm{diag}\,\sigma_\theta^2)`, the guide
-becomes :math:`q(a_n|x_n)\,q(y_n|a_n, x_n)\,q(z_n|a_n, x_n, y_n)`, all Gaussians but the classifier, whose
-marginal :math:`q(y|x) = \mathbb{E}_{q(a|x)}[q(y|a, x)]` is no longer a single softmax (:meth:`SSVAE.predict`
-averages ``predict_samples`` draws of ``a``). The label is still summed out exactly given the sampled ``a``,
-and the classification term is :math:`\alpha \log q(y|a, x)` at the guide's ``a``.
+The ADGM (:class:`pyrovae.ADGM`, :mod:`pyrovae.models.adgm`) is this model with an auxiliary latent :math:`a`.
 
 Labels are **integer class indices** (``torch.long``, shape ``(batch,)``), not one-hot vectors. One call
 of :meth:`SSVAE.model` / :meth:`SSVAE.guide` is either fully labelled (``y`` given) or fully unlabelled
@@ -47,16 +41,11 @@ site                  what                                                      
 ``"y"``               label: observed, or enumerated in the guide (``C`` values at dim -2)           ``(batch,)``
 ``"z"``               style latent, ``Normal(0, I).to_event(1)`` / guide Normal                      ``(batch, z_dim)``
 ``"x"``               observation, ``IndependentBernoulli`` or ``Normal(...).to_event(1)``           ``(batch, x_dim)``
-``"a"``               auxiliary latent (``a_dim > 0``): model p(a|x,y,z), guide q(a|x)               ``(batch, a_dim)``
-``"classification"``  ``pyro.factor`` :math:`\alpha \log q(y|x)` (model, labelled only) [#a]_        ``(batch,)``
-``"classifier"``      ``pyro.module``: :math:`x \mapsto` logits of q(y|x) (guide and model) [#a]_
-``"encoder"``         ``pyro.module``: :math:`(x, y) \mapsto` loc, scale of q(z|x,y) (guide) [#a]_
+``"classification"``  ``pyro.factor`` :math:`\alpha \log q(y|x)` (model, labelled only)               ``(batch,)``
+``"classifier"``      ``pyro.module``: :math:`x \mapsto` logits of q(y|x) (guide and model)
+``"encoder"``         ``pyro.module``: :math:`(x, y) \mapsto` loc, scale of q(z|x,y) (guide)
 ``"decoder"``         ``pyro.module``: :math:`(z, y) \mapsto` parameters of p(x|y,z) (model)
-``"aux_encoder"``     ``pyro.module``: :math:`x \mapsto` loc, scale of q(a|x) (guide)
-``"aux_decoder"``     ``pyro.module``: :math:`([x, z], y) \mapsto` loc, scale of p(a|x,y,z) (model)
 ====================  =============================================================================  ==================
-
-.. [#a] With ``a_dim > 0`` the classifier and q(z|·) take :math:`[x, a]` in place of :math:`x`: q(y|a,x), q(z|a,x,y).
 
 Train with ``TraceEnum_ELBO(max_plate_nesting=1)``.
 
@@ -64,32 +53,25 @@ Train with ``TraceEnum_ELBO(max_plate_nesting=1)``.
 
 [1] Semi-Supervised Learning with Deep Generative Models, D. P. Kingma, D. J. Rezende, S. Mohamed and
     M. Welling, NeurIPS 2014.
-
-[2] Auxiliary Deep Generative Models, L. Maaløe, C. K. Sønderby, S. K. Sønderby and O. Winther, ICML 2016.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from typing import Any
 
 import pyro
 import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
 import torch.nn.functional as F
-from pyro.infer.util import is_validation_enabled
 from torch import nn
 
-from pyrovae.data.validation import check_labels, check_shape, parameter_dtype
-from pyrovae.models.likelihoods import check_support, observation, positive_scale
-from pyrovae.models.nets import ConditionalMLP, Encoder, mlp
-from pyrovae.models.plate import data_plate, num_generated
+from pyrovae.data.validation import check_labels
+from pyrovae.models.base import ObservedModel, standard_normal
+from pyrovae.models.nets import ConditionalMLP, mlp
+from pyrovae.models.plate import data_plate
 from pyrovae.seeding import seeded
 
-#: the observation models :class:`SSVAE` knows (of :data:`pyrovae.models.likelihoods.LIKELIHOODS`)
-LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "normal")
 #: default weight of the classification term per labelled point, chosen on MNIST's validation split
 #: (M1+M2, 100 labels, 6 epochs of :func:`pyrovae.fit_semisupervised`: validation accuracy 84.3 / 84.7 /
 #: 83.1 / 77.9 % for alpha = 1 / 5 / 50 / 500)
@@ -106,23 +88,18 @@ class ConditionalEncoder(nn.Module):
         self.net = ConditionalMLP(x_dim, num_classes, [*hidden, 2 * z_dim], activation)
         self.z_dim = z_dim
 
-    def forward(
-        self, x: torch.Tensor | Sequence[torch.Tensor], y: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor | Sequence[torch.Tensor], y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x`` one input, or several (:class:`pyrovae.models.nets.ConditionalMLP`)."""
         loc, raw_scale = self.net(x, y).split(self.z_dim, dim=-1)
         return loc, F.softplus(raw_scale) + 1e-4
 
 
-def concat(x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """``[x, h]`` along the last dimension, the other dimensions broadcast (enumerated or sampled ones)."""
-    shape = torch.broadcast_shapes(x.shape[:-1], h.shape[:-1])
-    return torch.cat([x.expand(*shape, x.shape[-1]), h.expand(*shape, h.shape[-1])], -1)
+class SSVAE(ObservedModel):
+    """The M2 semi-supervised VAE; :meth:`model` and :meth:`guide` are ordinary Pyro callables.
 
-
-class SSVAE(nn.Module):
-    """The M2 semi-supervised VAE, or with ``a_dim > 0`` the auxiliary deep generative model (ADGM);
-    :meth:`model` and :meth:`guide` are ordinary Pyro callables.
+    A variant with more latents in the guide (:class:`pyrovae.ADGM`) overrides the hooks where they enter: the
+    input of the classifier and of q(z|·) (:meth:`_context_dim`, :meth:`_guide_context`, :meth:`_model_context`,
+    :meth:`_mean_context`) and the classifier's marginal (:meth:`class_log_probs`).
 
     :param int x_dim: data dimension (784 for MNIST; 50 when modelling the codes of a VAE, "M1+M2").
     :param int num_classes: number of classes ``C``.
@@ -132,16 +109,23 @@ class SSVAE(nn.Module):
     :param float alpha: weight of the classification term per labelled point (0 switches it off).
     :param str likelihood: ``"bernoulli"`` for binary data (logits from the decoder),
         ``"continuous-bernoulli"`` for grey levels in [0, 1] (Loaiza-Ganem & Cunningham 2019; logits from the
-        decoder) or ``"normal"`` for real-valued data (diagonal Gaussian with a learned, input-dependent scale).
+        decoder) or ``"normal"`` for real-valued data (diagonal Gaussian with a learned, input-dependent scale:
+        the decoder gives the mean and the scale).
     :param str enumerate: ``"parallel"`` (default) marks the guide's ``y`` site for Pyro's parallel
         enumeration (train with ``TraceEnum_ELBO``); ``None`` samples it instead (score-function
         gradients with ``Trace_ELBO``, much noisier).
     :param str prefix: prepended to every site and module name.
-    :param int a_dim: dimension of the auxiliary latent ``a`` (Maaløe et al. 2016); 0 (default) is plain M2.
-    :param int predict_samples: draws of ``a`` that :meth:`predict` averages ``q(y|a, x)`` over (``a_dim > 0``).
+    :param int a_dim: must be 0: the auxiliary latent ``a`` of Maaløe et al. (2016) is the
+        :class:`pyrovae.ADGM`'s (``ADGM(..., a_dim=N)``, or
+        ``pyrovae.models.registry.model_from_config({"model": "ssvae", "a_dim": N, ...})``, which picks the class).
     :param int seed: seed of the initial weights (as :class:`pyrovae.VAE`'s); ``None`` draws them from torch's
         global generator.
+    :raises ValueError: for ``a_dim > 0``, pointing to :class:`pyrovae.ADGM`.
     """
+
+    kind = "ssvae"
+    #: draws that :meth:`log_predict` averages the classifier over: M2's q(y|x) is one softmax, exact
+    predict_samples = 1
 
     def __init__(
         self,
@@ -155,72 +139,73 @@ class SSVAE(nn.Module):
         enumerate: str | None = "parallel",
         prefix: str = "",
         a_dim: int = 0,
-        predict_samples: int = 10,
         seed: int | None = None,
     ) -> None:
-        super().__init__()
+        if a_dim:
+            raise ValueError(
+                f"a_dim={a_dim}: the auxiliary latent a is the ADGM's (Maaløe et al. 2016): build "
+                f"pyrovae.ADGM(..., a_dim={a_dim}), the SSVAE with a, or model_from_config({{'model': 'ssvae', "
+                f"'a_dim': {a_dim}, ...}}) of pyrovae.models.registry, which picks the class"
+            )
+        super().__init__(x_dim, prefix, likelihood)
         if int(x_dim) < 1 or int(z_dim) < 1 or int(num_classes) < 2:
             raise ValueError(
                 f"need x_dim >= 1, z_dim >= 1 and num_classes >= 2, got {x_dim}, {z_dim} and {num_classes}"
             )
-        if likelihood not in LIKELIHOODS:
-            raise ValueError(f"unknown likelihood {likelihood!r}: choose one of {LIKELIHOODS}")
         if enumerate not in ("parallel", None):
             raise ValueError(f"enumerate must be 'parallel' or None, got {enumerate!r}")
         if not alpha >= 0:
             raise ValueError(f"alpha must be >= 0, got {alpha}")
-        if int(a_dim) < 0 or int(predict_samples) < 1:
-            raise ValueError(f"need a_dim >= 0 and predict_samples >= 1, got {a_dim} and {predict_samples}")
-        self.x_dim, self.num_classes, self.z_dim = int(x_dim), int(num_classes), int(z_dim)
-        self.alpha, self.likelihood, self.enumerate, self.prefix = float(alpha), likelihood, enumerate, prefix
-        self.a_dim, self.predict_samples = int(a_dim), int(predict_samples)
-        out_dim = self.x_dim * (2 if likelihood == "normal" else 1)
-        context_dim = self.x_dim + self.a_dim  # the input of the classifier and of q(z|·): x, or [x, a]
+        self.num_classes, self.z_dim = int(num_classes), int(z_dim)
+        self.alpha, self.enumerate = float(alpha), enumerate
         with seeded(seed):
-            self.classifier = mlp([context_dim, *hidden, self.num_classes], activation)
-            self.encoder = ConditionalEncoder(context_dim, self.num_classes, self.z_dim, hidden, activation)
-            self.decoder = ConditionalMLP(self.z_dim, self.num_classes, [*reversed(hidden), out_dim], activation)
-            if self.a_dim:
-                self.aux_encoder = Encoder(self.x_dim, self.a_dim, hidden, activation)
-                self.aux_decoder = ConditionalEncoder((self.x_dim, self.z_dim), self.num_classes, self.a_dim, hidden,
-                                                      activation)  # fmt: skip
-        #: constructor arguments, saved in checkpoints (``None`` for an activation class)
-        self.config: dict[str, Any] | None = None
+            self._build_nets(hidden, activation)
         if isinstance(activation, str):
             self.config = {
-                "x_dim": self.x_dim, "num_classes": self.num_classes, "z_dim": self.z_dim,
+                "model": self.kind, "x_dim": self.x_dim, "num_classes": self.num_classes, "z_dim": self.z_dim,
                 "hidden": [int(h) for h in hidden], "activation": activation, "alpha": self.alpha,
-                "likelihood": likelihood, "enumerate": enumerate, "prefix": prefix, "a_dim": self.a_dim,
-                "predict_samples": self.predict_samples,
+                "likelihood": likelihood, "enumerate": enumerate, "prefix": prefix,
             }  # fmt: skip
 
-    def site(self, name: str) -> str:
-        """The full name of site ``name`` with this model's prefix."""
-        return f"{self.prefix}/{name}" if self.prefix else name
+    def _build_nets(self, hidden: Sequence[int], activation: str | type[nn.Module]) -> None:
+        """The classifier q(y|·), the encoder q(z|·, y) and the decoder p(x|y, z), in this order (the order of their
+        initial weights); the first two take an input of :meth:`_context_dim`."""
+        context_dim = self._context_dim()
+        self.classifier = mlp([context_dim, *hidden, self.num_classes], activation)
+        self.encoder = ConditionalEncoder(context_dim, self.num_classes, self.z_dim, hidden, activation)
+        self.decoder = ConditionalMLP(self.z_dim, self.num_classes, [*reversed(hidden), self.output_dim], activation)
 
-    def _device(self) -> torch.device:
-        return next(self.decoder.parameters()).device
+    def _context_dim(self) -> int:
+        """The size of the input of the classifier and of q(z|·): ``x_dim``."""
+        return self.x_dim
 
-    def _check(self, x: torch.Tensor, y: torch.Tensor | None) -> None:
-        check_shape(x, self.x_dim, dtype=parameter_dtype(self))
+    def _guide_context(self, x: torch.Tensor) -> torch.Tensor:
+        """The input of the classifier and of q(z|·) in the guide, inside the data plate: ``x``."""
+        return x
+
+    def _model_context(self, x: torch.Tensor, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The input of the classifier in the model's classification term, inside the data plate after ``"x"``:
+        ``x``."""
+        return x
+
+    def _mean_context(self, x: torch.Tensor) -> torch.Tensor:
+        """The input of q(z|·) for :meth:`style`: ``x``."""
+        return x
+
+    def _check(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
+        """The checks of :class:`~pyrovae.models.base.ObservedModel`, and of the labels ``y`` if given."""
+        super()._check(x)
         if y is not None:
             check_labels(y, len(x), self.num_classes)
-        if is_validation_enabled():
-            check_support(self.likelihood, x)
 
     def observation(self, z: torch.Tensor, y: torch.Tensor) -> dist.TorchDistribution:
         """The distribution p(x | y, z) (batch shape ``z.shape[:-1]`` broadcast with ``y``, event ``(x_dim,)``)."""
-        out = self.decoder(z, y)
-        if self.likelihood != "normal":
-            return observation(self.likelihood, out)
-        loc, raw_scale = out.split(self.x_dim, dim=-1)  # identity link; scale softplus(raw) + MIN_SCALE
-        return observation("normal", loc, positive_scale(raw_scale))
+        return self._observe(self.decoder(z, y))
 
     def model(
         self, x: torch.Tensor | None = None, y: torch.Tensor | None = None, num_data: int | None = None
     ) -> torch.Tensor:
-        r"""Generative model :math:`p(y)\,p(z)\,p(x|y,z)` (times :math:`p(a|x,y,z)` with ``a_dim > 0``), plus the
-        classification factor when ``y`` is given.
+        r"""Generative model :math:`p(y)\,p(z)\,p(x|y,z)`, plus the classification factor when ``y`` is given.
 
         :param torch.Tensor x: data ``(batch, x_dim)``, or ``None`` to generate.
         :param torch.Tensor y: integer labels ``(batch,)`` (observed), or ``None`` (latent). To generate
@@ -231,33 +216,26 @@ class SSVAE(nn.Module):
         """
         pyro.module(self.site("decoder"), self.decoder)
         labelled_data = x is not None and y is not None
-        if x is not None:
-            self._check(x, y)
-            batch_size, device = x.shape[0], x.device
-        elif y is not None:
-            check_labels(y, len(y), self.num_classes)
+        if x is None and y is not None:  # generate points of the classes y
             batch_size, device, num_data = len(y), y.device, None
         else:
-            batch_size, device, num_data = num_generated(num_data), self._device(), None
+            batch_size, device, num_data = self._plate_size(x, num_data)
+        if y is not None:
+            check_labels(y, batch_size, self.num_classes)
         with data_plate(self.site("data"), batch_size, num_data, device):
-            prior = dist.Normal(torch.zeros(batch_size, self.z_dim, device=device), 1.0).to_event(1)
-            z = pyro.sample(self.site("z"), prior)
+            z = pyro.sample(self.site("z"), standard_normal(batch_size, self.z_dim, device))
             uniform = torch.zeros(batch_size, self.num_classes, device=device)
             label = pyro.sample(self.site("y"), dist.Categorical(logits=uniform), obs=y)
             x = pyro.sample(self.site("x"), self.observation(z, label), obs=x)
-            if self.a_dim:
-                pyro.module(self.site("aux_decoder"), self.aux_decoder)
-                loc, scale = self.aux_decoder((x, z), label)  # x mapped once, not once per enumerated label
-                a = pyro.sample(self.site("a"), dist.Normal(loc, scale).to_event(1))
+            context = self._model_context(x, z, label)
             if labelled_data and self.alpha > 0:
                 pyro.module(self.site("classifier"), self.classifier)
-                log_q = dist.Categorical(logits=self.classifier(concat(x, a) if self.a_dim else x)).log_prob(y)
+                log_q = dist.Categorical(logits=self.classifier(context)).log_prob(y)
                 pyro.factor(self.site("classification"), self.alpha * log_q)
             return x
 
     def guide(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None, num_data: int | None = None) -> None:
-        r"""Guide :math:`q(y|x)\,q(z|x,y)`; with ``y`` given only :math:`q(z|x,y)`. With ``a_dim > 0``,
-        :math:`q(a|x)\,q(y|a,x)\,q(z|a,x,y)`.
+        r"""Guide :math:`q(y|x)\,q(z|x,y)`; with ``y`` given only :math:`q(z|x,y)`.
 
         :param torch.Tensor x: data ``(batch, x_dim)``; the guide needs it.
         :param torch.Tensor y: integer labels ``(batch,)`` or ``None``; when ``None`` the ``"y"`` site is
@@ -270,10 +248,7 @@ class SSVAE(nn.Module):
         pyro.module(self.site("encoder"), self.encoder)
         self._check(x, y)
         with data_plate(self.site("data"), x.shape[0], num_data, x.device):
-            context = x
-            if self.a_dim:
-                pyro.module(self.site("aux_encoder"), self.aux_encoder)
-                context = concat(x, pyro.sample(self.site("a"), dist.Normal(*self.aux_encoder(x)).to_event(1)))
+            context = self._guide_context(x)
             if y is None:
                 infer = {"enumerate": self.enumerate} if self.enumerate else {}
                 y = pyro.sample(self.site("y"), dist.Categorical(logits=self.classifier(context)), infer=infer)
@@ -284,7 +259,7 @@ class SSVAE(nn.Module):
         self, x: torch.Tensor | None = None, y: torch.Tensor | None = None, num_data: int | None = None
     ) -> torch.Tensor:
         r""":meth:`model` without the ``"classification"`` factor: exactly :math:`p(y)\,p(z)\,p(x|y,z)` (times
-        :math:`p(a|x,y,z)`, which integrates to one, with ``a_dim > 0``).
+        the ADGM's :math:`p(a|x,y,z)`, which integrates to one).
         The classification term belongs to the training objective, not to the density, so estimate
         :math:`\log p(x, y)` with this model, e.g.
         ``log_marginal_likelihood(ssvae.generative_model, ssvae.guide, (x, y))``. (Unlabelled calls of
@@ -293,19 +268,16 @@ class SSVAE(nn.Module):
         return poutine.block(self.model, hide=[self.site("classification")])(x, y, num_data)
 
     def class_log_probs(self, x: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
-        r"""Differentiable log class probabilities :math:`\log q(y|x)` of the classifier, ``(batch, num_classes)``;
-        with ``a_dim > 0`` the Monte Carlo estimate :math:`\log \frac1S \sum_s q(y|a_s, x)` from ``S = num_samples``
-        reparameterized draws :math:`a_s \sim q(a|x)`. ``x`` is not checked (see :meth:`log_predict`)."""
-        if not self.a_dim:
-            return self.classifier(x).log_softmax(-1)
-        a = dist.Normal(*self.aux_encoder(x)).rsample((num_samples,))
-        return self.classifier(concat(x, a)).log_softmax(-1).logsumexp(0) - math.log(num_samples)
+        r"""Differentiable log class probabilities :math:`\log q(y|x)` of the classifier, ``(batch, num_classes)``.
+        ``x`` is not checked (see :meth:`log_predict`); ``num_samples`` is the ADGM's (draws of its ``a``), M2's
+        :math:`q(y|x)` is exact."""
+        return self.classifier(x).log_softmax(-1)
 
     @torch.no_grad()
     def log_predict(self, x: torch.Tensor) -> torch.Tensor:
         r"""Log class probabilities :math:`\log q(y|x)` of the classifier, ``(batch, num_classes)``, ``x`` checked;
-        with ``a_dim > 0`` averaged over ``predict_samples`` draws of ``a`` (:meth:`class_log_probs`)."""
-        self._check(x, None)
+        :meth:`class_log_probs` with ``predict_samples`` draws."""
+        self._check(x)
         return self.class_log_probs(x, self.predict_samples)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
@@ -315,12 +287,11 @@ class SSVAE(nn.Module):
     @torch.no_grad()
     def style(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """The posterior mean of the style ``z`` given ``x`` and its label (the classifier's guess when
-        ``y`` is ``None``), ``(batch, z_dim)``; with ``a_dim > 0``, given the mean of q(a|x)."""
+        ``y`` is ``None``), ``(batch, z_dim)``."""
         self._check(x, y)
         if y is None:
             y = self.log_predict(x).argmax(-1)
-        context = concat(x, self.aux_encoder(x)[0]) if self.a_dim else x  # a at the mean of q(a|x)
-        return self.encoder(context, y)[0]
+        return self.encoder(self._mean_context(x), y)[0]
 
     @torch.no_grad()
     def generate(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -59,15 +59,14 @@ site            what                                                            
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import pyro
 import pyro.distributions as dist
 import torch
 
+from pyrovae.models.base import ObservedModel, standard_normal
 from pyrovae.models.nets import Decoder, Encoder
-from pyrovae.models.plate import data_plate, num_generated
-from pyrovae.models.vae import ObservedModel
+from pyrovae.models.plate import data_plate
 from pyrovae.seeding import seeded
 
 
@@ -92,7 +91,6 @@ class TwoLayerVAE(ObservedModel):
         global generator.
     """
 
-    #: the name under which checkpoints record this class (``config["model"]``)
     kind = "two-layer"
 
     def __init__(
@@ -108,10 +106,10 @@ class TwoLayerVAE(ObservedModel):
         scale: float | None = None,
         seed: int | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(x_dim, prefix, likelihood)
         if min(int(x_dim), int(z1_dim), int(z2_dim)) < 1:
             raise ValueError(f"x_dim, z1_dim and z2_dim must be positive, got {x_dim}, {z1_dim}, {z2_dim}")
-        self._init_observation(x_dim, prefix, likelihood, scale)
+        self._init_scale(scale)
         self.z1_dim, self.z2_dim = int(z1_dim), int(z2_dim)
         hidden1, hidden2 = [int(h) for h in hidden1], [int(h) for h in hidden2]
         with seeded(seed):
@@ -119,8 +117,7 @@ class TwoLayerVAE(ObservedModel):
             self.encoder2 = Encoder(self.z1_dim, self.z2_dim, hidden2, activation)
             self.decoder2 = Encoder(self.z2_dim, self.z1_dim, hidden2[::-1], activation)
             self.decoder1 = Decoder(self.z1_dim, self.x_dim, hidden1[::-1], activation)
-        #: constructor arguments, saved in checkpoints so that :func:`pyrovae.load_vae` can rebuild the model
-        self.config: dict[str, Any] = {
+        self.config = {
             "model": self.kind,
             "x_dim": self.x_dim,
             "z1_dim": self.z1_dim,
@@ -152,14 +149,9 @@ class TwoLayerVAE(ObservedModel):
         """
         pyro.module(self.site("decoder2"), self.decoder2)
         pyro.module(self.site("decoder1"), self.decoder1)
-        if x is not None:
-            self._check(x)
-            batch_size, device = x.shape[0], x.device
-        else:
-            batch_size, device, num_data = num_generated(num_data), self._device(), None
+        batch_size, device, num_data = self._plate_size(x, num_data)
         with data_plate(self.site("data"), batch_size, num_data, device):
-            prior = dist.Normal(torch.zeros(batch_size, self.z2_dim, device=device), 1.0).to_event(1)
-            z2 = pyro.sample(self.site("z2"), prior)
+            z2 = pyro.sample(self.site("z2"), standard_normal(batch_size, self.z2_dim, device))
             z1 = pyro.sample(self.site("z1"), dist.Normal(*self.decoder2(z2)).to_event(1))
             return pyro.sample(self.site("x"), self.observation(z1), obs=x)
 

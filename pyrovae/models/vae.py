@@ -38,59 +38,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.infer.util import is_validation_enabled
 from torch import nn
 
-from pyrovae.data.validation import check_shape, parameter_dtype
-from pyrovae.models.likelihoods import PixelScale, check_likelihood, check_support, observation
+from pyrovae.models.base import ObservedModel, standard_normal
 from pyrovae.models.nets import NETS, ConvDecoder, ConvEncoder, Decoder, Encoder
-from pyrovae.models.plate import data_plate, num_generated
+from pyrovae.models.plate import data_plate
 from pyrovae.seeding import seeded
-
-
-class ObservedModel(nn.Module):
-    """What every pyrovae model of images shares: prefixed site names, the input checks of its likelihood and
-    the observation distribution p(x|·) (:mod:`pyrovae.models.likelihoods`) with its Gaussian scale, if any."""
-
-    def _init_observation(self, x_dim: int, prefix: str, likelihood: str, scale: float | None) -> None:
-        check_likelihood(likelihood)
-        if scale is not None and likelihood != "normal":
-            raise ValueError(f"scale={scale} is the Gaussian scale: it needs likelihood='normal', not {likelihood!r}")
-        if scale is not None and not 0 < float(scale) < float("inf"):
-            raise ValueError(f"scale must be a positive number (or None to learn it), got {scale}")
-        self.x_dim, self.prefix, self.likelihood = int(x_dim), prefix, likelihood
-        #: the Gaussian scale: a :class:`~pyrovae.models.likelihoods.PixelScale` module when learned, a float when
-        #: fixed, ``None`` for the other likelihoods
-        self.scale: PixelScale | float | None = None
-        if likelihood == "normal":
-            self.scale = PixelScale(self.x_dim) if scale is None else float(scale)
-
-    def site(self, name: str) -> str:
-        """The full name of site ``name`` (``"z"``, ``"x"``, ``"data"``, ...) with this model's prefix."""
-        return f"{self.prefix}/{name}" if self.prefix else name
-
-    def _device(self) -> torch.device:
-        return next(self.parameters()).device
-
-    def _check(self, x: torch.Tensor) -> None:
-        """Shape and dtype checks always; value checks (finite, in the likelihood's support) while Pyro validation
-        is on."""
-        check_shape(x, self.x_dim, dtype=parameter_dtype(self))
-        if is_validation_enabled():
-            check_support(self.likelihood, x)
-
-    def _observe(self, output: torch.Tensor) -> dist.TorchDistribution:
-        """p(x|·) of the likelihood from the decoder's ``output``; a learned Gaussian scale is registered with Pyro
-        here (``pyro.module`` ``"scale"``)."""
-        scale = self.scale
-        if isinstance(scale, nn.Module):
-            scale = pyro.module(self.site("scale"), scale)()
-        return observation(self.likelihood, output, scale)
 
 
 class VAE(ObservedModel):
@@ -128,7 +85,6 @@ class VAE(ObservedModel):
     (as :class:`pyrovae.Autoencoder` does); :meth:`model` and :meth:`guide` stay the same.
     """
 
-    #: the name under which checkpoints record this class (``config["model"]``)
     kind = "vae"
 
     def __init__(
@@ -146,14 +102,14 @@ class VAE(ObservedModel):
         image_shape: Sequence[int] | None = None,
         seed: int | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(x_dim, prefix, likelihood)
         if net not in NETS:
             raise ValueError(f"unknown net {net!r}: choose one of {NETS}")
         if net == "conv" and (image_shape is None or math.prod(image_shape) != int(x_dim)):
             raise ValueError(f"net='conv' needs the image_shape (C, H, W) of the data, with C*H*W = x_dim = {x_dim}")
         if int(x_dim) < 1 or int(z_dim) < 1:
             raise ValueError(f"x_dim and z_dim must be positive, got x_dim={x_dim}, z_dim={z_dim}")
-        self._init_observation(x_dim, prefix, likelihood, scale)
+        self._init_scale(scale)
         self.z_dim = int(z_dim)
         custom = encoder is not None or decoder is not None
         with seeded(seed):
@@ -164,9 +120,6 @@ class VAE(ObservedModel):
                 decoder = (ConvDecoder(z_dim, image_shape, tuple(reversed(hidden)), activation) if net == "conv"
                            else Decoder(z_dim, x_dim, tuple(reversed(hidden)), activation))  # fmt: skip
         self.encoder, self.decoder = encoder, decoder
-        #: constructor arguments, saved in checkpoints so that :func:`pyrovae.load_vae` can rebuild the
-        #: model; ``None`` when a custom encoder/decoder or activation class was given
-        self.config: dict[str, Any] | None = None
         if not custom and isinstance(activation, str):
             self.config = {
                 "model": self.kind,
@@ -187,7 +140,7 @@ class VAE(ObservedModel):
 
     def prior(self, batch_size: int, device: torch.device) -> dist.TorchDistribution:
         """The distribution of ``z`` in the model, :math:`\\mathcal{N}(0, I)` with batch shape ``(batch_size,)``."""
-        return dist.Normal(torch.zeros(batch_size, self.z_dim, device=device), 1.0).to_event(1)
+        return standard_normal(batch_size, self.z_dim, device)
 
     def posterior(self, x: torch.Tensor) -> dist.TorchDistribution:
         """The distribution of ``z`` in the guide, :math:`\\mathcal{N}(\\mu(x), \\mathrm{diag}\\,\\sigma(x)^2)`."""
@@ -203,11 +156,7 @@ class VAE(ObservedModel):
         :returns: ``x`` (observed or sampled).
         """
         pyro.module(self.site("decoder"), self.decoder)
-        if x is not None:
-            self._check(x)
-            batch_size, device = x.shape[0], x.device
-        else:
-            batch_size, device, num_data = num_generated(num_data), self._device(), None
+        batch_size, device, num_data = self._plate_size(x, num_data)
         with data_plate(self.site("data"), batch_size, num_data, device):
             z = pyro.sample(self.site("z"), self.prior(batch_size, device))
             return pyro.sample(self.site("x"), self.observation(z), obs=x)

@@ -7,7 +7,9 @@ from pyro.poutine.messenger import Messenger
 
 import pyrovae
 from pyrovae.infer.importance import log_marginal_likelihood
-from pyrovae.models.ssvae import SSVAE, concat
+from pyrovae.models.adgm import concat
+from pyrovae.models.ssvae import SSVAE
+from tests.common import binary, tiny_ssvae
 
 ELBO = TraceEnum_ELBO(max_plate_nesting=1)
 pytestmark = pytest.mark.filterwarnings("ignore:TraceEnum_ELBO found no sample sites")
@@ -27,21 +29,13 @@ class FixedNoise(Messenger):
             msg["value"], msg["done"] = normal.loc + normal.scale * self.eps[msg["name"]], True
 
 
-def tiny_ssvae(x_dim=5, num_classes=3, **kwargs) -> SSVAE:
-    return SSVAE(x_dim, num_classes, z_dim=2, hidden=(7,), **kwargs)
-
-
 @torch.no_grad()
 def classifier_log_probs(ssvae: SSVAE, x: torch.Tensor, eps_a: torch.Tensor) -> torch.Tensor:
     """log q(y|x), or log q(y|a, x) at the a that FixedNoise(..., eps_a) draws, ``(batch, C)``."""
-    if not ssvae.a_dim:
+    if type(ssvae) is SSVAE:
         return ssvae.log_predict(x)
     loc, scale = ssvae.aux_encoder(x)
     return ssvae.classifier(concat(x, loc + scale * eps_a)).log_softmax(-1)
-
-
-def binary(n=4, x_dim=5, seed=0):
-    return torch.bernoulli(torch.full((n, x_dim), 0.4), generator=torch.Generator().manual_seed(seed))
 
 
 @pytest.mark.parametrize("a_dim", [0, 3])
@@ -197,26 +191,6 @@ def test_log_marginal_likelihood_sums_out_the_label():
     for n in range(3):
         elbo = -many.loss(ssvae.model, ssvae.guide, x[n : n + 1])  # U(x_n), z averaged over 4000 draws
         assert float(estimate.log_px[n]) >= elbo - 3 * float(estimate.stderr[n])
-
-
-def test_auxiliary_variable_leaves_log_px_unchanged():
-    """The ADGM's p(a|x,y,z) integrates to one, so with the same p(y) p(z) p(x|y,z) (the M2's decoder) its
-    log p(x), estimated by importance sampling over (a, y, z), equals the M2's (over (y, z)) to Monte Carlo
-    error, whatever its auxiliary nets; and predict() averages q(y|a, x) over draws of a."""
-    m2, x = tiny_ssvae(), binary(3)
-    adgm = tiny_ssvae(a_dim=2, predict_samples=50)
-    adgm.decoder.load_state_dict(m2.decoder.state_dict())
-    estimates = [log_marginal_likelihood(m.model, m.guide, x, 20000, seed=3) for m in (m2, adgm)]
-    error = (estimates[0].stderr ** 2 + estimates[1].stderr ** 2).sqrt()
-    assert ((estimates[0].log_px - estimates[1].log_px).abs() < 4 * error + 0.01).all()
-    probs = adgm.predict(x)
-    assert probs.shape == (3, 3) and torch.allclose(probs.sum(-1), torch.ones(3))
-    pyro.set_rng_seed(0)
-    log_q = adgm.log_predict(x)
-    pyro.set_rng_seed(0)
-    a = torch.distributions.Normal(*adgm.aux_encoder(x)).sample((50,))
-    by_hand = adgm.classifier(concat(x, a)).softmax(-1).mean(0).log()
-    assert torch.allclose(log_q, by_hand, atol=1e-5)
 
 
 def test_exported():

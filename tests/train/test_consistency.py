@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from pyrovae.models.adgm import ADGM
 from pyrovae.models.ssvae import SSVAE
 from pyrovae.train.consistency import consistency_loss
 
@@ -39,7 +40,7 @@ def test_gradients_reach_the_classifier_through_both_views_and_nothing_else():
 
 def test_auxiliary_model_differentiates_through_its_draw_of_a():
     """With ``a_dim > 0`` the classifier is q(y|a, x), a reparameterized a ~ q(a|x) per view."""
-    ssvae = SSVAE(4, num_classes=3, z_dim=2, hidden=(5,), likelihood="normal", a_dim=2)
+    ssvae = ADGM(4, num_classes=3, z_dim=2, hidden=(5,), likelihood="normal", a_dim=2)
     x = torch.randn(6, 4)
     loss = consistency_loss(ssvae, x, x)  # the same x, two draws of a: not zero
     assert 0 < loss.item() < 2 * len(x)

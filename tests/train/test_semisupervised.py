@@ -7,6 +7,7 @@ from pyro.infer import JitTraceEnum_ELBO, TraceEnum_ELBO
 
 from pyrovae import CheckpointError, SemiSupervisedConfig, fit_semisupervised, labelled_subset, load_dataset
 from pyrovae.checkpoint import load_checkpoint, save_checkpoint
+from pyrovae.models.adgm import ADGM
 from pyrovae.models.nets import mlp
 from pyrovae.models.ssvae import SSVAE
 from pyrovae.train.semisupervised import accuracy, kingma_alpha, labelled_metrics, semisupervised_loss, split_batch
@@ -70,7 +71,7 @@ def digits_run(tmp_path=None, epochs=2, resume=False, batch_size=256, a_dim=0, *
     data = load_dataset("digits")
     pyro.clear_param_store()
     pyro.set_rng_seed(0)  # the initial weights
-    ssvae = SSVAE(data.x_dim, z_dim=4, hidden=(32,), a_dim=a_dim)
+    ssvae = ADGM(data.x_dim, z_dim=4, hidden=(32,), a_dim=a_dim) if a_dim else SSVAE(data.x_dim, z_dim=4, hidden=(32,))
     config = SemiSupervisedConfig(num_labels=50, epochs=epochs, batch_size=batch_size, device="cpu", **config)
     history = fit_semisupervised(ssvae, data, config, out_dir=tmp_path, resume=resume, verbose=False)
     return ssvae, history
