@@ -30,7 +30,8 @@ def python_blocks(text: str) -> list[tuple[str, bool]]:
 
 
 def test_python_blocks_are_found():
-    text = ".. code-block:: python\n\n   x = 1\n\n   y = x\n\nprose\n\n.. code-block:: python\n   :class: no-test\n\n   z\n"
+    text = (".. code-block:: python\n\n   x = 1\n\n   y = x\n\nprose\n\n"
+            ".. code-block:: python\n   :class: no-test\n\n   z\n")
     assert python_blocks(text) == [("x = 1\n\ny = x\n", True), ("z\n", False)]
     assert sum(len(python_blocks(page.read_text())) for page in PAGES) >= 10
 
