@@ -2,9 +2,9 @@
 
 A run is a function of its seed through two doors: the **initial weights**, drawn when a model is built
 (``VAE(..., seed=S)``: :func:`seeded`), and the **training noise** (minibatch order, dynamic binarization, the
-draws of the latents), which :func:`pyrovae.fit` seeds with :attr:`pyrovae.TrainConfig.seed` (:func:`set_seed`).
-The command line passes its ``--seed`` to both, so two runs with one seed on one machine are identical bit for
-bit (tested in subprocesses).
+draws of the latents), which :func:`pyrovae.fit` seeds with the ``seed`` of :class:`pyrovae.TrainConfig`
+(:func:`set_seed`). The command line passes its ``--seed`` to both, so two runs with one seed on one machine are
+identical bit for bit (tested in subprocesses).
 """
 
 from __future__ import annotations

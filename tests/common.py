@@ -21,6 +21,14 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("PYROVAE_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+def run_python_blocks(blocks: list[str], filename: str) -> dict:
+    """Run documentation code blocks in order in one namespace, as a reader pasting them would; returns it."""
+    namespace = {"__name__": "docs"}
+    for block in blocks:
+        exec(compile(block, filename, "exec"), namespace)
+    return namespace
+
+
 def tiny_dataset(n_train: int = 40, n_test: int = 12, x_dim: int = 6, seed: int = 0) -> Dataset:
     """A small binary dataset from random Bernoulli rows, statically binarized."""
     g = torch.Generator().manual_seed(seed)

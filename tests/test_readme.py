@@ -2,15 +2,14 @@
 
 import re
 
-from tests.common import REPO
+from tests.common import REPO, run_python_blocks
 
 
 def test_readme_python_blocks_run(tmp_path, monkeypatch, capsys):
     blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
     assert blocks
     monkeypatch.chdir(tmp_path)
-    for block in blocks:
-        exec(compile(block, "README.md", "exec"), {"__name__": "readme"})
+    run_python_blocks(blocks, "README.md")
     assert (tmp_path / "runs" / "readme" / "checkpoint.pt").exists()
     assert "'epoch': 5" in capsys.readouterr().out
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+#: the binarization modes: ``"dynamic"``, ``"static"`` and ``"none"`` (grey levels kept)
 BINARIZATIONS = ("dynamic", "static", "none")
 #: seed of the single Bernoulli draw that binarizes validation and test sets (and static training sets)
 EVAL_SEED = 0

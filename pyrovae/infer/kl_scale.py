@@ -22,8 +22,10 @@ collapse), which :func:`pyrovae.active_units` counts.
 
 [1] Generating Sentences from a Continuous Space, S. R. Bowman, L. Vilnis, O. Vinyals, A. M. Dai,
     R. Jozefowicz and S. Bengio, CoNLL 2016.
+
 [2] Ladder Variational Autoencoders, C. K. Sønderby, T. Raiko, L. Maaløe, S. K. Sønderby and O. Winther,
     NeurIPS 2016.
+
 [3] β-VAE: Learning Basic Visual Concepts with a Constrained Variational Framework, I. Higgins et al., ICLR 2017.
 """
 

@@ -15,14 +15,12 @@ not depend on the rest of its batch. Supported families: ``Normal`` (and so ``In
 ``TransformedDistribution`` such as normalizing flows over it); other sites are drawn as usual.
 
 The seeding is host work, one hash, one generator seed and one kernel per point and block, so it does not
-shrink with the device's speed. Measured on the 2-core CPU with a 1-dimensional site (so that the draws
-themselves cost nothing): with NumPy's ``SeedSequence`` and blocks of 256 a round took 41 µs and MNIST's 10,000
-test points x 5,000 samples needed 200,000 rounds, 8 s per latent site; with this hash and blocks of 1,024, 27 µs
-and 50,000 rounds, 1.4 s.
+shrink with the device's speed; hence a cheap hash and large blocks (what each costs: the documentation's results
+page). MNIST's 10,000 test points x 5,000 samples need 50,000 rounds per latent site with blocks of 1,024.
 
 torch's CPU generator keeps only the low 32 bits of a seed, so among those 50,000 streams of a site two coincide
-with probability about 1/4 (0.3 pairs expected; 4.7 with the 200,000 streams of blocks of 256): two points then
-share a block of noise, which correlates their two estimates and biases neither.
+with probability about 1/4 (0.3 pairs expected; 4.7 with the 200,000 streams that blocks of 256 would make): two
+points then share a block of noise, which correlates their two estimates and biases neither.
 
 Used by :func:`pyrovae.log_marginal_likelihood`; the site must lie in the data plate.
 

@@ -7,8 +7,9 @@ image written as
 
 so that the data term is one fused multiply-and-sum (``einsum``) and no ``(samples, batch, pixels)``
 copy of ``x`` is made. Importance sampling with 5,000 samples per test image spends most of its time
-here: on a 2-core CPU this is 5.1 ns per pixel against 9.7 ns for Pyro's ``Bernoulli``
-(``benchmarks/estimator_speed.py``). Values, gradients, shapes and sampling are those of Pyro's distribution.
+here, and this form takes about half the time per pixel of Pyro's ``Bernoulli`` (``benchmarks/estimator_speed.py``;
+the figures are on the documentation's results page). Values, gradients, shapes and sampling are those of Pyro's
+distribution.
 """
 
 from __future__ import annotations

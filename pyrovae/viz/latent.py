@@ -17,8 +17,10 @@ of those without.
 
 [1] Auto-Encoding Variational Bayes, D. P. Kingma and M. Welling, ICLR 2014.
 [2] Sampling Generative Networks, T. White, arXiv:1609.04468, 2016.
+
 [3] Autoencoding beyond pixels using a learned similarity metric, A. B. L. Larsen, S. K. Sønderby,
     H. Larochelle and O. Winther, ICML 2016.
+
 [4] Visualizing Data using t-SNE, L. van der Maaten and G. Hinton, JMLR 2008.
 """
 
