@@ -30,7 +30,6 @@ nitpick_ignore = [("py:class", "nn.Module")]
 # delete these temporary entries and TEMPORARY_DOCSTRING_FIXES below. They are in modules being rewritten elsewhere.
 nitpick_ignore += [
     ("py:class", "ELBO"),  # pyrovae/infer/iwae.py, TraceIWAE_ELBO: Pyro's ELBO named without its module
-    ("py:meth", "load"),  # pyrovae/train/rundir.py, RunFolder: no method RunFolder.load is documented
 ]
 # TODO(merge): reST mistakes in those modules' docstrings, patched at build time until the owners fix them (the
 # same list is in docs/NITPICK_TODO.txt): object -> [(regex, replacement)]. References need a blank line between
@@ -40,12 +39,6 @@ TEMPORARY_DOCSTRING_FIXES = {
     "pyrovae.infer.importance": [_REFERENCES],
     "pyrovae.infer.iwae": [_REFERENCES],
     "pyrovae.infer.iwae.TraceIWAE_ELBO.differentiable_loss": [(r"\n(?=\S)", "\n   ")],  # indent :returns:
-    "pyrovae.models.vae": [_REFERENCES, (r"scale \(model;\n {16}", "scale\n                (model; ")],  # table cell
-    "pyrovae.models.two_layer": [_REFERENCES],
-    "pyrovae.models.autoencoder": [_REFERENCES],
-    "pyrovae.models.likelihoods": [_REFERENCES],
-    "pyrovae.models.features": [_REFERENCES],
-    "pyrovae.train.augment": [_REFERENCES],
 }
 
 

@@ -15,7 +15,7 @@ which integrates to one, and the guide becomes
     q(a_n | x_n)\, q(y_n | a_n, x_n)\, q(z_n | a_n, x_n, y_n),
 
 all Gaussians but the classifier, which, like q(z|·), takes :math:`[x, a]` in place of :math:`x`. Its
-marginal :math:`q(y|x) = \mathbb{E}_{q(a|x)}[q(y|a, x)]` is no longer a single softmax: :meth:`ADGM.predict`
+marginal :math:`q(y|x) = \mathbb{E}_{q(a|x)}[q(y|a, x)]` is no longer a single softmax: :meth:`~pyrovae.SSVAE.predict`
 averages :math:`q(y|a_s, x)` over ``predict_samples`` draws :math:`a_s \sim q(a|x)`. The label is still summed
 out exactly (parallel enumeration) given the sampled :math:`a`, so the unlabelled ELBO is
 
@@ -28,13 +28,14 @@ and the classification term of a labelled point is :math:`\alpha \log q(y|a, x)`
 
 Sites: those of :class:`pyrovae.SSVAE` (``prefix="p"`` makes them ``"p/<name>"``), and
 
-=================  ==========================================================================  =================
+=================  ==========================================================================  ==================
 site               what                                                                        shape
-=================  ==========================================================================  =================
+=================  ==========================================================================  ==================
 ``"a"``            auxiliary latent: model p(a|x,y,z), guide q(a|x), both ``Normal.to_event``  ``(batch, a_dim)``
 ``"aux_encoder"``  ``pyro.module``: :math:`x \mapsto` loc, scale of q(a|x) (guide)
-``"aux_decoder"``  ``pyro.module``: :math:`([x, z], y) \mapsto` loc, scale of p(a|x,y,z) (model)
-=================  ==========================================================================  =================
+``"aux_decoder"``  ``pyro.module``: :math:`([x, z], y) \mapsto` loc, scale of p(a|x,y,z)
+                   (model)
+=================  ==========================================================================  ==================
 
 ``"classifier"`` maps :math:`[x, a]` to the logits of q(y|a,x), ``"encoder"`` maps :math:`([x, a], y)` to
 q(z|a,x,y), and the ``"classification"`` factor is :math:`\alpha \log q(y|a, x)`.
@@ -70,11 +71,11 @@ def concat(x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
 
 class ADGM(SSVAE):
     """The auxiliary deep generative model: an :class:`pyrovae.SSVAE` whose classifier and q(z|·) take
-    :math:`[x, a]`, :math:`a \\sim q(a|x)` (see the module docstring); :meth:`model` and :meth:`guide` are
-    ordinary Pyro callables, trained and evaluated as the SSVAE's.
+    :math:`[x, a]`, :math:`a \\sim q(a|x)` (see the module docstring); :meth:`~pyrovae.SSVAE.model` and
+    :meth:`~pyrovae.SSVAE.guide` are ordinary Pyro callables, trained and evaluated as the SSVAE's.
 
     :param int a_dim: dimension of the auxiliary latent ``a`` (at least 1).
-    :param int predict_samples: draws of ``a`` that :meth:`predict` averages ``q(y|a, x)`` over.
+    :param int predict_samples: draws of ``a`` that :meth:`~pyrovae.SSVAE.predict` averages ``q(y|a, x)`` over.
     :param args: the settings of :class:`pyrovae.SSVAE` (``x_dim``, ``num_classes``, ``z_dim``, ``hidden``, ...,
         ``seed``), by position or, with ``kwargs``, by name; ``seed`` seeds ``a``'s networks too, and they have the
         ``hidden`` layers and ``activation`` of the classifier.
@@ -121,6 +122,6 @@ class ADGM(SSVAE):
     def class_log_probs(self, x: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
         r"""Differentiable log class probabilities, ``(batch, num_classes)``: the Monte Carlo estimate
         :math:`\log \frac1S \sum_s q(y|a_s, x)` of :math:`\log q(y|x)` from ``S = num_samples`` reparameterized
-        draws :math:`a_s \sim q(a|x)`. ``x`` is not checked (see :meth:`log_predict`)."""
+        draws :math:`a_s \sim q(a|x)`. ``x`` is not checked (see :meth:`~pyrovae.SSVAE.log_predict`)."""
         a = dist.Normal(*self.aux_encoder(x)).rsample((num_samples,))
         return self.classifier(concat(x, a)).log_softmax(-1).logsumexp(0) - math.log(num_samples)

@@ -21,6 +21,7 @@ the naive way to "generate" with an autoencoder and the comparison :mod:`pyrovae
 
 [1] Reducing the Dimensionality of Data with Neural Networks, G. E. Hinton and R. R. Salakhutdinov,
     Science 2006.
+
 [2] Auto-Encoding Variational Bayes, D. P. Kingma and M. Welling, ICLR 2014 (the VAE it is compared with).
 """
 

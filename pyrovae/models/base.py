@@ -62,7 +62,7 @@ class ObservedModel(nn.Module):
         self.x_dim, self.prefix, self.likelihood = int(x_dim), prefix, check_likelihood(likelihood)
         #: the Gaussian scale of ``likelihood="normal"``: a :class:`~pyrovae.models.likelihoods.PixelScale` module
         #: when learned per coordinate, a float when fixed, ``None`` when the decoder gives it (and for the other
-        #: likelihoods); set by :meth:`_init_scale`
+        #: likelihoods); set by ``_init_scale``
         self.scale: PixelScale | float | None = None
         #: constructor arguments as plain values, with ``"model": kind``, saved in checkpoints so that
         #: :func:`pyrovae.load_model` can rebuild the model; ``None`` when it cannot be rebuilt from settings alone
@@ -86,7 +86,7 @@ class ObservedModel(nn.Module):
 
     @property
     def output_dim(self) -> int:
-        """The size of the decoder output that :meth:`_observe` reads: ``x_dim``, or ``2 * x_dim`` (mean and raw
+        """The size of the decoder output that ``_observe`` reads: ``x_dim``, or ``2 * x_dim`` (mean and raw
         scale) for a Gaussian whose scale the decoder gives."""
         return 2 * self.x_dim if self.likelihood == "normal" and self.scale is None else self.x_dim
 

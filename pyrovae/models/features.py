@@ -10,6 +10,7 @@ posterior mean in evaluation mode.
 
 [1] Semi-Supervised Learning with Deep Generative Models, D. P. Kingma, D. J. Rezende, S. Mohamed and
     M. Welling, NeurIPS 2014.
+
 [2] Importance Weighted Autoencoders, Y. Burda, R. Grosse and R. Salakhutdinov, ICLR 2016.
 """
 

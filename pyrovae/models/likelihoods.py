@@ -53,6 +53,7 @@ Bernoulli model's numbers on binarized data.
 
 [1] The continuous Bernoulli: fixing a pervasive error in variational autoencoders, G. Loaiza-Ganem and
     J. P. Cunningham, NeurIPS 2019.
+
 [2] Auto-Encoding Variational Bayes, D. P. Kingma and M. Welling, ICLR 2014.
 """
 

@@ -98,8 +98,8 @@ class SSVAE(ObservedModel):
     """The M2 semi-supervised VAE; :meth:`model` and :meth:`guide` are ordinary Pyro callables.
 
     A variant with more latents in the guide (:class:`pyrovae.ADGM`) overrides the hooks where they enter: the
-    input of the classifier and of q(z|·) (:meth:`_context_dim`, :meth:`_guide_context`, :meth:`_model_context`,
-    :meth:`_mean_context`) and the classifier's marginal (:meth:`class_log_probs`).
+    input of the classifier and of q(z|·) (``_context_dim``, ``_guide_context``, ``_model_context``,
+    ``_mean_context``) and the classifier's marginal (:meth:`class_log_probs`).
 
     :param int x_dim: data dimension (784 for MNIST; 50 when modelling the codes of a VAE, "M1+M2").
     :param int num_classes: number of classes ``C``.
@@ -169,7 +169,7 @@ class SSVAE(ObservedModel):
 
     def _build_nets(self, hidden: Sequence[int], activation: str | type[nn.Module]) -> None:
         """The classifier q(y|·), the encoder q(z|·, y) and the decoder p(x|y, z), in this order (the order of their
-        initial weights); the first two take an input of :meth:`_context_dim`."""
+        initial weights); the first two take an input of ``_context_dim``."""
         context_dim = self._context_dim()
         self.classifier = mlp([context_dim, *hidden, self.num_classes], activation)
         self.encoder = ConditionalEncoder(context_dim, self.num_classes, self.z_dim, hidden, activation)

@@ -52,6 +52,7 @@ site            what                                                            
 **References**
 
 [1] Importance Weighted Autoencoders, Y. Burda, R. Grosse and R. Salakhutdinov, ICLR 2016.
+
 [2] Stochastic Backpropagation and Approximate Inference in Deep Generative Models,
     D. J. Rezende, S. Mohamed and D. Wierstra, ICML 2014.
 """

@@ -23,13 +23,14 @@ site            what                                                       shape
                 Bernoulli or Normal (:mod:`pyrovae.models.likelihoods`)
 ``"encoder"``   ``pyro.module`` name of the encoder (guide)
 ``"decoder"``   ``pyro.module`` name of the decoder (model)
-``"scale"``     ``pyro.module`` name of the learned Gaussian scale (model;
-                ``likelihood="normal"``, ``scale=None`` only)
+``"scale"``     ``pyro.module`` name of the learned Gaussian scale
+                (model; ``likelihood="normal"``, ``scale=None`` only)
 ==============  =========================================================  ========================
 
 **References**
 
 [1] Auto-Encoding Variational Bayes, D. P. Kingma and M. Welling, ICLR 2014.
+
 [2] Stochastic Backpropagation and Approximate Inference in Deep Generative Models,
     D. J. Rezende, S. Mohamed and D. Wierstra, ICML 2014.
 """

@@ -17,6 +17,7 @@ generator (so ``pyro.set_rng_seed`` makes it reproducible), filling the uncovere
 **References**
 
 [1] Temporal Ensembling for Semi-Supervised Learning, S. Laine and T. Aila, ICLR 2017.
+
 [2] Semi-Supervised Learning with Deep Generative Models, D. P. Kingma, D. J. Rezende, S. Mohamed and
     M. Welling, NeurIPS 2014.
 """

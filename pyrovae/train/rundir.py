@@ -143,7 +143,7 @@ def _read(fd: int) -> dict[str, Any]:
 class RunFolder:
     """The files of one training run in ``path``, written under its :class:`RunLock`; a context manager.
 
-    :param bool resume: the run continues the one whose ``checkpoint.pt`` is there (:meth:`load`).
+    :param bool resume: the run continues the one whose ``checkpoint.pt`` is there (:func:`load_resumable`).
     :param bool overwrite: a new run may replace an earlier one there (its checkpoints and metrics are deleted).
     :raises RunFolderError: on entry, when the folder is in use, or holds a run and neither ``resume`` nor
         ``overwrite`` is given.

@@ -327,7 +327,7 @@ class SemiSupervisedTask(Task):
     ) -> torch.Tensor:
         """The differentiable loss of one step on the training rows ``unlabelled`` and ``labelled`` (either may be
         ``None``): each minibatch's sum, the unlabelled one with its consistency term, times its scale. Keeps the
-        unlabelled sum, without the consistency term, in :attr:`unlabelled_loss`."""
+        unlabelled sum, without the consistency term, in ``unlabelled_loss``."""
         loss = torch.zeros((), device=self.device)
         if unlabelled is not None:
             view = self.view(unlabelled)

@@ -62,8 +62,8 @@ def test_a_training_step_never_reads_a_value_on_the_host(elbo):
     for objective in (elbo, pyro.infer.JitTrace_ELBO(ignore_jit_warnings=True)):
         step = AdamStep(trained_params(model, guide, X, num_data=30), partial(objective.differentiable_loss, model,
                         guide), 1e-3)  # fmt: skip
-        step(X, 30)  # compiles
+        step(X, num_data=30)  # compiles
         with pyro.validation_enabled(False), HostReads() as host:
-            step(X, 30)
+            step(X, num_data=30)
         reads.append(host.count)
     assert reads == [0, 2]
