@@ -21,8 +21,9 @@ and optionally the Pareto :math:`\hat k` of the weights (Yao et al. 2018), as in
 
 The weights are Pyro's: the guide is traced under a particle ``pyro.plate``, the model is replayed on
 that trace, and each sample site's ``log_prob`` (unscaled, masked) is summed over every dim except the
-particles and the data plate. So any model/guide pair works whose per-datapoint sites sit in one data
-plate, called as ``model(*args)`` / ``guide(*args)`` on a chunk of rows with one plate entry per row.
+particles and the data plate (:mod:`pyrovae.infer.traces`). So any model/guide pair works whose
+per-datapoint sites sit in one data plate, called as ``model(*args)`` / ``guide(*args)`` on a chunk of rows
+with one plate entry per row.
 Note that :func:`pyro.infer.importance.vectorized_importance_weights` sums over the data plate and
 so gives the joint log-density of a whole batch, not per-point figures.
 
@@ -250,8 +251,8 @@ def log_weights(
     (:func:`pyrovae.infer.traces.per_datapoint_log_prob`)."""
     particle_dim = -max_plate_nesting - 1
     particles = pyro.plate(PARTICLES, num_samples, dim=particle_dim)
-    guide = particles(guide)
-    model_trace, guide_trace = model_and_guide_traces(particles(model), guide if noise is None else noise(guide), *args)
+    guide = particles(guide) if noise is None else noise(particles(guide))  # noise outside the particle plate
+    model_trace, guide_trace = model_and_guide_traces(particles(model), guide, *args)
     frame = data_plate_frame(data_plate, model_trace, guide_trace)
     num_rows = len(args[0])
     if frame.size != num_rows:

@@ -33,7 +33,7 @@ Note that ``pyro.infer.RenyiELBO(alpha=0)`` is *not* this objective in general: 
 log-mean-exp to the log-weights after the plate's scale (``N/|B|``) has multiplied them, so with
 ``num_data`` it computes :math:`\sum_n \log \frac1k \sum_i w_{in}^{N/|B|}` (a tempered average, not a
 bound), and when some site lies outside the data plate it sums the data plate before the log-mean-exp,
-giving the far looser joint bound of the whole batch (``tests/test_iwae.py`` shows both).
+giving the far looser joint bound of the whole batch (``tests/infer/test_iwae.py`` shows both).
 
 **References**
 
