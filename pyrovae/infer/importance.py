@@ -21,8 +21,9 @@ and optionally the Pareto :math:`\hat k` of the weights (Yao et al. 2018), as in
 
 The weights are Pyro's: the guide is traced under a particle ``pyro.plate``, the model is replayed on
 that trace, and each sample site's ``log_prob`` (unscaled, masked) is summed over every dim except the
-particles and the data plate. So any model/guide pair works whose per-datapoint sites sit in one data
-plate, called as ``model(*args)`` / ``guide(*args)`` on a chunk of rows with one plate entry per row.
+particles and the data plate (:mod:`pyrovae.infer.traces`). So any model/guide pair works whose
+per-datapoint sites sit in one data plate, called as ``model(*args)`` / ``guide(*args)`` on a chunk of rows
+with one plate entry per row.
 Note that :func:`pyro.infer.importance.vectorized_importance_weights` sums over the data plate and
 so gives the joint log-density of a whole batch, not per-point figures.
 
@@ -59,21 +60,20 @@ import math
 import platform
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import pyro
 import torch
 from pyro import poutine
-from pyro.distributions.util import scale_and_mask
-from pyro.infer.util import is_validation_enabled
+from pyro.infer.util import get_plate_stacks, is_validation_enabled
 from pyro.ops.stats import fit_generalized_pareto
-from pyro.poutine.util import prune_subsample_sites
 from tqdm.auto import tqdm
 
 from pyrovae.infer.memory import PeakMemory
 from pyrovae.infer.noise import NOISE_BLOCK, IndexedNoise
+from pyrovae.infer.traces import data_plate_frame, model_and_guide_traces, per_datapoint_log_prob, site_names
 
 #: name of the particle plate the guide is traced under
 PARTICLES = "importance_samples"
@@ -246,35 +246,25 @@ def log_weights(
     noise: IndexedNoise | None = None,
 ) -> torch.Tensor:
     """The ``(num_samples, batch)`` matrix of :math:`\\log p(x_n, z_{kn}) - \\log q(z_{kn} | x_n)`: the
-    guide traced under a particle plate (inside ``noise``, if given), the model replayed on it."""
-    particles = pyro.plate(PARTICLES, num_samples, dim=-max_plate_nesting - 1)
-    with noise if noise is not None else nullcontext(), particles:
-        guide_trace = poutine.trace(guide).get_trace(*args)
-    with particles:
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args)
+    guide traced under a particle plate (inside ``noise``, if given), the model replayed on it, and each trace's
+    unscaled, masked log-densities summed per sample and data point
+    (:func:`pyrovae.infer.traces.per_datapoint_log_prob`)."""
+    particle_dim = -max_plate_nesting - 1
+    particles = pyro.plate(PARTICLES, num_samples, dim=particle_dim)
+    guide = particles(guide) if noise is None else noise(particles(guide))  # noise outside the particle plate
+    model_trace, guide_trace = model_and_guide_traces(particles(model), guide, *args)
+    frame = data_plate_frame(data_plate, model_trace, guide_trace)
     num_rows = len(args[0])
-    return _point_log_prob(model_trace, data_plate, num_rows) - _point_log_prob(guide_trace, data_plate, num_rows)
-
-
-def _point_log_prob(trace: poutine.Trace, data_plate: str, num_rows: int) -> torch.Tensor:
-    """Sum of the trace's sample-site log-densities over every dim but particles (0) and the data plate."""
-    trace = prune_subsample_sites(trace)
-    trace.compute_log_prob()
-    total = torch.zeros(())
-    for site in trace.nodes.values():
-        if site["type"] != "sample":
-            continue
-        log_p = scale_and_mask(site["unscaled_log_prob"], mask=site["mask"])
-        frame = next(f for f in site["cond_indep_stack"] if f.name == data_plate)
-        if frame.size != num_rows:
-            raise ValueError(
-                f"the data plate {data_plate!r} has {frame.size} entries at site {site['name']!r} for {num_rows} "
-                "rows of data: model and guide must be called without subsampling, one plate entry per row"
-            )
-        data_axis = log_p.dim() + frame.dim
-        other = [d for d in range(1, log_p.dim()) if d != data_axis]
-        total = total + (log_p.sum(other) if other else log_p)
-    return total
+    if frame.size != num_rows:
+        raise ValueError(
+            f"the data plate {data_plate!r} has {frame.size} entries for {num_rows} rows of data: model and guide "
+            "must be called without subsampling, one plate entry per row"
+        )
+    model_log_p, guide_log_q = (
+        per_datapoint_log_prob(trace, frame, num_samples, particle_dim, scaled=False)
+        for trace in (model_trace, guide_trace)
+    )
+    return model_log_p - guide_log_q
 
 
 def _structure(
@@ -283,25 +273,20 @@ def _structure(
     """Trace model and guide once on a few rows; find the data plate and the plate nesting, and check
     that every sample site is a per-datapoint site that both programs agree on."""
     with poutine.block():
-        guide_trace = prune_subsample_sites(poutine.trace(guide).get_trace(*args))
-        model_trace = prune_subsample_sites(
-            poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args)
-        )
-    guide_sites = {n: s for n, s in guide_trace.nodes.items() if s["type"] == "sample"}
-    model_sites = {n: s for n, s in model_trace.nodes.items() if s["type"] == "sample"}
-    latent = {n for n, s in model_sites.items() if not s["is_observed"]}
-    if latent - set(guide_sites):
+        model_trace, guide_trace = model_and_guide_traces(model, guide, *args)
+    guide_sites, latent = set(site_names(guide_trace)), set(site_names(model_trace, observed=False))
+    if latent - guide_sites:
         raise ValueError(
-            f"the model's latent sites {sorted(latent - set(guide_sites))} are not sampled by the guide: "
+            f"the model's latent sites {sorted(latent - guide_sites)} are not sampled by the guide: "
             "importance sampling needs the guide to propose every latent variable"
         )
-    if set(guide_sites) - latent:
+    if guide_sites - latent:
         raise ValueError(
-            f"the guide's sites {sorted(set(guide_sites) - latent)} are not latent sites of the model: "
+            f"the guide's sites {sorted(guide_sites - latent)} are not latent sites of the model: "
             "log p(x) by importance sampling needs guide and model to share their latent sites"
         )
-    sites = {**model_sites, **{f"guide {n}": s for n, s in guide_sites.items()}}
-    frames = {n: {f.name: f for f in s["cond_indep_stack"] if f.vectorized} for n, s in sites.items()}
+    stacks = {**get_plate_stacks(model_trace), **{f"guide {n}": s for n, s in get_plate_stacks(guide_trace).items()}}
+    frames = {n: {f.name: f for f in stack} for n, stack in stacks.items()}
     common = set.intersection(*(set(f) for f in frames.values()))
     if data_plate is None:
         if not common:

@@ -33,7 +33,7 @@ Note that ``pyro.infer.RenyiELBO(alpha=0)`` is *not* this objective in general: 
 log-mean-exp to the log-weights after the plate's scale (``N/|B|``) has multiplied them, so with
 ``num_data`` it computes :math:`\sum_n \log \frac1k \sum_i w_{in}^{N/|B|}` (a tempered average, not a
 bound), and when some site lies outside the data plate it sums the data plate before the log-mean-exp,
-giving the far looser joint bound of the whole batch (``tests/test_iwae.py`` shows both).
+giving the far looser joint bound of the whole batch (``tests/infer/test_iwae.py`` shows both).
 
 **References**
 
@@ -49,11 +49,19 @@ from collections.abc import Callable
 
 import torch
 from pyro import poutine
-from pyro.distributions.util import scale_and_mask
 from pyro.infer.elbo import ELBO
 from pyro.infer.util import is_validation_enabled
-from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 from pyro.util import check_if_enumerated, check_model_guide_match, check_site_shape, warn_if_nan
+
+from pyrovae.infer.traces import (
+    compute_log_probs,
+    data_plate_frame,
+    outside_plate,
+    per_datapoint_log_prob,
+    replay_model,
+    site_names,
+    subsample_scale,
+)
 
 #: default name of the plate that indexes data points (``VAE.site("data")`` without prefix)
 DATA_PLATE = "data"
@@ -168,92 +176,45 @@ class TraceIWAE_ELBO(ELBO):
     def _log_weights(self, model, guide, args, kwargs, grads, dreg=False):
         """Trace the guide under the particle plate and replay the model on it. Returns the ``(k, batch)``
         log-weights (``(log p, log q)`` with ``dreg``), the data plate's subsample scale, and with ``dreg``
-        the guide's ``(sample, leaf)`` pairs, the model having been replayed on detached leaves."""
+        the guide's ``(sample, leaf)`` pairs, the model having been replayed on detached leaves (and log q
+        evaluated at them)."""
         if self.num_particles > 1 and self.max_plate_nesting == float("inf"):
             self._guess_max_plate_nesting(model, guide, args, kwargs)
         model = self._vectorized_num_particles(model)
         guide = self._vectorized_num_particles(guide)
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        replay_trace, leaves = guide_trace, []
-        if dreg:
-            replay_trace = guide_trace.copy()
-            for name, site in guide_trace.nodes.items():
-                if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site):
-                    leaf = site["value"].detach().requires_grad_()
-                    replay_trace.nodes[name] = {**site, "value": leaf}
-                    leaves.append((name, site["value"], leaf))
-        model_trace = poutine.trace(poutine.replay(model, trace=replay_trace)).get_trace(*args, **kwargs)
+        # with dreg, q's trace holds detached leaves: their log q has the z-derivative at fixed guide parameters
+        q_trace, leaves = _detached_latents(guide_trace) if dreg else (guide_trace, [])
+        model_trace = replay_model(model, q_trace, *args, **kwargs)
         if is_validation_enabled():
             check_model_guide_match(model_trace, guide_trace, self.max_plate_nesting)
             check_if_enumerated(guide_trace)
-        guide_trace = prune_subsample_sites(guide_trace)
-        model_trace = prune_subsample_sites(model_trace)
-        model_trace.compute_log_prob()
-        guide_trace.compute_log_prob()
-        self._check(model_trace, guide_trace, grads)
-
-        frames = {}
-        log_p = self._point_sum(model_trace, frames, lambda site: site["log_prob"])
-        if dreg:
-            # log q at the leaves: its z-derivative at fixed guide parameters is what DReG needs
-            values = {name: leaf for name, _, leaf in leaves}
-            log_q = self._point_sum(
-                guide_trace, frames,
-                lambda site: scale_and_mask(site["fn"].log_prob(values[site["name"]]), site["scale"], site["mask"])
-                if site["name"] in values else site["log_prob"],
-            )
-        else:
-            log_q = self._point_sum(guide_trace, frames, lambda site: site["log_prob"])
-        if len(frames) != 1:
-            raise ValueError(
-                f"the data plate {self.data_plate!r} has different sizes at different sites: {sorted(frames)}"
-            )
-        size, full_size = next(iter(frames))
-        scale = full_size / size if full_size is not None else 1.0
-        log_p, log_q = log_p / scale, log_q / scale
-        pairs = [(value, leaf) for _, value, leaf in leaves]
-        return ((log_p, log_q) if dreg else log_p - log_q), scale, pairs
-
-    def _point_sum(self, trace, frames: dict, log_prob: Callable) -> torch.Tensor:
-        """Sum of the sample sites' ``log_prob(site)`` over every dim but particles and the data plate, as a
-        ``(k, batch)`` tensor (including any scale of the sites); records the data plate's sizes in ``frames``."""
+        compute_log_probs(model_trace, q_trace)
+        self._check(model_trace, q_trace, grads)
+        frame = data_plate_frame(self.data_plate, model_trace, q_trace)
         particle_dim = -self.max_plate_nesting if self.num_particles > 1 else None
-        total = torch.zeros(())
-        for site in trace.nodes.values():
-            if site["type"] != "sample":
-                continue
-            frame = next(f for f in site["cond_indep_stack"] if f.name == self.data_plate)
-            frames[(frame.size, frame.full_size)] = True
-            value = log_prob(site)
-            value = value if isinstance(value, torch.Tensor) else torch.tensor(float(value))
-            keep = [frame.dim] if particle_dim is None else [particle_dim, frame.dim]
-            depth = max(-d for d in keep)
-            value = value.reshape((1,) * max(0, depth - value.dim()) + value.shape)
-            other = [d for d in range(value.dim()) if d - value.dim() not in keep]
-            value = value.sum(other) if other else value
-            if particle_dim is None:
-                value = value.unsqueeze(0)
-            total = total + value
-        batch = next(iter(frames)) if frames else (1, None)
-        return total.expand(self.num_particles, batch[0])
+        scale = subsample_scale(frame)
+        log_p, log_q = (
+            per_datapoint_log_prob(trace, frame, self.num_particles, particle_dim) / scale
+            for trace in (model_trace, q_trace)
+        )
+        return ((log_p, log_q) if dreg else log_p - log_q), scale, leaves
 
     def _check(self, model_trace, guide_trace, grads: bool) -> None:
         """Every sample site in the (vectorized) data plate; guide and model latents the same; rsample for
         gradients."""
         for role, trace in (("model", model_trace), ("guide", guide_trace)):
-            for name, site in trace.nodes.items():
-                if site["type"] != "sample":
-                    continue
-                if is_validation_enabled():
-                    check_site_shape(site, self.max_plate_nesting)
-                if not any(f.name == self.data_plate and f.vectorized for f in site["cond_indep_stack"]):
-                    raise NotImplementedError(
-                        f"the {role}'s site {name!r} is not in the vectorized data plate {self.data_plate!r}: the "
-                        "IWAE bound is per data point, so every sample site must lie in that plate (global latent "
-                        "variables are not supported; pass data_plate= if the plate has another name)"
-                    )
-        guide_sites = {n for n, s in guide_trace.nodes.items() if s["type"] == "sample"}
-        latent = {n for n, s in model_trace.nodes.items() if s["type"] == "sample" and not s["is_observed"]}
+            if is_validation_enabled():
+                for name in site_names(trace):
+                    check_site_shape(trace.nodes[name], self.max_plate_nesting)
+            outside = outside_plate(trace, self.data_plate)
+            if outside:
+                raise NotImplementedError(
+                    f"the {role}'s site {outside[0]!r} is not in the vectorized data plate {self.data_plate!r}: the "
+                    "IWAE bound is per data point, so every sample site must lie in that plate (global latent "
+                    "variables are not supported; pass data_plate= if the plate has another name)"
+                )
+        guide_sites, latent = set(site_names(guide_trace)), set(site_names(model_trace, observed=False))
         if latent != guide_sites:
             raise ValueError(
                 f"the guide samples {sorted(guide_sites)} but the model's latent sites are {sorted(latent)}: "
@@ -266,6 +227,18 @@ class TraceIWAE_ELBO(ELBO):
                     f"the guide's sites {discrete} are not reparameterizable: TraceIWAE_ELBO's gradient needs "
                     "rsample (score-function IWAE gradients are not implemented)"
                 )
+
+
+def _detached_latents(guide_trace: poutine.Trace) -> tuple[poutine.Trace, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """A copy of the guide trace whose latent values are detached leaves that require grad, and the
+    ``(value, leaf)`` pairs of the guide's sample and its leaf."""
+    trace, leaves = guide_trace.copy(), []
+    for name in site_names(guide_trace, observed=False):
+        site = guide_trace.nodes[name]
+        leaf = site["value"].detach().requires_grad_()
+        trace.nodes[name] = {**site, "value": leaf}
+        leaves.append((site["value"], leaf))
+    return trace, leaves
 
 
 def _log_mean_exp(log_w: torch.Tensor) -> torch.Tensor:

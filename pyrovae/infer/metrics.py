@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import pyro.poutine as poutine
 import torch
-from pyro.distributions import Unit
 from pyro.infer import ELBO, Trace_ELBO
 
 from pyrovae.data.validation import check_not_nan
+from pyrovae.infer.traces import log_prob_sum, model_and_guide_traces
 
 
 def elbo_per_datapoint(
@@ -77,26 +76,11 @@ def elbo_terms(model, guide, x: torch.Tensor, *, batch_size: int = 1000) -> dict
     reconstruction = kl = 0.0
     with torch.no_grad():
         for chunk in x.split(batch_size):
-            guide_trace = poutine.trace(guide).get_trace(chunk)
-            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(chunk)
-            guide_trace.compute_log_prob()
-            model_trace.compute_log_prob()
-            for site in model_trace.nodes.values():
-                if site["type"] != "sample" or _is_factor(site):
-                    continue
-                if site["is_observed"]:
-                    reconstruction += float(site["log_prob_sum"])
-                else:
-                    kl -= float(site["log_prob_sum"])
-            for site in guide_trace.nodes.values():
-                if site["type"] == "sample" and not site["is_observed"]:
-                    kl += float(site["log_prob_sum"])
+            model_trace, guide_trace = model_and_guide_traces(model, guide, chunk)
+            reconstruction += float(log_prob_sum(model_trace, observed=True))
+            kl -= float(log_prob_sum(model_trace, observed=False))
+            kl += float(log_prob_sum(guide_trace, observed=False))
     reconstruction, kl = reconstruction / len(x), check_not_nan("the KL term", kl / len(x), x)
     check_not_nan("the reconstruction term", reconstruction, x)
     return {"elbo": reconstruction - kl, "reconstruction": reconstruction, "kl": kl}
 
-
-def _is_factor(site: dict) -> bool:
-    """Whether a sample site is a ``pyro.factor`` statement: observed, with a ``Unit`` distribution or marked
-    ``is_auxiliary`` (latent auxiliary sites, as in autoguides, are real guide samples and do count)."""
-    return site["is_observed"] and (isinstance(site["fn"], Unit) or bool(site["infer"].get("is_auxiliary")))

@@ -1,0 +1,153 @@
+r"""Log-densities per data point, read from a guide trace and the model replayed against it.
+
+The estimators of :mod:`pyrovae.infer` all start from the same two traces: the guide's, which draws
+:math:`z \sim q(z | x)`, and the model's, replayed so that its latent sites take the guide's values. Each
+sample site :math:`s` of a trace has a log-density :math:`\ell_s` of its batch shape. Inside a data plate
+(one entry per data point :math:`n`), optionally under a vectorized particle plate (one entry per sample
+:math:`k`), a trace's log-density of data point :math:`n` and sample :math:`k` is
+
+.. math:: \ell_{kn} = \sum_s \; \sum_{\text{batch dims } d \,\ne\, \text{particles, data}} \ell_s[k, \dots, n, \dots],
+
+so that for the model :math:`\ell_{kn} = \log p(x_n, z_{kn})`, for the guide
+:math:`\ell_{kn} = \log q(z_{kn} | x_n)`, and their difference is the log importance weight
+:math:`\log w_{kn}` (:func:`per_datapoint_log_prob`). A site's :math:`\ell_s` carries its mask and, unless
+asked for unscaled, its scale: that of ``poutine.scale`` and the data plate's subsample scale
+:math:`N / |B|` (:func:`subsample_scale`).
+
+Pyro's own machinery does the tracing (``poutine.trace``, ``poutine.replay``), the log-densities
+(:meth:`pyro.poutine.Trace.compute_log_prob`, :meth:`~pyro.poutine.Trace.log_prob_sum`) and the plate stacks
+(:func:`pyro.infer.util.get_plate_stacks`). The sum over the other batch dims is written out here:
+:func:`pyro.infer.util.plate_log_prob_sum` keeps a single plate (not particles and data points), and
+:class:`pyro.infer.util.MultiFrameTensor` sums plate dims only, leaving batch dims outside any plate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from pyro import poutine
+from pyro.distributions import Unit
+from pyro.distributions.util import scale_and_mask
+from pyro.infer.util import get_plate_stacks
+from pyro.poutine.indep_messenger import CondIndepStackFrame
+from pyro.poutine.util import site_is_subsample
+
+
+def replay_model(model: Callable, guide_trace: poutine.Trace, *args, **kwargs) -> poutine.Trace:
+    """The trace of ``model(*args, **kwargs)`` replayed against ``guide_trace``: each latent site the guide
+    sampled takes the guide's value, so the trace holds :math:`\\log p(x, z)` at :math:`z \\sim q(z | x)`."""
+    return poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+
+
+def model_and_guide_traces(model: Callable, guide: Callable, *args, **kwargs) -> tuple[poutine.Trace, poutine.Trace]:
+    """Trace ``guide(*args, **kwargs)``, then replay the model against it (:func:`replay_model`).
+
+    :returns: ``(model_trace, guide_trace)``, in the order of :func:`pyro.infer.enum.get_importance_trace`.
+    """
+    guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+    return replay_model(model, guide_trace, *args, **kwargs), guide_trace
+
+
+def site_names(trace: poutine.Trace, *, observed: bool | None = None) -> list[str]:
+    """Names of the trace's sample sites in trace order, plates' subsample sites left out: all of them, or only
+    the observed (``observed=True``) or the latent (``observed=False``) ones."""
+    return [
+        name
+        for name, site in trace.nodes.items()
+        if site["type"] == "sample" and not site_is_subsample(site) and observed in (None, site["is_observed"])
+    ]
+
+
+def outside_plate(trace: poutine.Trace, plate: str) -> list[str]:
+    """Sorted names of the trace's sample sites that do not lie in the vectorized plate named ``plate``."""
+    return sorted(name for name, stack in get_plate_stacks(trace).items() if plate not in {f.name for f in stack})
+
+
+def data_plate_frame(plate: str, *traces: poutine.Trace) -> CondIndepStackFrame:
+    """The frame of the vectorized data plate named ``plate``, in which every sample site of ``traces`` lies.
+
+    :returns: the frame of the first site; every site's frame has the same ``size`` (points in the batch) and
+        ``full_size`` (points in the data set, ``None`` without subsampling).
+    :raises ValueError: if no sample site or not every one lies in the plate, or if sites disagree on its sizes.
+    """
+    outside = sorted({name for trace in traces for name in outside_plate(trace, plate)})
+    if outside:
+        raise ValueError(f"sites {outside} are not in the vectorized data plate {plate!r}")
+    frames = [f for trace in traces for stack in get_plate_stacks(trace).values() for f in stack if f.name == plate]
+    sizes = {(f.size, f.full_size) for f in frames}
+    if len(sizes) != 1:
+        raise ValueError(
+            f"the data plate {plate!r} has no sample site" if not sizes else
+            f"the data plate {plate!r} has different (size, full_size) at different sites: {sorted(sizes, key=str)}"
+        )
+    return frames[0]
+
+
+def subsample_scale(frame: CondIndepStackFrame) -> float:
+    """:math:`N / |B|`, the scale a subsampled plate gives its sites (``full_size / size``; 1 without
+    subsampling)."""
+    return frame.full_size / frame.size if frame.full_size is not None else 1.0
+
+
+def compute_log_probs(*traces: poutine.Trace) -> None:
+    """:meth:`~pyro.poutine.Trace.compute_log_prob` on each trace's sample sites but the plates' subsample sites
+    (which :func:`pyro.poutine.util.prune_subsample_sites` would remove); memoized, so a second call is free."""
+    for trace in traces:
+        trace.compute_log_prob(lambda name, site: not site_is_subsample(site))
+
+
+def per_datapoint_log_prob(
+    trace: poutine.Trace,
+    frame: CondIndepStackFrame,
+    num_particles: int = 1,
+    particle_dim: int | None = None,
+    *,
+    scaled: bool = True,
+) -> torch.Tensor:
+    """The ``(num_particles, frame.size)`` matrix :math:`\\ell_{kn}` of the trace's log-density per sample and
+    data point: each sample site's log-density summed over every batch dim but the particle plate's and the
+    data plate's (see :mod:`pyrovae.infer.traces`), then summed over the sites. Log-densities are computed
+    (:func:`compute_log_probs`) where the trace lacks them.
+
+    :param frame: the data plate's frame, from :func:`data_plate_frame` (every sample site must lie in it).
+    :param int num_particles: the size of the particle plate (1 without one).
+    :param int particle_dim: the (negative) dim of the vectorized particle plate, or ``None`` without one.
+    :param bool scaled: with each site's scale (``poutine.scale``, subsample scale), as Pyro's ELBOs weigh the
+        sites; ``False``: the unscaled densities of single points. Masks apply either way.
+    """
+    compute_log_probs(trace)
+    total = torch.zeros(())
+    for name, stack in get_plate_stacks(trace).items():
+        site = trace.nodes[name]
+        log_p = site["log_prob"] if scaled else scale_and_mask(site["unscaled_log_prob"], mask=site["mask"])
+        data_dim = next(f.dim for f in stack if f.name == frame.name)
+        keep = [data_dim] if particle_dim is None else [particle_dim, data_dim]
+        total = total + _sum_except(torch.as_tensor(log_p), keep)
+    return total.expand(num_particles, frame.size)
+
+
+def log_prob_sum(trace: poutine.Trace, *, observed: bool) -> torch.Tensor | float:
+    """:math:`\\sum_s \\sum \\ell_s` over the trace's observed (``observed=True``) or latent sample sites, with
+    their scales and masks (:meth:`~pyro.poutine.Trace.log_prob_sum`); 0.0 if there are none.
+
+    ``pyro.factor`` sites (observed, with a ``Unit`` distribution or marked ``is_auxiliary``) are left out:
+    they are terms of a training objective, not of the density. Latent auxiliary sites, as in autoguides, are
+    real samples and count."""
+    names = set(site_names(trace, observed=observed))
+    return trace.log_prob_sum(lambda name, site: name in names and not _is_factor(site))
+
+
+def _sum_except(value: torch.Tensor, dims: Sequence[int]) -> torch.Tensor:
+    """Sum ``value`` over every dim but ``dims`` (negative, from the right; left-padded with singleton dims to
+    reach them), keeping those in order."""
+    depth = max(-d for d in dims)
+    value = value.reshape((1,) * max(0, depth - value.dim()) + value.shape)
+    other = [d for d in range(value.dim()) if d - value.dim() not in dims]
+    return value.sum(other) if other else value
+
+
+def _is_factor(site: dict) -> bool:
+    """Whether a sample site is a ``pyro.factor`` statement: observed, with a ``Unit`` distribution or marked
+    ``is_auxiliary``."""
+    return site["is_observed"] and (isinstance(site["fn"], Unit) or bool(site["infer"].get("is_auxiliary")))

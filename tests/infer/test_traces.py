@@ -1,0 +1,183 @@
+"""Tests of pyrovae/infer/traces.py against closed forms: a conjugate Gaussian model, whose posterior and
+marginal are known, traced under a particle plate."""
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro import poutine
+
+from pyrovae.infer.traces import (
+    compute_log_probs,
+    data_plate_frame,
+    log_prob_sum,
+    model_and_guide_traces,
+    outside_plate,
+    per_datapoint_log_prob,
+    site_names,
+    subsample_scale,
+)
+
+X = torch.tensor([-2.0, -0.3, 0.0, 1.1, 3.0], dtype=torch.float64)
+K = 7  # particles
+TIGHT = {"rtol": 1e-12, "atol": 1e-12}  # float64, the same densities by other kernels
+
+
+# z ~ N(0, 1), x | z ~ N(z, 1): p(z | x) = N(x / 2, 1/2) and p(x) = N(0, 2)
+def model(x, subsample=None):
+    with pyro.plate("data", len(x) if subsample is None else 10, subsample=subsample) as idx:
+        z = pyro.sample("z", dist.Normal(torch.zeros(len(idx), dtype=x.dtype), 1.0))
+        pyro.sample("x", dist.Normal(z, 1.0), obs=x[idx] if subsample is not None else x)
+
+
+def guide_with(a, b, s):
+    """q(z | x) = N(a x + b, s^2)."""
+
+    def guide(x, subsample=None):
+        with pyro.plate("data", len(x) if subsample is None else 10, subsample=subsample) as idx:
+            x = x[idx] if subsample is not None else x
+            pyro.sample("z", dist.Normal(a * x + b, s))
+
+    return guide
+
+
+def particle_traces(model, guide, *args, num_particles=K, dim=-2):
+    particles = pyro.plate("particles", num_particles, dim=dim)
+    return model_and_guide_traces(particles(model), particles(guide), *args)
+
+
+def log_weights(model_trace, guide_trace, plate="data", num_particles=K, particle_dim=-2, **kwargs):
+    frame = data_plate_frame(plate, model_trace, guide_trace)
+    return (per_datapoint_log_prob(model_trace, frame, num_particles, particle_dim, **kwargs)
+            - per_datapoint_log_prob(guide_trace, frame, num_particles, particle_dim, **kwargs))  # fmt: skip
+
+
+def test_the_model_is_replayed_on_the_guides_samples():
+    model_trace, guide_trace = particle_traces(model, guide_with(0.2, 0.3, 1.2), X)
+    z = guide_trace.nodes["z"]["value"]
+    assert z.shape == (K, len(X)) and model_trace.nodes["z"]["value"] is z
+    assert site_names(model_trace) == ["z", "x"] and site_names(guide_trace) == ["z"]  # trace order, no "data"
+    assert site_names(model_trace, observed=True) == ["x"] and site_names(model_trace, observed=False) == ["z"]
+
+
+def test_per_datapoint_log_weights_match_the_closed_form():
+    """log w_kn = log N(z_kn; 0, 1) + log N(x_n; z_kn, 1) - log N(z_kn; a x_n + b, s^2), one per particle and point."""
+    a, b, s = 0.2, 0.3, 1.2
+    model_trace, guide_trace = particle_traces(model, guide_with(a, b, s), X)
+    z = guide_trace.nodes["z"]["value"]
+    normal = torch.distributions.Normal
+    expected = normal(0.0, 1.0).log_prob(z) + normal(z, 1.0).log_prob(X) - normal(a * X + b, s).log_prob(z)
+    log_w = log_weights(model_trace, guide_trace)
+    assert log_w.shape == (K, len(X))
+    torch.testing.assert_close(log_w, expected, **TIGHT)
+
+
+def test_the_exact_posterior_gives_log_px_for_every_particle():
+    model_trace, guide_trace = particle_traces(model, guide_with(0.5, 0.0, math.sqrt(0.5)), X)
+    exact = dist.Normal(torch.zeros_like(X), math.sqrt(2.0)).log_prob(X)
+    torch.testing.assert_close(log_weights(model_trace, guide_trace), exact.expand(K, len(X)), **TIGHT)
+
+
+def test_a_per_datapoint_sum_over_inner_plates_and_batch_dims_with_vectorized_particles():
+    """Each point has D = 3 pixels x_nd ~ N(z_n, 1) in an inner plate, and 2 unplated noise values u_nj ~ N(0, 1)
+    batched left of the pixels: per point and particle, log p(x_n, z_kn) sums all of them."""
+    x = torch.arange(12, dtype=torch.float64).reshape(4, 3) / 4
+
+    def nested_model(x):
+        with pyro.plate("data", len(x), dim=-3):
+            z = pyro.sample("z", dist.Normal(torch.zeros(len(x), 1, 1, dtype=x.dtype), 1.0))
+            pyro.sample("u", dist.Normal(torch.zeros(len(x), 2, 1, dtype=x.dtype), 1.0))
+            with pyro.plate("pixels", 3, dim=-1):
+                pyro.sample("x", dist.Normal(z, 1.0), obs=x.unsqueeze(-2))
+
+    def nested_guide(x):
+        with pyro.plate("data", len(x), dim=-3):
+            pyro.sample("z", dist.Normal(x.mean(-1).reshape(-1, 1, 1), 0.5))
+            pyro.sample("u", dist.Normal(torch.zeros(len(x), 2, 1, dtype=x.dtype), 1.0))
+
+    model_trace, guide_trace = particle_traces(nested_model, nested_guide, x, dim=-4)
+    z = guide_trace.nodes["z"]["value"].reshape(K, len(x))
+    u = guide_trace.nodes["u"]["value"].reshape(K, len(x), 2)
+    normal = torch.distributions.Normal
+    log_p = (normal(0.0, 1.0).log_prob(z) + normal(0.0, 1.0).log_prob(u).sum(-1)
+             + normal(z.unsqueeze(-1), 1.0).log_prob(x).sum(-1))  # fmt: skip
+    frame = data_plate_frame("data", model_trace, guide_trace)
+    assert frame.dim == -3 and frame.size == len(x)
+    torch.testing.assert_close(per_datapoint_log_prob(model_trace, frame, K, -4), log_p, **TIGHT)
+
+    # without a particle plate: one row
+    model_trace, guide_trace = model_and_guide_traces(nested_model, nested_guide, x)
+    log_w = log_weights(model_trace, guide_trace, num_particles=1, particle_dim=None)
+    assert log_w.shape == (1, len(x))
+
+
+def test_subsample_scale_and_masks():
+    """A subsampled data plate (3 of 10 points) scales each site by 10/3: per point, the scaled log-density is
+    10/3 times the unscaled one, which is the density of a single point. A masked point counts 0 either way;
+    ``poutine.scale`` counts only in the scaled densities."""
+    subsample = torch.tensor([0, 2, 4])
+    guide = guide_with(0.5, 0.0, math.sqrt(0.5))
+    masked = poutine.mask(model, mask=torch.tensor([True, False, True]))
+    scaled = poutine.scale(masked, scale=0.25)
+    model_trace, guide_trace = particle_traces(scaled, guide, X, subsample)
+    frame = data_plate_frame("data", model_trace, guide_trace)
+    assert (frame.size, frame.full_size) == (3, 10) and subsample_scale(frame) == 10 / 3
+    unscaled = per_datapoint_log_prob(model_trace, frame, K, -2, scaled=False)
+    expected = (dist.Normal(0.0, 1.0).log_prob(guide_trace.nodes["z"]["value"])
+                + dist.Normal(guide_trace.nodes["z"]["value"], 1.0).log_prob(X[subsample]))  # fmt: skip
+    expected[:, 1] = 0.0
+    torch.testing.assert_close(unscaled, expected, **TIGHT)
+    torch.testing.assert_close(per_datapoint_log_prob(model_trace, frame, K, -2), 10 / 3 * 0.25 * unscaled, **TIGHT)
+    # the guide, unmasked and unscaled but for the plate: log q of the exact posterior
+    log_q = per_datapoint_log_prob(guide_trace, frame, K, -2) / subsample_scale(frame)
+    torch.testing.assert_close(log_q, per_datapoint_log_prob(guide_trace, frame, K, -2, scaled=False), **TIGHT)
+    assert subsample_scale(data_plate_frame("data", *model_and_guide_traces(model, guide, X))) == 1.0
+
+
+def test_log_prob_sum_splits_observed_from_latent_and_leaves_factors_out():
+    def model_with_factor(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(torch.zeros_like(x), 1.0))
+            pyro.factor("bonus", torch.full((len(x),), 5.0, dtype=x.dtype))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    model_trace, guide_trace = model_and_guide_traces(model_with_factor, guide_with(0.2, 0.3, 1.2), X)
+    z = guide_trace.nodes["z"]["value"]
+    torch.testing.assert_close(log_prob_sum(model_trace, observed=True), dist.Normal(z, 1.0).log_prob(X).sum(), **TIGHT)
+    torch.testing.assert_close(log_prob_sum(model_trace, observed=False), dist.Normal(0.0, 1.0).log_prob(z).sum(),
+                               **TIGHT)
+    torch.testing.assert_close(log_prob_sum(guide_trace, observed=False),
+                               dist.Normal(0.2 * X + 0.3, 1.2).log_prob(z).sum(), **TIGHT)
+    assert log_prob_sum(guide_trace, observed=True) == 0.0
+
+
+def test_subsample_sites_get_no_log_prob():
+    model_trace, guide_trace = model_and_guide_traces(model, guide_with(0.5, 0.0, 1.0), X, torch.tensor([1, 3]))
+    compute_log_probs(model_trace, guide_trace)
+    assert "log_prob" not in model_trace.nodes["data"] and "log_prob" in model_trace.nodes["x"]
+    assert "log_prob" not in guide_trace.nodes["data"] and "log_prob" in guide_trace.nodes["z"]
+
+
+def test_sites_outside_the_data_plate_and_inconsistent_plates_are_explained():
+    def global_model(x):
+        w = pyro.sample("w", dist.Normal(0.0, 1.0))
+        with pyro.plate("data", len(x)):
+            pyro.sample("x", dist.Normal(w, 1.0), obs=x)
+
+    def global_guide(x):
+        pyro.sample("w", dist.Normal(0.0, 1.0))
+
+    model_trace, guide_trace = model_and_guide_traces(global_model, global_guide, X)
+    assert outside_plate(model_trace, "data") == ["w"] and outside_plate(model_trace, "other") == ["w", "x"]
+    with pytest.raises(ValueError, match=r"sites \['w'\] are not in the vectorized data plate 'data'"):
+        data_plate_frame("data", model_trace, guide_trace)
+
+    # the guide subsamples 3 of the 5 points, the model takes all 5
+    model_trace, guide_trace = model_and_guide_traces(model, guide_with(0.5, 0.0, 1.0), X)
+    subsampled = poutine.trace(guide_with(0.5, 0.0, 1.0)).get_trace(X, torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match=r"different \(size, full_size\) at different sites: \[\(3, 10\), \(5, 5\)\]"):
+        data_plate_frame("data", model_trace, subsampled)
+    with pytest.raises(ValueError, match="the data plate 'data' has no sample site"):
+        data_plate_frame("data", poutine.trace(lambda: None).get_trace())
