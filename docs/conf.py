@@ -26,32 +26,6 @@ nitpicky = True
 nitpick_ignore_regex = [(r"py:.*", r"(torch|pyro|numpy)(\..*)?")]
 nitpick_ignore = [("py:class", "nn.Module")]
 
-# TODO(merge): fix these references in the docstrings (docs/NITPICK_TODO.txt lists each one, file and line), then
-# delete these temporary entries and TEMPORARY_DOCSTRING_FIXES below. They are in modules being rewritten elsewhere.
-nitpick_ignore += [
-    ("py:class", "ELBO"),  # pyrovae/infer/iwae.py, TraceIWAE_ELBO: Pyro's ELBO named without its module
-]
-# TODO(merge): reST mistakes in those modules' docstrings, patched at build time until the owners fix them (the
-# same list is in docs/NITPICK_TODO.txt): object -> [(regex, replacement)]. References need a blank line between
-# "[1] ..." and "[2] ..." when one runs over two lines.
-_REFERENCES = (r"\n(?=\[\d+\] )", "\n\n")
-TEMPORARY_DOCSTRING_FIXES = {
-    "pyrovae.infer.importance": [_REFERENCES],
-    "pyrovae.infer.iwae": [_REFERENCES],
-    "pyrovae.infer.iwae.TraceIWAE_ELBO.differentiable_loss": [(r"\n(?=\S)", "\n   ")],  # indent :returns:
-}
-
-
-def _temporary_docstring_fixes(app, what, name, obj, options, lines):
-    import re
-
-    text = "\n".join(lines)
-    for pattern, replacement in TEMPORARY_DOCSTRING_FIXES.get(name, ()):
-        text, count = re.subn(pattern, replacement, text)
-        if not count:
-            raise ValueError(f"docs/conf.py: TEMPORARY_DOCSTRING_FIXES[{name!r}] no longer applies: remove it")
-    lines[:] = text.split("\n")
-
 autodoc_inherit_docstrings = False  # an undocumented forward() would otherwise show torch's Module.forward text
 
 
@@ -92,4 +66,3 @@ def _resolve_reexported_name(app, env, node, contnode):
 
 def setup(app):
     app.connect("missing-reference", _resolve_reexported_name)
-    app.connect("autodoc-process-docstring", _temporary_docstring_fixes)

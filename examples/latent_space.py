@@ -36,7 +36,7 @@ import torch
 
 import pyrovae
 from pyrovae.data import EVAL_SEED, binarize
-from pyrovae.device import resolve_device
+from pyrovae.device import device_of, resolve_device
 from pyrovae.viz.latent import (
     attribute_images,
     decode,
@@ -83,7 +83,7 @@ def main(args):
     out.mkdir(parents=True, exist_ok=True)
     vae, data = trained_vae(args)
     vae.eval()
-    model, guide, shape, device = vae.model, vae.guide, data.image_shape, vae._device()
+    model, guide, shape, device = vae.model, vae.guide, data.image_shape, device_of(vae)
     pyro.set_rng_seed(args.seed)
     order = torch.randperm(len(data.test))
     x, labels = data.test.x[order].to(device), data.test.y[order]

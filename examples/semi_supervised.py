@@ -20,6 +20,7 @@ from pathlib import Path
 import pyro
 
 import pyrovae
+from pyrovae.device import device_of
 from pyrovae.viz.plots import save_analogies
 
 
@@ -33,7 +34,7 @@ def run(data, num_labels, args):
     )
     out = Path(args.out) / f"labels-{num_labels}"
     history = pyrovae.fit_semisupervised(ssvae, data, config, out_dir=out, verbose=False)
-    x = data.test.x[:20].to(ssvae._device())
+    x = data.test.x[:20].to(device_of(ssvae))
     save_analogies(x, ssvae.analogies(x), out / "analogies.png", data.image_shape)
     log_px = pyrovae.log_marginal_likelihood(ssvae.model, ssvae.guide, x, args.num_samples, progress=False)
     return {"labels": num_labels, "test_accuracy": history[-1]["test_accuracy"], "log_px": float(log_px.log_px.mean())}

@@ -29,7 +29,7 @@ import torch
 from pyrovae.checkpoint import load_checkpoint, malformed, save_json, section
 from pyrovae.data import BINARIZATIONS, DATASETS, Dataset, load_dataset
 from pyrovae.data.binarize import EVAL_SEED, binarize
-from pyrovae.device import resolve_device
+from pyrovae.device import device_of, resolve_device
 from pyrovae.errors import PyrovaeError
 from pyrovae.infer.importance import MAX_MEMORY, log_marginal_likelihood
 from pyrovae.models.autoencoder import Autoencoder
@@ -230,7 +230,7 @@ MODEL_DEFAULTS = {
 SS_Z_DIM = {"pixels": 50, "m1": 10}
 
 
-def _two_layer_config(args: argparse.Namespace) -> dict:
+def two_layer_config(args: argparse.Namespace) -> dict:
     """The :class:`pyrovae.TwoLayerVAE` settings of ``pyrovae train --model two-layer``: ``--z-dim`` is the top
     layer z2 and z1 twice as wide; ``--hidden`` are the layers between x and z1 and those between z1 and z2 half
     as wide, so that the defaults give Burda et al.'s 784-200-200-100-100-100-50."""
@@ -239,7 +239,7 @@ def _two_layer_config(args: argparse.Namespace) -> dict:
             "likelihood": args.likelihood, "scale": args.scale}  # fmt: skip
 
 
-def _model_defaults(args: argparse.Namespace) -> argparse.Namespace:
+def model_defaults(args: argparse.Namespace) -> argparse.Namespace:
     """Fill ``--z-dim``, ``--hidden`` and ``--activation`` left out of the command line with the defaults of
     ``--model`` (:data:`MODEL_DEFAULTS`), in place; returns ``args``."""
     for key, value in MODEL_DEFAULTS.get(args.model, MODEL_DEFAULTS["vae"]).items():
@@ -295,7 +295,7 @@ def _training(args: argparse.Namespace, out: Path, train: Callable[[argparse.Nam
 def train_command(args: argparse.Namespace) -> dict:
     """``pyrovae train``: returns a summary (last metrics and written files) that is also printed."""
     out = _out(args, Path("runs") / args.dataset)
-    _model_defaults(args)
+    model_defaults(args)
     return _training(args, out, _train)
 
 
@@ -318,7 +318,7 @@ def _train(args: argparse.Namespace, out: Path, device: str, rank: int) -> dict:
         if args.model == "two-layer":
             if getattr(args, "net", "mlp") != "mlp":
                 raise ValueError(f"--net {args.net} builds a VAE's nets; --model two-layer has MLPs only")
-            vae_config = _two_layer_config(args)
+            vae_config = two_layer_config(args)
         config = TrainConfig(
             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_decay=args.lr_decay, elbo=args.elbo,
             jit=args.jit, num_particles=args.particles, seed=args.seed, device=device, beta=args.beta,
@@ -403,11 +403,9 @@ def evaluate_command(args: argparse.Namespace) -> dict:
     model, guide, state = _load_model(args.checkpoint, device)
     settings = _saved_data(state, args.checkpoint)
     data = _load_data(settings, args)
-    x = getattr(data, args.split).x[: args.limit]
+    x = data.fixed_x(args.split)[: args.limit]  # a dynamically binarized training split: one fixed draw
     if len(x) == 0:
         raise ValueError(f"the {args.split} split of {settings['name']} is empty: choose another --split")
-    if args.split == "train" and data.binarize == "dynamic":
-        x = binarize(x, seed=EVAL_SEED)  # evaluate on one fixed draw, like the other splits
     start = time.perf_counter()
     estimate = log_marginal_likelihood(
         model, guide, x.to(device), args.num_samples, iwae_k=args.iwae_k, seed=args.seed,
@@ -528,7 +526,7 @@ def _add_distributed_arg(group: Any) -> None:
                        "GPUs, gloo on CPUs); --batch-size is the global batch, divided among the ranks")  # fmt: skip
 
 
-def _m1_features(path: str, data: Dataset) -> tuple[LatentFeatures, dict]:
+def m1_features(path: str, data: Dataset) -> tuple[LatentFeatures, dict]:
     """The M1 feature map of the VAE checkpoint at ``path``, and what to save of it."""
     vae, state = load_vae(path)
     if isinstance(vae, Autoencoder):
@@ -538,8 +536,8 @@ def _m1_features(path: str, data: Dataset) -> tuple[LatentFeatures, dict]:
     trained_on = state["extra"].get("data", {}).get("name")
     if trained_on != data.name or vae.x_dim != data.x_dim:
         raise ValueError(f"--m1 {path} is a VAE of {trained_on!r} data, not of {data.name!r}: train it on {data.name}")
-    x = binarize(data.train.x, seed=EVAL_SEED) if data.binarize == "dynamic" else data.train.x
-    features = LatentFeatures(vae.encoder, vae.decoder, active_units(vae.encoder, x), vae.likelihood)
+    active = active_units(vae.encoder, data.fixed_x("train"))
+    features = LatentFeatures(vae.encoder, vae.decoder, active, vae.likelihood)
     return features, {"vae": vae.config, "checkpoint": str(path), "weights": features.state_dict()}
 
 
@@ -577,7 +575,7 @@ def _train_ss(args: argparse.Namespace, out: Path, device: str, rank: int) -> di
     if model_config["alpha"] is None:
         joint = config.schedule == "joint"
         model_config["alpha"] = kingma_alpha(len(data.train), config.num_labels) if joint else DEFAULT_ALPHA
-    features, m1 = _m1_features(m1_path, data) if m1_path else (None, None)
+    features, m1 = m1_features(m1_path, data) if m1_path else (None, None)
     x_dim = features.dim if features is not None else data.x_dim
     model_config = {**model_config, "x_dim": x_dim, "num_classes": data.num_classes}
     pyro.clear_param_store()
@@ -591,7 +589,7 @@ def _train_ss(args: argparse.Namespace, out: Path, device: str, rank: int) -> di
     files = {"accuracy": str(out / "accuracy.png"), "analogies": str(out / "analogies.png")}
     plot_curves(history, files["accuracy"], {"valid_accuracy": "valid", "test_accuracy": "test"}, "accuracy of q(y|x)")
     test = data.test if len(data.test) else data.train
-    x = test.x[: 2 * data.num_classes].to(ssvae._device())
+    x = test.x[: 2 * data.num_classes].to(device_of(ssvae))
     save_analogies(x, analogies(ssvae, x, features), files["analogies"], data.image_shape)
     summary = {**history[-1], "checkpoint": str(out / CHECKPOINT), **files}
     if "valid_accuracy" in history[0]:

@@ -7,7 +7,7 @@ import pytest
 
 from pyrovae import CheckpointError, load_dataset, load_ssvae
 from pyrovae.checkpoint import load_checkpoint, save_checkpoint
-from pyrovae.cli import SS_Z_DIM, _m1_features, build_parser, main
+from pyrovae.cli import SS_Z_DIM, build_parser, m1_features, main
 from pyrovae.train.semisupervised import accuracy
 from tests.common import cli_error, png_size
 
@@ -245,7 +245,7 @@ def test_train_ss_on_m1_features(tmp_path, capsys):
     message = cli_error(capsys, ["evaluate", str(tmp_path / "m2" / "checkpoint.pt"), "--num-samples", "10", "--quiet"])
     assert re.search(r"M1\+M2 model", message)
     with pytest.raises(ValueError, match="not of 'mnist'"):
-        _m1_features(str(tmp_path / "m1" / "checkpoint.pt"), replace(data, name="mnist"))
+        m1_features(str(tmp_path / "m1" / "checkpoint.pt"), replace(data, name="mnist"))
 
 
 def test_train_ss_refuses_an_m1_without_active_units(tmp_path, capsys):

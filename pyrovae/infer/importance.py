@@ -27,26 +27,24 @@ with one plate entry per row.
 Note that :func:`pyro.infer.importance.vectorized_importance_weights` sums over the data plate and
 so gives the joint log-density of a whole batch, not per-point figures.
 
-Memory is bounded by chunking over data points and over samples: the decoder's ``(samples, points,
-pixels)`` tensors are only ever materialized for one chunk; across sample chunks only the
-``(K, points)`` matrix of log-weights of the current data chunk is kept (4 bytes per weight). The chunk
-sizes follow the model: two probes (2 points, 256 and 1,024 samples) measure the peak bytes of the tensors one
-more (sample, point) pair creates (:class:`pyrovae.infer.memory.PeakMemory`), so the intermediates of a
-convolutional decoder, a flow or a second layer count, not only the data's size (MNIST, without gradients:
-6.2 kB per pair for the 784-400-50 VAE, 7.0 kB with a 2-step IAF guide, 8.7 kB for the two-layer model and
-63 kB for the convolutional one, where a fixed 16 bytes per pixel would assume 12.5 kB for all), and a chunk's
-tensors take at most ``max_memory /`` :data:`ALLOCATOR_OVERHEAD`, the rest being room for the allocator.
-After each data chunk, reference cycles among the objects the chunks made are collected (Pyro's flow transforms
-keep cached tensors in them; the objects that predate the estimate are not scanned: :func:`collect_young_only`)
-and freed memory is returned to the operating system (:func:`release_free_memory`). On a 2-core CPU, 200
-MNIST images x 5,000 samples with the default 1 GiB budget peaked 0.67 GiB (VAE) and 0.59 GiB (IAF) above
-the process's baseline; 2,000 images peaked at 1.0-1.3 GiB, the allocator's fragmentation creeping over many
-chunks, so ``max_memory`` bounds the chunks' tensors and the process only approximately.
-Noise comes from :class:`pyrovae.infer.noise.IndexedNoise`, so results are identical for any chunk sizes.
+Memory is bounded by chunking over data points and over samples: the decoder's ``(samples, points, pixels)`` tensors
+are only ever materialized for one chunk; across sample chunks only the ``(K, points)`` matrix of log-weights of the
+current data chunk is kept (4 bytes per weight). The chunk sizes follow the model: two probes (2 points, 256 and
+1,024 samples) measure the peak bytes of the tensors one more (sample, point) pair creates
+(:class:`pyrovae.infer.memory.PeakMemory`), so the intermediates of a convolutional decoder, a flow or a second
+layer count, not only the data's size (what they measure for each model: the documentation's results page), and a
+chunk's tensors take at most ``max_memory /`` :data:`ALLOCATOR_OVERHEAD`, the rest being room for the allocator.
+After each data chunk, reference cycles among the objects the chunks made are collected (Pyro's flow transforms keep
+cached tensors in them; the objects that predate the estimate are not scanned: :func:`collect_young_only`) and freed
+memory is returned to the operating system (:func:`release_free_memory`). ``max_memory`` bounds the chunks' tensors
+and the process only approximately: the allocator's fragmentation creeps over many chunks (peaks measured: the
+documentation's results page). Noise comes from :class:`pyrovae.infer.noise.IndexedNoise`, so results are identical
+for any chunk sizes.
 
 **References**
 
 [1] Importance Weighted Autoencoders, Y. Burda, R. Grosse and R. Salakhutdinov, ICLR 2016.
+
 [2] Yes, but Did It Work?: Evaluating Variational Inference, Y. Yao, A. Vehtari, D. Simpson and
     A. Gelman, ICML 2018.
 """
@@ -200,7 +198,7 @@ def log_marginal_likelihood(
         )
         if is_validation_enabled():
             # check every row once, with one sample (data values, distribution arguments); the passes
-            # over all samples then run without per-chunk checks, which cost ~10% of the time
+            # over all samples then run without per-chunk checks, which slow every chunk
             pairs = data_chunk * sample_chunk
             for start in range(0, num_points, pairs):
                 log_weights(model, guide, [a[start : start + pairs] for a in args], 1, data_plate, nesting)
@@ -357,10 +355,9 @@ def release_free_memory() -> None:
     operating system (glibc's ``malloc_trim``).
 
     Pyro's flow transforms keep the tensors they cache in reference cycles, which Python's cycle collector may
-    not visit for many chunks: with an IAF guide each chunk of 10 points x 5,000 samples left 48 MiB behind,
-    and an MNIST evaluation grew to 2.4 GiB above its baseline. Chunk-sized tensors freed by several threads
-    also leave glibc's heaps fragmented: without the trim the resident memory of a long CPU evaluation crept to
-    2.8 GiB for a 1 GiB budget over MNIST's 10,000 test images. The trim is a no-op where glibc is absent.
+    not visit for many chunks, so memory grows chunk after chunk. Chunk-sized tensors freed by several threads
+    also leave glibc's heaps fragmented: without the trim the resident memory of a long CPU evaluation creeps well
+    past ``max_memory`` (figures: the documentation's results page). The trim is a no-op where glibc is absent.
     Inside :func:`collect_young_only` the collection scans only the objects made since it was entered."""
     gc.collect()
     if _LIBC is not None:
@@ -371,8 +368,9 @@ def release_free_memory() -> None:
 def collect_young_only() -> Iterator[None]:
     """Within the block, Python's cycle collector skips the objects that existed when it was entered
     (``gc.freeze``; ``gc.unfreeze`` on the way out), so the collection after every chunk scans only what the
-    chunks made. A full collection scans every object of the process, about 390,000 with torch and Pyro
-    imported, and took 0.25-0.5 s on the 2-core CPU: more time per chunk than many chunks' tensor work on a GPU.
+    chunks made. A full collection scans every object of the process, hundreds of thousands with torch and Pyro
+    imported: more time per chunk than many chunks' tensor work on a GPU (figures: the documentation's results
+    page).
     Objects a caller froze before are left as they are (nothing is frozen then)."""
     if gc.get_freeze_count():
         yield

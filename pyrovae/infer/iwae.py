@@ -38,6 +38,7 @@ giving the far looser joint bound of the whole batch (``tests/infer/test_iwae.py
 **References**
 
 [1] Importance Weighted Autoencoders, Y. Burda, R. Grosse and R. Salakhutdinov, ICLR 2016.
+
 [2] Doubly Reparameterized Gradient Estimators for Monte Carlo Objectives, G. Tucker, D. Lawson, S. Gu and
     C. J. Maddison, ICLR 2019.
 """
@@ -138,8 +139,8 @@ class TraceIWAE_ELBO(ELBO):
         return loss
 
     def differentiable_loss(self, model: Callable, guide: Callable, *args, **kwargs) -> torch.Tensor:
-        """:returns: the loss as a tensor whose gradient is the IWAE (or, with ``dreg``, DReG) gradient. It is not
-        read on the host (no NaN warning, so no device synchronisation per step): :meth:`loss_and_grads` and
+        """The loss as a tensor whose gradient is the IWAE (or, with ``dreg``, DReG) gradient. It is not read on the
+        host (no NaN warning, so no device synchronisation per step): :meth:`loss_and_grads` and
         :func:`pyrovae.fit` (once per epoch) check it."""
         dreg = self.dreg and torch.is_grad_enabled()
         log_w, scale, leaves = self._log_weights(model, guide, args, kwargs, grads=True, dreg=dreg)

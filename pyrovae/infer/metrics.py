@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import pyro.infer
 import torch
-from pyro.infer import ELBO, Trace_ELBO
+from pyro.infer import Trace_ELBO
 
 from pyrovae.data.validation import check_not_nan
 from pyrovae.infer.traces import log_prob_sum, model_and_guide_traces
@@ -15,7 +16,7 @@ def elbo_per_datapoint(
     x: torch.Tensor,
     *,
     batch_size: int = 1000,
-    elbo: ELBO | None = None,
+    elbo: pyro.infer.ELBO | None = None,
 ) -> float:
     r"""A Monte-Carlo estimate of the average evidence lower bound per data point, in nats:
 
@@ -25,7 +26,7 @@ def elbo_per_datapoint(
     subsampling, so the plate is the chunk itself; the chunks' ELBOs are summed and divided by ``N``.
 
     :param torch.Tensor x: data ``(N, ...)``.
-    :param ELBO elbo: the estimator (default ``Trace_ELBO()``, one particle); must not be a JIT ELBO,
+    :param pyro.infer.ELBO elbo: the estimator (default ``Trace_ELBO()``, one particle); must not be a JIT ELBO,
         since the last chunk may have another shape.
     """
     if len(x) == 0:

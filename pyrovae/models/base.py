@@ -34,6 +34,7 @@ from pyro.infer.util import is_validation_enabled
 from torch import nn
 
 from pyrovae.data.validation import check_shape, parameter_dtype
+from pyrovae.device import device_of
 from pyrovae.models.likelihoods import PixelScale, check_likelihood, check_support, observation, positive_scale
 from pyrovae.models.plate import num_generated
 
@@ -95,7 +96,7 @@ class ObservedModel(nn.Module):
         return f"{self.prefix}/{name}" if self.prefix else name
 
     def _device(self) -> torch.device:
-        return next(self.parameters()).device
+        return device_of(self)
 
     def _check(self, x: torch.Tensor) -> None:
         """Shape and dtype checks always; value checks (finite, in the likelihood's support) while Pyro validation

@@ -38,6 +38,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from pyrovae.device import device_of
+
 
 def is_distributed() -> bool:
     """Whether a ``torch.distributed`` process group is initialised (then :func:`pyrovae.fit` is data-parallel)."""
@@ -108,7 +110,7 @@ def data_parallel_loss(
             f"guide (as vae.model and vae.guide are), so that DistributedDataParallel averages its gradient; "
             f"{outside[:5]} are not"
         )
-    device = next(module.parameters()).device
+    device = device_of(module)
     return DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None)
 
 

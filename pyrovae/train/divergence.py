@@ -48,7 +48,7 @@ def check_factor(factor: float) -> None:
 
 
 def not_finite(loss: float, params: Iterable[tuple[str, torch.Tensor]]) -> str | None:
-    """The first part of :func:`divergence`, cheap enough to run before evaluating: why the training loss or the
+    """The first part of the check, cheap enough to run before evaluating: why the training loss or the
     parameters ``(name, tensor)`` are not finite, or ``None``."""
     bad = nonfinite(params)
     if bad:
@@ -59,35 +59,14 @@ def not_finite(loss: float, params: Iterable[tuple[str, torch.Tensor]]) -> str |
 
 
 def too_low(metric: str, value: float, initial: float | None, factor: float) -> str | None:
-    """The second part of :func:`divergence`: why the monitored ELBO ``value`` is below the floor
-    (:func:`elbo_floor`) of the untrained model's ``initial``, or ``None``."""
+    """The second part of the check: why the monitored ELBO ``value`` (named ``metric``) is below the floor
+    (:func:`elbo_floor`) of the untrained model's ``initial`` (``None``, as in checkpoints of older versions: no
+    check), or ``None``."""
     floor = -math.inf if initial is None else elbo_floor(initial, factor)
     if not value >= floor:
         return (f"{metric} {value:.4g} nats per point against {initial:.4g} for the untrained model, below the "
                 f"floor {floor:.4g} of divergence factor {factor:g}")  # fmt: skip
     return None
-
-
-def divergence(
-    loss: float,
-    params: Iterable[tuple[str, torch.Tensor]],
-    metric: str,
-    value: float,
-    initial: float | None,
-    factor: float,
-) -> str | None:
-    """Why the epoch diverged (see the module docstring), or ``None`` if it did not: :func:`not_finite`, then
-    :func:`too_low`.
-
-    :param float loss: the epoch's training loss.
-    :param params: ``(name, tensor)`` of every trained parameter.
-    :param str metric: the name of the monitored ELBO (``"valid_elbo"``, ``"train_elbo"``, ...), for the message.
-    :param float value: its value this epoch.
-    :param float initial: its value for the untrained model (``None``, as in checkpoints of older versions: no ELBO
-        check).
-    :param float factor: :math:`\\kappa`.
-    """
-    return not_finite(loss, params) or too_low(metric, value, initial, factor)
 
 
 def diverged(epoch: int, reason: str, lr: float, run: RunFolder | None, best_epoch: int) -> TrainingDiverged:

@@ -121,6 +121,7 @@ class LoopConfig:
 class Task(ABC):
     """One kind of training, as :func:`train` drives it.
 
+    :ivar torch.device device: the device it trains on (the model's and the data's).
     :ivar AdamStep stepper: the optimizer step over the trained parameters.
     :ivar str train_key: the name, in an epoch's row, of the epoch's training ELBO (nats per point).
     :ivar str monitor: the row entry that the divergence check judges.
@@ -128,6 +129,7 @@ class Task(ABC):
     :ivar int steps_per_epoch: progress-bar units per epoch.
     """
 
+    device: torch.device
     stepper: AdamStep
     train_key: str
     monitor: str
@@ -240,7 +242,6 @@ def train(
             history, initial, best = [], task.initial_elbo(), {}
     if run is not None:
         run.start(history)
-
     bar = tqdm(
         total=config.epochs * task.steps_per_epoch,
         initial=len(history) * task.steps_per_epoch,
@@ -250,29 +251,13 @@ def train(
     )
     first_epoch, validating = len(history), is_validation_enabled()
     for epoch in range(first_epoch, config.epochs):
-
-        def tick(loss: torch.Tensor, rows: int, epoch: int = epoch) -> None:
-            bar.update()
-            if not bar.disable:  # no device sync and no string formatting when nobody sees the bar
-                bar.set_postfix(elbo=f"{-loss.item() / rows:.2f}", epoch=epoch + 1, refresh=False)
-
-        start, lr = time.perf_counter(), task.stepper.set_lr(config.lr_at(epoch))
+        start = time.perf_counter()
         with pyro.validation_enabled(validating and (config.validate == "always" or epoch == first_epoch)):
-            loss, rows = task.train_epoch(epoch, tick)
-        train_loss = (mean_over_ranks(loss) if world > 1 else loss).item() / rows
-        row: dict[str, Any] = {"epoch": epoch + 1, task.train_key: -train_loss}
-        if config.schedules_lr:
-            row["lr"] = lr
-        row.update(task.describe())
-        reason = not_finite(train_loss, task.stepper.params.items())  # the same on every rank
-        if rank == 0 and reason is None:
-            task.evaluate(row)
-            reason = too_low(task.monitor, row.get(task.monitor, row[task.train_key]), initial, config.divergence)
-        if world > 1 and mean_over_ranks(torch.tensor(float(reason is not None), device=loss.device)).item() > 0:
-            reason = reason or "rank 0 found it diverged"
+            row = _train_epoch(task, config, epoch, bar)
+        reason = _divergence(task, config, row, initial)
         if reason is not None:
             bar.close()
-            raise diverged(epoch + 1, reason, lr, run, best.get("epoch", 0))
+            raise diverged(epoch + 1, reason, config.lr_at(epoch), run, best.get("epoch", 0))
         row["seconds"] = time.perf_counter() - start
         history.append(row)
         rng = gather_rng_states(rng_state()) if world > 1 else [rng_state()]
@@ -300,11 +285,39 @@ def train(
     return history
 
 
+def _train_epoch(task: Task, config: LoopConfig, epoch: int, bar: tqdm) -> dict[str, Any]:
+    """Take epoch ``epoch``'s steps at its learning rate, updating ``bar``; returns the epoch's row so far."""
+
+    def tick(loss: torch.Tensor, rows: int) -> None:
+        bar.update()
+        if not bar.disable:  # no device sync and no string formatting when nobody sees the bar
+            bar.set_postfix(elbo=f"{-loss.item() / rows:.2f}", epoch=epoch + 1, refresh=False)
+
+    lr = task.stepper.set_lr(config.lr_at(epoch))
+    loss, rows = task.train_epoch(epoch, tick)
+    loss = mean_over_ranks(loss) if rank_and_world()[1] > 1 else loss
+    row = {"epoch": epoch + 1, task.train_key: -loss.item() / rows}
+    return {**row, "lr": lr, **task.describe()} if config.schedules_lr else {**row, **task.describe()}
+
+
+def _divergence(task: Task, config: LoopConfig, row: dict[str, Any], initial: float | None) -> str | None:
+    """Why the epoch of ``row`` diverged (:mod:`pyrovae.train.divergence`), or ``None``; on rank 0 the held-out
+    metrics are added to ``row`` first. Every rank gets the same answer."""
+    reason = not_finite(-row[task.train_key], task.stepper.params.items())  # the same on every rank
+    rank, world = rank_and_world()
+    if rank == 0 and reason is None:
+        task.evaluate(row)
+        reason = too_low(task.monitor, row.get(task.monitor, row[task.train_key]), initial, config.divergence)
+    if world > 1 and mean_over_ranks(torch.tensor(float(reason is not None), device=task.device)).item() > 0:
+        reason = reason or "rank 0 found it diverged"
+    return reason
+
+
 def _resume(
     task: Task, config: LoopConfig, path: Path, rank: int, verbose: bool
 ) -> tuple[list[dict[str, Any]], float | None, dict[str, Any]]:
     """Restore the run saved at ``path`` into ``task`` and the RNG: ``(history, initial ELBO, best epoch)``."""
-    state = load_resumable(path.parent, map_location=task.stepper.device)
+    state = load_resumable(path.parent, map_location=task.device)
     with malformed(path):
         config.check_resume(path, state["config"], len(state["history"]))
         task.restore(state, path)

@@ -127,11 +127,6 @@ class AdamStep:
         self.optim.step()
         return loss.detach()
 
-    @property
-    def device(self) -> torch.device:
-        """Where the parameters live."""
-        return next(iter(self.params.values())).device
-
     def set_lr(self, lr: float) -> float:
         """Set Adam's learning rate (e.g. a schedule, once per epoch); returns it."""
         return set_lr(self.optim, lr)

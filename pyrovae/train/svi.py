@@ -37,10 +37,9 @@ from typing import Any
 import pyro
 import pyro.infer
 import torch
-from torch import nn
 
 from pyrovae.data.datasets import Dataset
-from pyrovae.device import resolve_device
+from pyrovae.device import owners, resolve_device
 from pyrovae.infer.iwae import TraceIWAE_ELBO
 from pyrovae.infer.jit import JitTrace_ELBO, JitTraceMeanField_ELBO
 from pyrovae.infer.kl_scale import KLScaleMessenger, warmup_scale
@@ -109,16 +108,6 @@ def make_elbo(config: TrainConfig) -> pyro.infer.ELBO:
         return TraceIWAE_ELBO(num_particles=config.num_particles, dreg=config.dreg)
     options = {"num_particles": config.num_particles, "vectorize_particles": config.num_particles > 1}
     return jitted(ignore_jit_warnings=True, **options) if config.jit else plain(**options)
-
-
-def owners(*fns: Callable) -> list[nn.Module]:
-    """The distinct ``nn.Module`` s that own the bound methods ``fns`` (``vae.model`` belongs to ``vae``)."""
-    found: list[nn.Module] = []
-    for fn in fns:
-        owner = getattr(fn, "__self__", None)
-        if isinstance(owner, nn.Module) and all(owner is not o for o in found):
-            found.append(owner)
-    return found
 
 
 class SVITask(Task):

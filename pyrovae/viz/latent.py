@@ -31,6 +31,8 @@ from collections.abc import Callable, Sequence
 import pyro.poutine as poutine
 import torch
 
+from pyrovae.device import device_of
+
 #: draws averaged for the posterior mean of a guide without a closed-form mean
 MEAN_SAMPLES = 256
 #: interpolation methods of :func:`interpolate`
@@ -190,7 +192,7 @@ def latent_dim(model: Callable, site: str = "z") -> int:
 def manifold_images(model: Callable, grid: int = 20, epsilon: float = 0.05) -> torch.Tensor:
     """Decoded :func:`manifold_codes` of a model with a 2-D latent space, ``(grid, grid, x_dim)``."""
     z = manifold_codes(grid, latent_dim(model), epsilon)
-    return decode(model, z.to(_device(model))).reshape(int(grid), int(grid), -1)
+    return decode(model, z.to(device_of(model, default="cpu"))).reshape(int(grid), int(grid), -1)
 
 
 def interpolation_images(
@@ -240,10 +242,3 @@ def attribute_images(
     vector = attribute_vector(posterior_means(guide, x), has_attribute)
     codes = add_attribute(posterior_means(guide, targets), vector, weights)
     return decode(model, codes.reshape(-1, codes.shape[-1])).reshape(*codes.shape[:-1], -1)
-
-
-def _device(model: Callable) -> torch.device:
-    """The device of the module owning ``model`` (``vae.model`` belongs to ``vae``), else the CPU."""
-    owner = getattr(model, "__self__", None)
-    params = owner.parameters() if isinstance(owner, torch.nn.Module) else iter(())
-    return next(params, torch.empty(0)).device

@@ -102,9 +102,7 @@ def save_figures(
     """Write ``samples.png``, ``reconstructions.png`` (16 test images, or training images if there is no
     test set) and ``elbo.png`` into ``out_dir``; returns their paths by name."""
     device = data.train.x.device
-    x = (data.test if len(data.test) else data.train).x[:16]
-    if data.binarize == "dynamic" and not len(data.test):
-        x = torch.bernoulli(x)
+    x = data.fixed_x("test" if len(data.test) else "train")[:16]
     paths = {name: os.path.join(out_dir, f"{name}.png") for name in ("samples", "reconstructions", "elbo")}
     save_samples(model, paths["samples"], data.image_shape)
     save_reconstructions(model, guide, x.to(device), paths["reconstructions"], data.image_shape)

@@ -30,12 +30,11 @@ import os
 from collections.abc import Callable
 
 import torch
-from torch import nn
 from torchvision.utils import make_grid
 
 from pyrovae.checkpoint import rng_state, set_rng_state
-from pyrovae.data.binarize import EVAL_SEED, binarize
 from pyrovae.data.datasets import Dataset
+from pyrovae.device import device_of
 from pyrovae.infer.metrics import elbo_terms
 from pyrovae.viz.plots import as_images, prior_means, reconstruction_means
 
@@ -109,10 +108,7 @@ class TensorBoardLogger:
         self.num_images, self.seed = int(num_images), int(seed)
         #: the split the ELBO terms and reconstructions come from: ``"test"``, or ``"train"`` if there is none
         self.split = "test" if len(data.test) else "train"
-        x = getattr(data, self.split).x[: int(eval_points)]
-        if data.binarize == "dynamic" and self.split == "train":
-            x = binarize(x, seed=EVAL_SEED)
-        self.eval_x = x
+        self.eval_x = data.fixed_x(self.split)[: int(eval_points)]
         self.writer = writer_class(log_dir=os.fspath(log_dir))
 
     def __call__(self, row: dict[str, float]) -> None:
@@ -124,7 +120,7 @@ class TensorBoardLogger:
         state = rng_state()
         try:
             torch.manual_seed(self.seed)
-            x = self.eval_x.to(self._device())
+            x = self.eval_x.to(device_of(self.model, self.guide, default=self.eval_x.device))
             for name, value in elbo_terms(self.model, self.guide, x).items():
                 self.writer.add_scalar(f"{self.split}/{name}", value, step)
             for tag, grid in self.image_grids(x[:NUM_RECONSTRUCTIONS]).items():
@@ -144,15 +140,6 @@ class TensorBoardLogger:
             "samples": make_grid(samples, nrow=int(self.num_images**0.5), pad_value=1.0),
             "reconstructions": make_grid(as_images(pair, shape), nrow=len(x), pad_value=1.0),
         }
-
-    def _device(self) -> torch.device:
-        """The device of the first parameter of a module owning ``model`` or ``guide``, else of the data."""
-        for fn in (self.model, self.guide):
-            owner = getattr(fn, "__self__", None)
-            if isinstance(owner, nn.Module):
-                for param in owner.parameters():
-                    return param.device
-        return self.eval_x.device
 
     def close(self) -> None:
         """Flush and close the event file."""

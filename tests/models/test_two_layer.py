@@ -14,7 +14,7 @@ from pyro.infer import SVI, Trace_ELBO
 import pyrovae
 from pyrovae import TraceIWAE_ELBO, TwoLayerVAE
 from pyrovae.checkpoint import load_checkpoint
-from pyrovae.cli import MODEL_DEFAULTS, _model_defaults, _two_layer_config, build_parser, main
+from pyrovae.cli import MODEL_DEFAULTS, build_parser, main, model_defaults, two_layer_config
 from pyrovae.models.registry import vae_from_config
 from pyrovae.viz.latent import posterior_means
 from tests.common import cli_error, tiny_dataset
@@ -197,17 +197,17 @@ def test_other_likelihoods_round_trip(tmp_path, likelihood, scale):
 
 def test_cli_defaults_are_burdas_model_and_z_dim_sets_the_top_layer():
     parse = build_parser().parse_args
-    config = _two_layer_config(_model_defaults(parse(["train", "--model", "two-layer"])))
+    config = two_layer_config(model_defaults(parse(["train", "--model", "two-layer"])))
     m = vae_from_config({**config, "x_dim": 784})
     assert (m.z1_dim, m.z2_dim, config["hidden1"], config["hidden2"], config["activation"]) == (
         100, 50, [200, 200], [100, 100], "tanh")
     assert [layer.out_features for layer in m.encoder1.net if isinstance(layer, torch.nn.Linear)] == [200, 200, 200]
     assert [layer.out_features for layer in m.decoder2.net if isinstance(layer, torch.nn.Linear)] == [100, 100, 200]
-    config = _two_layer_config(_model_defaults(parse(["train", "--model", "two-layer", "--z-dim", "8", "--hidden",
+    config = two_layer_config(model_defaults(parse(["train", "--model", "two-layer", "--z-dim", "8", "--hidden",
                                                       "64", "--activation", "relu"])))
     assert (config["z1_dim"], config["z2_dim"], config["hidden1"], config["hidden2"], config["activation"]) == (
         16, 8, [64], [32], "relu")
-    args = _model_defaults(parse(["train"]))  # the VAE's defaults are unchanged
+    args = model_defaults(parse(["train"]))  # the VAE's defaults are unchanged
     assert {k: getattr(args, k) for k in MODEL_DEFAULTS["vae"]} == {"z_dim": 16, "hidden": [400], "activation": "relu"}
 
 

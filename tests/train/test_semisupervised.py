@@ -1,3 +1,4 @@
+import shutil
 from dataclasses import replace
 
 import pyro
@@ -7,11 +8,20 @@ from pyro.infer import JitTraceEnum_ELBO, TraceEnum_ELBO
 
 from pyrovae import CheckpointError, SemiSupervisedConfig, fit_semisupervised, labelled_subset, load_dataset
 from pyrovae.checkpoint import load_checkpoint, save_checkpoint
+from pyrovae.cli import main
 from pyrovae.models.adgm import ADGM
 from pyrovae.models.nets import mlp
+from pyrovae.models.registry import model_from_config
 from pyrovae.models.ssvae import SSVAE
-from pyrovae.train.semisupervised import accuracy, kingma_alpha, labelled_metrics, semisupervised_loss, split_batch
-from tests.common import translations
+from pyrovae.train.semisupervised import (
+    SemiSupervisedTask,
+    accuracy,
+    kingma_alpha,
+    labelled_metrics,
+    semisupervised_loss,
+    split_batch,
+)
+from tests.common import REPO, translations
 
 pytestmark = pytest.mark.filterwarnings("ignore:TraceEnum_ELBO found no sample sites")
 
@@ -340,3 +350,27 @@ def test_digits_with_ten_labels_per_class():
     print(f"digits, 100 labels: semi-supervised {semi:.3f}, labelled alone {alone:.3f}")
     assert semi > 0.85 and semi > alone - 0.02
     assert accuracy(ssvae.predict, data.test) == semi
+
+
+def test_a_run_saved_by_pyrovae_0_1_resumes(tmp_path):
+    """An M2 run of pyrovae 0.1 saved the SSVAE's state_dict and a torch Adam over ``ssvae.parameters()``: resuming
+    restores each parameter and its Adam moments under its Pyro name, and the run goes on in the new layout."""
+    legacy = REPO / "tests" / "data" / "legacy" / "ssvae.pt"
+    state = load_checkpoint(legacy)
+    data = load_dataset("digits")
+    ssvae = model_from_config({"model": "ssvae", **state["extra"]["ssvae"]})
+    task = SemiSupervisedTask(ssvae, data, SemiSupervisedConfig(**{**state["config"], "device": "cpu"}), None)
+    task.restore(state, legacy)
+    names = {id(p): name for name, p in ssvae.named_parameters()}
+    moments = list(state["optim"]["state"].values())  # in the order of ssvae.parameters()
+    by_param = {name: moments[i] for i, name in enumerate(names.values())}
+    optim = task.stepper.optim.state
+    for p in task.stepper.params.values():
+        assert torch.equal(p, state["weights"][names[id(p)]])
+        assert torch.equal(optim[p]["exp_avg"], by_param[names[id(p)]]["exp_avg"])
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(legacy, run / "checkpoint.pt")
+    main(["train-ss", "--out", str(run), "--resume", "--epochs", "2", "--device", "cpu", "--quiet"])
+    resumed = load_checkpoint(run / "checkpoint.pt")
+    assert resumed["epoch"] == 2 and resumed["history"][0] == state["history"][0] and "params" in resumed
