@@ -111,17 +111,15 @@ def _add_data_args(p: argparse.ArgumentParser, auto_binarize: bool = False) -> N
                       "are binarized once with a fixed seed; none: grey levels in [0, 1]")
 
 
-def _add_train_parser(subparsers, parents: list[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser(
+def _add_train_parser(command: Callable[..., argparse.ArgumentParser]) -> None:
+    p = command(
         "train",
-        parents=parents,
         help="train a VAE with SVI and write checkpoint, metrics and pictures",
         description="Train a VAE (MLP encoder/decoder; Bernoulli likelihood on binarized data, or with --likelihood "
         "continuous-bernoulli or normal on grey levels) by SVI, or with --model autoencoder a deterministic "
         "autoencoder with the same nets. Writes into --out: checkpoint.pt (every epoch), best.pt (the best "
         "validation ELBO), metrics.jsonl, samples.png, reconstructions.png and elbo.png (and with --tensorboard, "
         "event files in tensorboard/).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     _add_data_args(p, auto_binarize=True)
     model = p.add_argument_group("model")
@@ -349,10 +347,9 @@ def _train(args: argparse.Namespace, out: Path, device: str, rank: int) -> dict:
     return summary
 
 
-def _add_evaluate_parser(subparsers, parents: list[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser(
+def _add_evaluate_parser(command: Callable[..., argparse.ArgumentParser]) -> None:
+    p = command(
         "evaluate",
-        parents=parents,
         help="importance-sampled log p(x) (test NLL) of a trained VAE or SSVAE",
         description=f"Estimate log p(x) of every point of a split by importance sampling with the guide as "
         "proposal (Burda et al. 2016), and report NLL = -mean log p(x) with its Monte-Carlo standard error, "
@@ -361,7 +358,6 @@ def _add_evaluate_parser(subparsers, parents: list[argparse.ArgumentParser]) -> 
         f"trained with; evaluation splits are binarized once with seed {EVAL_SEED}. For an SSVAE (pyrovae "
         "train-ss) the label is summed out: log p(x) = log sum_y p(x, y), y proposed by the classifier q(y|x). "
         "Prints the summary and writes it as JSON.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("checkpoint", help="checkpoint.pt written by pyrovae train")
     p.add_argument("--num-samples", type=positive_int, default=5000, help="importance samples per data point")
@@ -445,10 +441,9 @@ def evaluate_command(args: argparse.Namespace) -> dict:
     return summary
 
 
-def _add_train_ss_parser(subparsers, parents: list[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser(
+def _add_train_ss_parser(command: Callable[..., argparse.ArgumentParser]) -> None:
+    p = command(
         "train-ss",
-        parents=parents,
         help="train the semi-supervised VAE (M2, M1+M2, or the ADGM) with a few labels",
         description="Train Kingma et al.'s M2 by SVI with TraceEnum_ELBO: --labels class-balanced labelled "
         "training points (chosen with --label-seed), the rest of the training split unlabelled, missing labels "
@@ -456,7 +451,6 @@ def _add_train_ss_parser(subparsers, parents: list[argparse.ArgumentParser]) -> 
         "pyrovae train on the same dataset), M2 models that VAE's codes instead of pixels (M1+M2). Writes into "
         "--out: checkpoint.pt (every epoch), best.pt (the best validation accuracy), metrics.jsonl, accuracy.png "
         "and analogies.png. --a-dim adds Maaloe et al.'s auxiliary variable (ADGM).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     _add_data_args(p, auto_binarize=True)
     labels = p.add_argument_group("labels")
@@ -602,10 +596,9 @@ def _train_ss(args: argparse.Namespace, out: Path, device: str, rank: int) -> di
 PLOTS = ("latent-map", "manifold", "interpolation", "traversal", "attribute", "samples", "reconstructions")
 
 
-def _add_plot_parser(subparsers, parents: list[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser(
+def _add_plot_parser(command: Callable[..., argparse.ArgumentParser]) -> None:
+    p = command(
         "plot",
-        parents=parents,
         help="draw a picture of a trained VAE or autoencoder: latent map, manifold, interpolations, ...",
         description="Write one picture of the model in CHECKPOINT (from pyrovae train) as a PNG. latent-map: "
         "posterior means of --num-points images of --split coloured by label (t-SNE unless z is 2-D); manifold: "
@@ -614,7 +607,6 @@ def _add_plot_parser(subparsers, parents: list[argparse.ArgumentParser]) -> None
         "units of one image's mean varied over +-2 std; attribute: the attribute vector (--attribute thickness: "
         "images with more ink than the median minus the others; class:K: class K minus the others) added with "
         "weights 0..2 to images without the attribute; samples and reconstructions as in pyrovae train.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("kind", choices=PLOTS, help="which picture")
     p.add_argument("checkpoint", help="checkpoint.pt written by pyrovae train")
@@ -722,8 +714,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pyrovae", description="Variational autoencoders written the Pyro way.",
                                      parents=[debug])  # fmt: skip
     subparsers = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, **kwargs) -> argparse.ArgumentParser:
+        """A subcommand's parser: ``--debug``, and the defaults in its help."""
+        return subparsers.add_parser(name, parents=[debug], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                     **kwargs)  # fmt: skip
+
     for add in (_add_train_parser, _add_evaluate_parser, _add_train_ss_parser, _add_plot_parser):
-        add(subparsers, [debug])
+        add(command)
     return parser
 
 
