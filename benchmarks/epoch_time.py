@@ -62,7 +62,7 @@ def plain_epoch_seconds(data, device, batch_size, epochs):
     for epoch in range(epochs):
         sync(device)
         start = time.perf_counter()
-        for idx in minibatches(len(x_all), batch_size, device, generator=epoch_generator(0, epoch)):
+        for idx in minibatches(len(x_all), batch_size, device, epoch_generator(0, epoch)):
             step(torch.bernoulli(x_all[idx]))
         sync(device)
         seconds.append(time.perf_counter() - start)

@@ -95,9 +95,6 @@ class ObservedModel(nn.Module):
         """The full name of site ``name`` (``"z"``, ``"x"``, ``"data"``, ...) with this model's prefix."""
         return f"{self.prefix}/{name}" if self.prefix else name
 
-    def _device(self) -> torch.device:
-        return device_of(self)
-
     def _check(self, x: torch.Tensor) -> None:
         """Shape and dtype checks always; value checks (finite, in the likelihood's support) while Pyro validation
         is on."""
@@ -111,7 +108,7 @@ class ObservedModel(nn.Module):
         if x is not None:
             self._check(x)
             return x.shape[0], x.device, num_data
-        return num_generated(num_data), self._device(), None
+        return num_generated(num_data), device_of(self), None
 
     def _observe(self, output: torch.Tensor) -> dist.TorchDistribution:
         """p(x|·) of the likelihood from the decoder's ``output`` (``(..., output_dim)``); a learned Gaussian scale

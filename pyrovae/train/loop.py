@@ -176,19 +176,12 @@ def num_batches(num_data: int, batch_size: int, drop_last: bool = False) -> int:
 
 
 def minibatches(
-    num_data: int,
-    batch_size: int,
-    device: torch.device,
-    drop_last: bool = False,
-    generator: torch.Generator | None = None,
+    num_data: int, batch_size: int, device: torch.device, generator: torch.Generator, drop_last: bool = False
 ) -> Iterator[torch.Tensor]:
-    """Indices of one epoch's minibatches: a random permutation of ``range(num_data)`` cut into
-    :func:`num_batches` pieces of ``batch_size``, drawn on ``device`` with the global RNG, or on the CPU with
-    ``generator`` (then moved to ``device``)."""
-    if generator is None:
-        perm = torch.randperm(num_data, device=device)
-    else:
-        perm = torch.randperm(num_data, generator=generator).to(device)
+    """Indices of one epoch's minibatches: a random permutation of ``range(num_data)`` drawn on the CPU with
+    ``generator`` (e.g. :func:`epoch_generator`), moved to ``device`` and cut into :func:`num_batches` pieces of
+    ``batch_size``."""
+    perm = torch.randperm(num_data, generator=generator).to(device)
     yield from perm[: num_batches(num_data, batch_size, drop_last) * batch_size].split(batch_size)
 
 

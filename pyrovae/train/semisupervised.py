@@ -328,7 +328,7 @@ class SemiSupervisedTask(Task):
         """The differentiable loss of one step on the training rows ``unlabelled`` and ``labelled`` (either may be
         ``None``): each minibatch's sum, the unlabelled one with its consistency term, times its scale. Keeps the
         unlabelled sum, without the consistency term, in ``unlabelled_loss``."""
-        loss = torch.zeros((), device=self.device)
+        terms = []
         if unlabelled is not None:
             view = self.view(unlabelled)
             loss_u = semisupervised_loss(self.model, self.guide, self.elbo, None, view)
@@ -337,11 +337,11 @@ class SemiSupervisedTask(Task):
                 loss_u = loss_u + self.config.consistency * consistency_loss(
                     self.ssvae, view, self.view(unlabelled, shift=True)
                 )
-            loss = loss + scale_u * loss_u
+            terms.append(scale_u * loss_u)
         if labelled is not None:
             batch = (self.view(labelled, shift=True), self.data.train.y[labelled])
-            loss = loss + scale_l * semisupervised_loss(self.model, self.guide, self.elbo, batch, None)
-        return loss
+            terms.append(scale_l * semisupervised_loss(self.model, self.guide, self.elbo, batch, None))
+        return sum(terms)
 
     def scales(self, unlabelled: int, labelled: int) -> tuple[float, float]:
         """The factors of this rank's unlabelled and labelled minibatch sums in a step on global minibatches of
@@ -360,7 +360,7 @@ class SemiSupervisedTask(Task):
     def train_epoch(self, epoch: int, tick: Callable[[torch.Tensor, int], None]) -> tuple[torch.Tensor, int]:
         config, world, rank = self.config, self.world, self.rank
         generator = epoch_generator(config.seed, epoch)  # the same minibatches on every rank
-        batches = minibatches(len(self.unlabelled), config.batch_size, self.device, self.drop_last, generator)
+        batches = minibatches(len(self.unlabelled), config.batch_size, self.device, generator, self.drop_last)
         labelled = _cycle(len(self.labelled), self.labelled_size, self.device, generator)
         total, seen = torch.zeros((), device=self.device), 0
         for step, idx in enumerate(batches, 1):
@@ -413,7 +413,7 @@ class SemiSupervisedTask(Task):
 def _cycle(num: int, batch_size: int, device: torch.device, generator: torch.Generator) -> Iterator[torch.Tensor]:
     """Endless minibatches of ``range(num)`` (``batch_size`` rows each), reshuffled after every pass."""
     while True:
-        yield from minibatches(num, batch_size, device, drop_last=True, generator=generator)
+        yield from minibatches(num, batch_size, device, generator, drop_last=True)
 
 
 def fit_semisupervised(

@@ -171,8 +171,8 @@ class SVITask(Task):
     def train_epoch(self, epoch: int, tick: Callable[[torch.Tensor, int], None]) -> tuple[torch.Tensor, int]:
         config, total, seen = self.config, torch.zeros((), device=self.device), 0
         warmup_steps = config.kl_warmup_epochs * self.steps_per_epoch
-        batches = minibatches(self.num_data, config.batch_size, self.device, self.drop_last,
-                              epoch_generator(config.seed, epoch))  # fmt: skip
+        batches = minibatches(self.num_data, config.batch_size, self.device, epoch_generator(config.seed, epoch),
+                              self.drop_last)  # fmt: skip
         for step, idx in enumerate(batches):
             self.kl.scale = warmup_scale(epoch * self.steps_per_epoch + step, warmup_steps, config.beta)
             loss = self.stepper(self.data.train_batch(idx.tensor_split(self.world)[self.rank]), num_data=self.num_data)

@@ -39,7 +39,7 @@ class Quadratic(Task):
 
     def train_epoch(self, epoch, tick):
         total = torch.zeros(())
-        for rows in minibatches(10, 5, self.device, generator=epoch_generator(0, epoch)):
+        for rows in minibatches(10, 5, self.device, epoch_generator(0, epoch)):
             loss = self.stepper(rows, epoch)
             total = total + loss
             tick(loss, len(rows))
@@ -98,14 +98,14 @@ def test_an_epoch_far_below_the_untrained_elbo_stops_training():
 
 
 def test_minibatches_cover_the_set_once_per_epoch_and_depend_on_seed_and_epoch_only():
-    batches = list(minibatches(10, 4, torch.device("cpu"), generator=epoch_generator(7, 2)))
+    batches = list(minibatches(10, 4, torch.device("cpu"), epoch_generator(7, 2)))
     assert [len(b) for b in batches] == [4, 4, 2] and sorted(torch.cat(batches).tolist()) == list(range(10))
-    again = list(minibatches(10, 4, torch.device("cpu"), generator=epoch_generator(7, 2)))
+    again = list(minibatches(10, 4, torch.device("cpu"), epoch_generator(7, 2)))
     assert all(torch.equal(a, b) for a, b in zip(batches, again, strict=True))
-    other = torch.cat(list(minibatches(10, 4, torch.device("cpu"), generator=epoch_generator(7, 3))))
+    other = torch.cat(list(minibatches(10, 4, torch.device("cpu"), epoch_generator(7, 3))))
     assert not torch.equal(other, torch.cat(batches))
     assert num_batches(10, 4) == 3 and num_batches(10, 4, drop_last=True) == 2
-    assert len(list(minibatches(10, 4, torch.device("cpu"), drop_last=True))) == 2
+    assert len(list(minibatches(10, 4, torch.device("cpu"), epoch_generator(7, 2), drop_last=True))) == 2
 
 
 @pytest.mark.parametrize(
