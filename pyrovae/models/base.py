@@ -13,7 +13,11 @@ data plate, with an observation model :math:`p(x | \cdot)` (:mod:`pyrovae.models
   likelihoods, and for the Gaussian :math:`\mathcal{N}(\mu = f, \sigma^2)` a scale :math:`\sigma` that is fixed,
   learned per coordinate (:class:`~pyrovae.models.likelihoods.PixelScale`) or, when the model sets none, given
   by the decoder with the mean: :math:`f = [\mu, \rho]`, :math:`\sigma = \mathrm{softplus}(\rho) + \sigma_{\min}`;
-* the **data plate** of a model run: the rows of ``x``, or ``num_data`` points to generate;
+* the **data plate** of a model run: the rows of ``x`` (subsampled at ``subsample`` out of ``num_data``), or
+  ``num_data`` points to generate; or the caller's own plate over the rows (:mod:`pyrovae.models.plate`);
+* the **modules** in Pyro's param store (:mod:`pyrovae.models.store`): a model call uses the values loaded into
+  the store under its names (after ``pyro.get_param_store().load(path)``, the stored weights, as in Pyro's own
+  examples), never another live model's;
 * the **registry entries**: ``kind``, the name under which checkpoints record the class, and ``config``, the
   constructor's arguments as plain values (with ``"model": kind``), from which
   :func:`pyrovae.models.registry.model_from_config` rebuilds the model.
@@ -25,7 +29,7 @@ data plate, with an observation model :math:`p(x | \cdot)` (:mod:`pyrovae.models
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, ContextManager
 
 import pyro
 import pyro.distributions as dist
@@ -36,7 +40,8 @@ from torch import nn
 from pyrovae.data.validation import check_shape, parameter_dtype
 from pyrovae.device import device_of
 from pyrovae.models.likelihoods import PixelScale, check_likelihood, check_support, observation, positive_scale
-from pyrovae.models.plate import num_generated
+from pyrovae.models import plate as plates
+from pyrovae.models.store import register
 
 
 def standard_normal(batch_size: int, dim: int, device: torch.device) -> dist.TorchDistribution:
@@ -102,20 +107,49 @@ class ObservedModel(nn.Module):
         if is_validation_enabled():
             check_support(self.likelihood, x)
 
-    def _plate_size(self, x: torch.Tensor | None, num_data: int | None) -> tuple[int, torch.device, int | None]:
-        """``(batch_size, device, num_data)`` of the data plate of a model run: the rows of ``x`` (checked) out of
-        ``num_data``; or, to generate (``x=None``), ``num_data`` new points (default 1) on the model's device."""
+    def _register(self, *names: str) -> None:
+        """Register the child modules ``names`` with Pyro's param store under ``site(name)``
+        (:func:`pyrovae.models.store.register`: values loaded into the store are taken, another live model's are
+        not)."""
+        for name in names:
+            register(self.site(name), getattr(self, name))
+
+    def data_plate(
+        self, x: torch.Tensor | None = None, num_data: int | None = None, *, subsample: torch.Tensor | None = None
+    ) -> pyro.plate:
+        """A new plate named ``site("data")`` as a run of :meth:`model` on these arguments opens it: over the
+        rows of ``x`` subsampled at ``subsample`` (default the first rows) out of ``num_data`` points. For a guide
+        that must see the model's rows, e.g. ``AutoNormal(vae.model, create_plates=vae.data_plate)`` with
+        per-point parameters, called as ``(x, num_data=N, subsample=idx)``."""
+        plate, _, _ = self._data_plate(x, num_data, subsample, None)
+        if not isinstance(plate, pyro.plate):
+            raise ValueError(f"a plate named {self.site('data')!r} is already open: use it")
+        return plate
+
+    def _data_plate(
+        self,
+        x: torch.Tensor | None,
+        num_data: int | None,
+        subsample: torch.Tensor | None,
+        plate: str | None,
+    ) -> tuple[ContextManager, int, torch.device]:
+        """``(plate, batch_size, device)`` of a run (:func:`pyrovae.models.plate.data_plate`): over the rows of
+        ``x`` (checked), out of ``num_data``; or, to generate (``x=None``), ``num_data`` new points (default 1) on
+        the model's device."""
         if x is not None:
             self._check(x)
-            return x.shape[0], x.device, num_data
-        return num_generated(num_data), device_of(self), None
+            batch_size, device = x.shape[0], x.device
+        else:
+            batch_size, device, num_data = plates.num_generated(num_data), device_of(self), None
+        context = plates.data_plate(self.site("data"), batch_size, num_data, device, subsample=subsample, plate=plate)
+        return context, batch_size, device
 
     def _observe(self, output: torch.Tensor) -> dist.TorchDistribution:
         """p(x|·) of the likelihood from the decoder's ``output`` (``(..., output_dim)``); a learned Gaussian scale
         is registered with Pyro here (``pyro.module`` ``"scale"``)."""
         scale = self.scale
         if isinstance(scale, nn.Module):
-            scale = pyro.module(self.site("scale"), scale)()
+            scale = register(self.site("scale"), scale)()
         elif self.likelihood == "normal" and scale is None:  # identity link for the mean, softplus for the scale
             output, raw_scale = output.split(self.x_dim, dim=-1)
             scale = positive_scale(raw_scale)

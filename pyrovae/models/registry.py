@@ -31,6 +31,7 @@ from pyrovae.models.base import ObservedModel
 from pyrovae.models.features import LatentFeatures
 from pyrovae.models.iaf import IAFVAE
 from pyrovae.models.ssvae import SSVAE
+from pyrovae.models.store import forget
 from pyrovae.models.two_layer import TwoLayerVAE
 from pyrovae.models.vae import VAE
 
@@ -76,20 +77,26 @@ def model_from_config(config: dict[str, Any], seed: int | None = None) -> Observ
 vae_from_config = model_from_config
 
 
-def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> LoadedModel:
+def load_model(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", *, model: ObservedModel | None = None
+) -> LoadedModel:
     """Rebuild any pyrovae model from a checkpoint written by ``pyrovae train`` / :func:`pyrovae.fit` (with
     ``extra={"vae": model.config}``) or ``pyrovae train-ss`` / :func:`pyrovae.fit_semisupervised` (with
-    ``extra={"ssvae": model.config}``), with its trained weights (see the module docstring). The param store is
-    not touched.
+    ``extra={"ssvae": model.config}``; both add them), with its trained weights (see the module docstring). Values
+    that Pyro's param store held under the model's names are dropped, so that the model runs with the loaded
+    weights (:mod:`pyrovae.models.store`).
 
     ``model, checkpoint, features = load_model(path)``; ``features`` is ``None`` except for an M1+M2 model, whose
     images are classified with ``model.predict(features(x))``.
 
+    :param model: a model built by the caller to load the checkpoint's weights into, in place of one built from
+        its settings: the route for a model with custom networks (whose settings the checkpoint cannot hold),
+        ``load_model(path, model=VAE(784, encoder=MyEncoder(), decoder=MyDecoder()))``.
     :returns: a :class:`LoadedModel` ``(model, checkpoint, features)``, the model in evaluation mode.
     :raises CheckpointError: if the checkpoint holds no model settings, describes a model that cannot be built,
         or its weights do not fit that model.
     """
-    return _load(path, map_location)
+    return _load(path, map_location, model=model)
 
 
 def load_vae(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[ObservedModel, dict]:
@@ -115,10 +122,29 @@ def load_ssvae(
     return model, features, state
 
 
-def _load(path: str | os.PathLike, map_location: str | torch.device, section: str | None = None) -> LoadedModel:
-    """:func:`load_model`, of the settings in ``extra[section]`` when ``section`` is given."""
+def _load(
+    path: str | os.PathLike,
+    map_location: str | torch.device,
+    section: str | None = None,
+    model: ObservedModel | None = None,
+) -> LoadedModel:
+    """:func:`load_model`, of the settings in ``extra[section]`` when ``section`` is given, into ``model`` when
+    given."""
     state = load_checkpoint(path, map_location)
     extra = state.get("extra") if isinstance(state.get("extra"), dict) else {}
+    if model is None:
+        model = _build(path, extra, section)
+    if "weights" in state and "params" not in state:  # an SSVAE as pyrovae 0.1 saved it: its state_dict
+        _load_weights(model, state, path)
+    else:
+        _load_params(model, state, path)
+    forget([model.site(part) for part, _ in model.named_children()])  # the loaded weights, not the store's
+    features = _m1_features(extra["m1"], path).to(map_location).eval() if extra.get("m1") else None
+    return LoadedModel(model.to(map_location).eval(), state, features)
+
+
+def _build(path: str | os.PathLike, extra: dict[str, Any], section: str | None) -> ObservedModel:
+    """The model that the checkpoint's settings (``extra[section]``, or the first section found) describe."""
     found = [name for name in SECTIONS if extra.get(name)]
     if section == "vae" and "vae" not in found:
         raise CheckpointError(f"{path} holds no VAE settings (extra['vae']): it was not written by pyrovae train")
@@ -127,7 +153,8 @@ def _load(path: str | os.PathLike, map_location: str | torch.device, section: st
     if not found:
         raise CheckpointError(
             f"{path} holds no model settings, neither extra['vae'] (pyrovae train, fit) nor extra['ssvae'] "
-            "(pyrovae train-ss, fit_semisupervised): it was written by another program or damaged"
+            "(pyrovae train-ss, fit_semisupervised): it was written by another program, for a model with custom "
+            "networks (load it with load_model(path, model=...) into a model built the same way), or damaged"
         )
     section = section or found[0]
     with malformed(path):
@@ -138,12 +165,7 @@ def _load(path: str | os.PathLike, map_location: str | torch.device, section: st
         raise CheckpointError(f"{path} describes a model that cannot be built: {e}") from e
     if isinstance(model, SSVAE) != (section == "ssvae"):
         raise CheckpointError(f"{path} is malformed: extra[{section!r}] describes a {model.kind!r} model")
-    if "weights" in state and "params" not in state:  # an SSVAE as pyrovae 0.1 saved it: its state_dict
-        _load_weights(model, state, path)
-    else:
-        _load_params(model, state, path)
-    features = _m1_features(extra["m1"], path).to(map_location).eval() if extra.get("m1") else None
-    return LoadedModel(model.to(map_location).eval(), state, features)
+    return model
 
 
 def _load_params(model: ObservedModel, state: dict[str, Any], path: str | os.PathLike) -> None:

@@ -69,7 +69,6 @@ from torch import nn
 from pyrovae.data.validation import check_labels
 from pyrovae.models.base import ObservedModel, standard_normal
 from pyrovae.models.nets import ConditionalMLP, mlp
-from pyrovae.models.plate import data_plate
 from pyrovae.seeding import seeded
 
 #: default weight of the classification term per labelled point, chosen on MNIST's validation split
@@ -203,7 +202,13 @@ class SSVAE(ObservedModel):
         return self._observe(self.decoder(z, y))
 
     def model(
-        self, x: torch.Tensor | None = None, y: torch.Tensor | None = None, num_data: int | None = None
+        self,
+        x: torch.Tensor | None = None,
+        y: torch.Tensor | None = None,
+        num_data: int | None = None,
+        *,
+        subsample: torch.Tensor | None = None,
+        plate: str | None = None,
     ) -> torch.Tensor:
         r"""Generative model :math:`p(y)\,p(z)\,p(x|y,z)`, plus the classification factor when ``y`` is given.
 
@@ -212,51 +217,71 @@ class SSVAE(ObservedModel):
             digits of chosen classes, pass ``y`` with ``x=None``.
         :param int num_data: size of the full (labelled or unlabelled) set ``x`` is a minibatch of; with
             ``x=None`` and ``y=None``, the number of points to generate (default 1).
+        :param subsample, plate: the data plate's indices, or a caller's plate, as in :meth:`pyrovae.VAE.model`.
         :returns: ``x`` (observed or sampled).
         """
-        pyro.module(self.site("decoder"), self.decoder)
+        self._register("decoder")
         labelled_data = x is not None and y is not None
         if x is None and y is not None:  # generate points of the classes y
-            batch_size, device, num_data = len(y), y.device, None
-        else:
-            batch_size, device, num_data = self._plate_size(x, num_data)
+            num_data = len(y)
+        data, batch_size, device = self._data_plate(x, num_data, subsample, plate)
         if y is not None:
             check_labels(y, batch_size, self.num_classes)
-        with data_plate(self.site("data"), batch_size, num_data, device):
+        with data:
             z = pyro.sample(self.site("z"), standard_normal(batch_size, self.z_dim, device))
             uniform = torch.zeros(batch_size, self.num_classes, device=device)
             label = pyro.sample(self.site("y"), dist.Categorical(logits=uniform), obs=y)
             x = pyro.sample(self.site("x"), self.observation(z, label), obs=x)
             context = self._model_context(x, z, label)
             if labelled_data and self.alpha > 0:
-                pyro.module(self.site("classifier"), self.classifier)
+                self._register("classifier")
                 log_q = dist.Categorical(logits=self.classifier(context)).log_prob(y)
                 pyro.factor(self.site("classification"), self.alpha * log_q)
             return x
 
-    def guide(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None, num_data: int | None = None) -> None:
+    def guide(
+        self,
+        x: torch.Tensor | None = None,
+        y: torch.Tensor | None = None,
+        num_data: int | None = None,
+        *,
+        subsample: torch.Tensor | None = None,
+        plate: str | None = None,
+    ) -> dict[str, torch.Tensor]:
         r"""Guide :math:`q(y|x)\,q(z|x,y)`; with ``y`` given only :math:`q(z|x,y)`.
 
         :param torch.Tensor x: data ``(batch, x_dim)``; the guide needs it.
         :param torch.Tensor y: integer labels ``(batch,)`` or ``None``; when ``None`` the ``"y"`` site is
             marked for parallel enumeration (unless the model was built with ``enumerate=None``).
-        :param int num_data: as in :meth:`model`.
+        :param num_data, subsample, plate: as in :meth:`model`.
+        :returns: the sampled latents by site name: ``site("z")`` and, unlabelled, ``site("y")``.
         """
         if x is None:
             raise ValueError("the guide q(y, z|x) needs data x; to generate, run the model alone")
-        pyro.module(self.site("classifier"), self.classifier)
-        pyro.module(self.site("encoder"), self.encoder)
-        self._check(x, y)
-        with data_plate(self.site("data"), x.shape[0], num_data, x.device):
+        self._register("classifier", "encoder")
+        data, batch_size, _ = self._data_plate(x, num_data, subsample, plate)
+        if y is not None:
+            check_labels(y, batch_size, self.num_classes)
+        latents = {}
+        with data:
             context = self._guide_context(x)
             if y is None:
                 infer = {"enumerate": self.enumerate} if self.enumerate else {}
-                y = pyro.sample(self.site("y"), dist.Categorical(logits=self.classifier(context)), infer=infer)
+                y = latents[self.site("y")] = pyro.sample(
+                    self.site("y"), dist.Categorical(logits=self.classifier(context)), infer=infer
+                )
             loc, scale = self.encoder(context, y)
-            pyro.sample(self.site("z"), dist.Normal(loc, scale).to_event(1))
+            latents[self.site("z")] = pyro.sample(self.site("z"), dist.Normal(loc, scale).to_event(1))
+        return latents
 
     def generative_model(
-        self, x: torch.Tensor | None = None, y: torch.Tensor | None = None, num_data: int | None = None
+        self,
+        x: torch.Tensor | None = None,
+        y: torch.Tensor | None = None,
+        num_data: int | None = None,
+        *,
+        subsample: torch.Tensor | None = None,
+        plate: str | None = None,
     ) -> torch.Tensor:
         r""":meth:`model` without the ``"classification"`` factor: exactly :math:`p(y)\,p(z)\,p(x|y,z)` (times
         the ADGM's :math:`p(a|x,y,z)`, which integrates to one).
@@ -265,7 +290,7 @@ class SSVAE(ObservedModel):
         ``log_marginal_likelihood(ssvae.generative_model, ssvae.guide, (x, y))``. (Unlabelled calls of
         :meth:`model` have no factor: ``log_marginal_likelihood(ssvae.model, ssvae.guide, x)`` is
         :math:`\log p(x) = \log \sum_y p(x, y)`.)"""
-        return poutine.block(self.model, hide=[self.site("classification")])(x, y, num_data)
+        return poutine.block(self.model, hide=[self.site("classification")])(x, y, num_data, subsample=subsample, plate=plate)
 
     def class_log_probs(self, x: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
         r"""Differentiable log class probabilities :math:`\log q(y|x)` of the classifier, ``(batch, num_classes)``.

@@ -67,7 +67,6 @@ import torch
 
 from pyrovae.models.base import ObservedModel, standard_normal
 from pyrovae.models.nets import Decoder, Encoder
-from pyrovae.models.plate import data_plate
 from pyrovae.seeding import seeded
 
 
@@ -140,35 +139,48 @@ class TwoLayerVAE(ObservedModel):
         """The distribution p(x|z1) of the chosen likelihood, event shape ``(x_dim,)``."""
         return self._observe(self.decoder1(z1))
 
-    def model(self, x: torch.Tensor | None = None, num_data: int | None = None) -> torch.Tensor:
+    def model(
+        self,
+        x: torch.Tensor | None = None,
+        num_data: int | None = None,
+        *,
+        subsample: torch.Tensor | None = None,
+        plate: str | None = None,
+    ) -> torch.Tensor:
         """Generative model :math:`p(z_2)\\,p(z_1|z_2)\\,p(x|z_1)`.
 
         :param torch.Tensor x: observed data ``(batch, x_dim)``, or ``None`` to generate.
         :param int num_data: size of the full dataset when ``x`` is a minibatch (scales the ELBO);
             with ``x=None``, the number of data points to generate (default 1).
+        :param subsample, plate: the data plate's indices, or a caller's plate, as in :meth:`pyrovae.VAE.model`.
         :returns: ``x`` (observed or sampled).
         """
-        pyro.module(self.site("decoder2"), self.decoder2)
-        pyro.module(self.site("decoder1"), self.decoder1)
-        batch_size, device, num_data = self._plate_size(x, num_data)
-        with data_plate(self.site("data"), batch_size, num_data, device):
+        self._register("decoder2", "decoder1")
+        data, batch_size, device = self._data_plate(x, num_data, subsample, plate)
+        with data:
             z2 = pyro.sample(self.site("z2"), standard_normal(batch_size, self.z2_dim, device))
             z1 = pyro.sample(self.site("z1"), dist.Normal(*self.decoder2(z2)).to_event(1))
             return pyro.sample(self.site("x"), self.observation(z1), obs=x)
 
-    def guide(self, x: torch.Tensor | None = None, num_data: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def guide(
+        self,
+        x: torch.Tensor | None = None,
+        num_data: int | None = None,
+        *,
+        subsample: torch.Tensor | None = None,
+        plate: str | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Bottom-up guide :math:`q(z_1|x)\\,q(z_2|z_1)`, diagonal Gaussians, reparameterized, z1 sampled first.
 
         :param torch.Tensor x: data ``(batch, x_dim)``; the guide needs it.
-        :param int num_data: as in :meth:`model`.
-        :returns: the sampled ``(z1, z2)``.
+        :param num_data, subsample, plate: as in :meth:`model`.
+        :returns: ``{site("z1"): z1, site("z2"): z2}``, the sampled latents by site name.
         """
         if x is None:
             raise ValueError("the guide q(z1|x) q(z2|z1) needs data x; to generate from the prior, run the model alone")
-        pyro.module(self.site("encoder1"), self.encoder1)
-        pyro.module(self.site("encoder2"), self.encoder2)
-        self._check(x)
-        with data_plate(self.site("data"), x.shape[0], num_data, x.device):
+        self._register("encoder1", "encoder2")
+        data, _, _ = self._data_plate(x, num_data, subsample, plate)
+        with data:
             z1 = pyro.sample(self.site("z1"), dist.Normal(*self.encoder1(x)).to_event(1))
             z2 = pyro.sample(self.site("z2"), dist.Normal(*self.encoder2(z1)).to_event(1))
-        return z1, z2
+        return {self.site("z1"): z1, self.site("z2"): z2}

@@ -47,7 +47,6 @@ from torch import nn
 
 from pyrovae.models.base import ObservedModel, standard_normal
 from pyrovae.models.nets import NETS, ConvDecoder, ConvEncoder, Decoder, Encoder
-from pyrovae.models.plate import data_plate
 from pyrovae.seeding import seeded
 
 
@@ -148,30 +147,50 @@ class VAE(ObservedModel):
         loc, scale = self.encoder(x)
         return dist.Normal(loc, scale).to_event(1)
 
-    def model(self, x: torch.Tensor | None = None, num_data: int | None = None) -> torch.Tensor:
+    def model(
+        self,
+        x: torch.Tensor | None = None,
+        num_data: int | None = None,
+        *,
+        subsample: torch.Tensor | None = None,
+        plate: str | None = None,
+    ) -> torch.Tensor:
         """Generative model :math:`p(z)\\,p(x|z)`.
 
-        :param torch.Tensor x: observed binary data ``(batch, x_dim)``, or ``None`` to generate.
+        :param torch.Tensor x: observed data ``(batch, x_dim)``, or ``None`` to generate.
         :param int num_data: size of the full dataset when ``x`` is a minibatch (scales the ELBO);
             with ``x=None``, the number of data points to generate (default 1).
+        :param torch.Tensor subsample: the indices of the rows of ``x`` in the data set (default the first
+            ``batch`` indices), the data plate's subsample: what a guide with per-point parameters reads.
+        :param str plate: the name of a plate over the rows of ``x`` that the caller has opened around the call,
+            used as the data plate instead of a new one (:mod:`pyrovae.models.plate`); by default a caller's plate
+            named ``site("data")`` is used.
         :returns: ``x`` (observed or sampled).
         """
-        pyro.module(self.site("decoder"), self.decoder)
-        batch_size, device, num_data = self._plate_size(x, num_data)
-        with data_plate(self.site("data"), batch_size, num_data, device):
+        self._register("decoder")
+        data, batch_size, device = self._data_plate(x, num_data, subsample, plate)
+        with data:
             z = pyro.sample(self.site("z"), self.prior(batch_size, device))
             return pyro.sample(self.site("x"), self.observation(z), obs=x)
 
-    def guide(self, x: torch.Tensor | None = None, num_data: int | None = None) -> torch.Tensor:
+    def guide(
+        self,
+        x: torch.Tensor | None = None,
+        num_data: int | None = None,
+        *,
+        subsample: torch.Tensor | None = None,
+        plate: str | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Amortized guide :math:`q(z|x)`, a diagonal Gaussian from the encoder (reparameterized).
 
         :param torch.Tensor x: data ``(batch, x_dim)``; the guide needs it.
-        :param int num_data: as in :meth:`model`.
-        :returns: the sampled ``z``.
+        :param num_data, subsample, plate: as in :meth:`model`.
+        :returns: ``{site("z"): z}``, the sampled latents by site name (what Pyro's autoguides return, so that
+            the guide can be a part of an :class:`~pyro.infer.autoguide.AutoGuideList`).
         """
         if x is None:
             raise ValueError("the guide q(z|x) needs data x; to generate from the prior, run the model alone")
-        pyro.module(self.site("encoder"), self.encoder)
-        self._check(x)
-        with data_plate(self.site("data"), x.shape[0], num_data, x.device):
-            return pyro.sample(self.site("z"), self.posterior(x))
+        self._register("encoder")
+        data, _, _ = self._data_plate(x, num_data, subsample, plate)
+        with data:
+            return {self.site("z"): pyro.sample(self.site("z"), self.posterior(x))}

@@ -30,6 +30,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -183,6 +184,25 @@ def minibatches(
     ``batch_size``."""
     perm = torch.randperm(num_data, generator=generator).to(device)
     yield from perm[: num_batches(num_data, batch_size, drop_last) * batch_size].split(batch_size)
+
+
+def with_settings(extra: dict[str, Any] | None, models: list, section: str) -> dict[str, Any]:
+    """``extra`` with the settings of the model to train (its ``config``) under ``section`` (``"vae"``, ``"ssvae"``),
+    from which :func:`pyrovae.load_model` rebuilds it, unless ``extra`` has that section already. A pyrovae model
+    with custom networks has no settings: a warning says how to load its checkpoint."""
+    extra = dict(extra or {})
+    configs = [getattr(m, "config", None) for m in models if hasattr(m, "config")]
+    if section in extra or len(configs) != 1:
+        return extra
+    if configs[0] is None:
+        warnings.warn(
+            "the model has custom networks, so its checkpoint holds no settings to rebuild it from: load it with "
+            "pyrovae.load_model(path, model=...) into a model built the same way",
+            stacklevel=3,
+        )
+    else:
+        extra[section] = configs[0]
+    return extra
 
 
 def run_training(

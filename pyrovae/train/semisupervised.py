@@ -61,8 +61,8 @@ from pyrovae.models.ssvae import SSVAE
 from pyrovae.train.augment import check_shift, random_shift
 from pyrovae.train.consistency import consistency_loss
 from pyrovae.train.distributed import data_parallel_loss, rank_and_world
-from pyrovae.train.loop import LoopConfig, Task, epoch_generator, minibatches, num_batches, run_training
-from pyrovae.train.step import AdamStep, check_lr, check_owned, scheduled_lr, trained_params
+from pyrovae.train.loop import LoopConfig, Task, epoch_generator, minibatches, num_batches, run_training, with_settings
+from pyrovae.train.step import AdamStep, check_lr, owned_params, scheduled_lr
 
 #: the training schedules of :func:`fit_semisupervised`
 SCHEDULES = ("alternate", "joint")
@@ -308,8 +308,7 @@ class SemiSupervisedTask(Task):
         self.elbo = (JitTraceEnum_ELBO(max_plate_nesting=1, ignore_jit_warnings=True) if config.jit
                      else TraceEnum_ELBO(max_plate_nesting=1))  # fmt: skip
         example = self.labelled[:1]
-        params = trained_params(self.model, self.guide, self.view(example), self.data.train.y[example])
-        check_owned(params, [ssvae])
+        params = owned_params(self.model, self.guide, [ssvae], self.view(example), self.data.train.y[example])
         loss = data_parallel_loss([ssvae], params, self.loss) if self.world > 1 else self.loss
         self.stepper = AdamStep(params, loss, config.lr)
         self.unlabelled_loss = torch.zeros((), device=self.device)
@@ -453,7 +452,8 @@ def fit_semisupervised(
         saved settings; ``config`` may differ from them in ``epochs`` (the total), ``device``, ``divergence`` and the
         milestones of the epochs still to train.
     :param bool overwrite: a new run may replace one already in ``out_dir`` (otherwise that is an error).
-    :param dict extra: plain values stored in the checkpoint under ``"extra"``.
+    :param dict extra: plain values stored in the checkpoint under ``"extra"``; ``ssvae.config`` is added under
+        ``"ssvae"`` unless given (see :func:`pyrovae.fit`).
     :param nn.Module features: a fixed map applied to every (binarized) minibatch before ``ssvae`` sees
         it, e.g. :class:`pyrovae.models.features.LatentFeatures` for M1+M2 (its training mode during the steps,
         evaluation mode for the accuracies); not trained, not saved.
@@ -464,6 +464,8 @@ def fit_semisupervised(
     """
     config = config or SemiSupervisedConfig()
     task = SemiSupervisedTask(ssvae, data, config, features)
+    if out_dir is not None:
+        extra = with_settings(extra, [ssvae], "ssvae")
     return run_training(task, config, out_dir, resume=resume, overwrite=overwrite, extra=extra, progress=progress,
                         verbose=verbose, callback=callback)  # fmt: skip
 

@@ -24,6 +24,7 @@ are the tensors in Pyro's param store (for ``pyro.module`` the module's own ``nn
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 
 import pyro
@@ -52,6 +53,27 @@ def trained_params(model: Callable, guide: Callable, *args, **kwargs) -> dict[st
     params = {name: pyro.param(name).unconstrained() for name in capture.trace.nodes}
     if not params:
         raise ValueError("the model and guide declare no parameters (pyro.param or pyro.module): nothing to train")
+    return params
+
+
+def owned_params(model: Callable, guide: Callable, owners: Sequence[nn.Module], *args, **kwargs) -> dict[str, torch.Tensor]:
+    """:func:`trained_params`, checked by :func:`check_owned`. A pyrovae model takes the values Pyro's param store
+    holds under its names (:mod:`pyrovae.models.store`: loaded with ``pyro.get_param_store().load``, or left by an
+    earlier model that is gone): a warning says so, since training then starts from them.
+
+    :raises ValueError: as :func:`check_owned`.
+    """
+    initial = {id(p) for owner in owners for p in owner.parameters()}
+    params = trained_params(model, guide, *args, **kwargs)
+    taken = [name for owner in owners for name, p in owner.named_parameters() if id(p) not in initial]
+    if taken:
+        warnings.warn(
+            f"training starts from the values Pyro's param store held under the model's names ({len(taken)} "
+            f"tensors: {taken[:3]}...), put there by pyro.get_param_store().load or by an earlier model with the "
+            "same site names; call pyro.clear_param_store() first to train from the model's own weights",
+            stacklevel=3,
+        )
+    check_owned(params, owners)
     return params
 
 

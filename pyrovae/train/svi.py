@@ -45,8 +45,16 @@ from pyrovae.infer.jit import JitTrace_ELBO, JitTraceMeanField_ELBO
 from pyrovae.infer.kl_scale import KLScaleMessenger, warmup_scale
 from pyrovae.infer.metrics import elbo_per_datapoint
 from pyrovae.train.distributed import data_parallel_loss, rank_and_world
-from pyrovae.train.loop import LoopConfig, Task, epoch_generator, minibatches, num_batches, run_training
-from pyrovae.train.step import AdamStep, check_owned, trained_params
+from pyrovae.train.loop import (
+    LoopConfig,
+    Task,
+    epoch_generator,
+    minibatches,
+    num_batches,
+    run_training,
+    with_settings,
+)
+from pyrovae.train.step import AdamStep, owned_params
 
 #: the objectives :func:`fit` knows, by name: (plain ELBO class, JIT-compiled class or ``None``)
 ELBOS = {
@@ -146,8 +154,7 @@ class SVITask(Task):
         train_model, train_guide = (self.kl(model), self.kl(guide)) if self.scaled else (model, guide)
         self.elbo = make_elbo(config)
         example = self.data.train_batch(torch.arange(min(2, num_data), device=self.device))
-        params = trained_params(model, guide, example, num_data=num_data)
-        check_owned(params, modules)
+        params = owned_params(model, guide, modules, example, num_data=num_data)
         loss = partial(self.elbo.differentiable_loss, train_model, train_guide)
         if self.world > 1:
             loss = data_parallel_loss(modules, params, loss)
@@ -235,7 +242,9 @@ def fit(
         are restored, so that the run ends exactly where an uninterrupted one would (same device). ``config.epochs``
         is the total number of epochs, those already trained included.
     :param bool overwrite: a new run may replace one already in ``out_dir`` (otherwise that is an error).
-    :param dict extra: plain values stored in the checkpoint under ``"extra"`` (e.g. the model's settings).
+    :param dict extra: plain values stored in the checkpoint under ``"extra"``; the settings of a pyrovae model
+        (its ``config``) are added under ``"vae"`` unless given, so that :func:`pyrovae.load_model` rebuilds it (a
+        model with custom networks has none: load its checkpoint with ``load_model(path, model=...)``).
     :param bool progress: show a tqdm progress bar (default: only when stderr is a terminal).
     :param bool verbose: print one summary line per epoch.
     :param callback: called with a copy of the epoch's row at the end of each epoch trained (not for
@@ -257,5 +266,7 @@ def fit(
     """
     config = config or TrainConfig()
     task = SVITask(model, guide, data, config)
+    if out_dir is not None:
+        extra = with_settings(extra, owners(model, guide), "vae")
     return run_training(task, config, out_dir, resume=resume, overwrite=overwrite, extra=extra, progress=progress,
                         verbose=verbose, callback=callback)  # fmt: skip
