@@ -29,7 +29,8 @@ data plate, with an observation model :math:`p(x | \cdot)` (:mod:`pyrovae.models
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, ContextManager
+from contextlib import AbstractContextManager
+from typing import Any, ClassVar
 
 import pyro
 import pyro.distributions as dist
@@ -39,8 +40,8 @@ from torch import nn
 
 from pyrovae.data.validation import check_shape, parameter_dtype
 from pyrovae.device import device_of
-from pyrovae.models.likelihoods import PixelScale, check_likelihood, check_support, observation, positive_scale
 from pyrovae.models import plate as plates
+from pyrovae.models.likelihoods import PixelScale, check_likelihood, check_support, observation, positive_scale
 from pyrovae.models.store import register
 
 
@@ -132,7 +133,7 @@ class ObservedModel(nn.Module):
         num_data: int | None,
         subsample: torch.Tensor | None,
         plate: str | None,
-    ) -> tuple[ContextManager, int, torch.device]:
+    ) -> tuple[AbstractContextManager, int, torch.device]:
         """``(plate, batch_size, device)`` of a run (:func:`pyrovae.models.plate.data_plate`): over the rows of
         ``x`` (checked), out of ``num_data``; or, to generate (``x=None``), ``num_data`` new points (default 1) on
         the model's device."""

@@ -11,11 +11,11 @@ second plate over the same rows (which would count every point :math:`|B|` times
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-from typing import ContextManager
+from contextlib import AbstractContextManager, nullcontext
 
 import pyro
 import torch
+from pyro.infer.util import is_validation_enabled
 from pyro.poutine.runtime import get_plates
 
 
@@ -27,7 +27,7 @@ def data_plate(
     *,
     subsample: torch.Tensor | None = None,
     plate: str | None = None,
-) -> ContextManager:
+) -> AbstractContextManager:
     """The data plate of a model run over ``batch_size`` rows: the enclosing plate named ``plate`` (or ``name``)
     when the caller opened one, then a context that does nothing; otherwise a new plate named ``name`` over
     ``num_data`` points subsampled at ``subsample`` (default the first ``batch_size`` indices), or over the
@@ -62,8 +62,11 @@ def data_plate(
             f"subsample must be the {batch_size} row indices (torch.long, shape ({batch_size},)) of the batch in "
             f"the data set, got {subsample.dtype} of shape {tuple(subsample.shape)}"
         )
-    elif len(subsample) and not 0 <= int(subsample.min()) <= int(subsample.max()) < num_data:
-        raise ValueError(f"subsample indices must lie in [0, num_data={num_data}), got {subsample.min()} to {subsample.max()}")
+    elif is_validation_enabled() and len(subsample) and not 0 <= subsample.min() <= subsample.max() < num_data:
+        raise ValueError(
+            f"subsample indices must lie in [0, num_data={num_data}), got {int(subsample.min())} to "
+            f"{int(subsample.max())}"
+        )
     return pyro.plate(name, num_data, subsample=subsample.to(device), device=device)
 
 

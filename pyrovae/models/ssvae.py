@@ -290,7 +290,8 @@ class SSVAE(ObservedModel):
         ``log_marginal_likelihood(ssvae.generative_model, ssvae.guide, (x, y))``. (Unlabelled calls of
         :meth:`model` have no factor: ``log_marginal_likelihood(ssvae.model, ssvae.guide, x)`` is
         :math:`\log p(x) = \log \sum_y p(x, y)`.)"""
-        return poutine.block(self.model, hide=[self.site("classification")])(x, y, num_data, subsample=subsample, plate=plate)
+        model = poutine.block(self.model, hide=[self.site("classification")])
+        return model(x, y, num_data, subsample=subsample, plate=plate)
 
     def class_log_probs(self, x: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
         r"""Differentiable log class probabilities :math:`\log q(y|x)` of the classifier, ``(batch, num_classes)``.

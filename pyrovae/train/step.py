@@ -56,7 +56,9 @@ def trained_params(model: Callable, guide: Callable, *args, **kwargs) -> dict[st
     return params
 
 
-def owned_params(model: Callable, guide: Callable, owners: Sequence[nn.Module], *args, **kwargs) -> dict[str, torch.Tensor]:
+def owned_params(
+    model: Callable, guide: Callable, owners: Sequence[nn.Module], *args, **kwargs
+) -> dict[str, torch.Tensor]:
     """:func:`trained_params`, checked by :func:`check_owned`. A pyrovae model takes the values Pyro's param store
     holds under its names (:mod:`pyrovae.models.store`: loaded with ``pyro.get_param_store().load``, or left by an
     earlier model that is gone): a warning says so, since training then starts from them.

@@ -28,6 +28,7 @@ data-parallel training are the one loop's (:mod:`pyrovae.train.loop`).
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -118,6 +119,15 @@ def make_elbo(config: TrainConfig) -> pyro.infer.ELBO:
     return jitted(ignore_jit_warnings=True, **options) if config.jit else plain(**options)
 
 
+def takes_keyword(fn: Callable, name: str) -> bool:
+    """Whether ``fn`` accepts the keyword argument ``name`` (by name, or through ``**kwargs``)."""
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: pass nothing it may not take
+        return False
+    return any(p.name == name and p.kind != p.POSITIONAL_ONLY or p.kind == p.VAR_KEYWORD for p in parameters)
+
+
 class SVITask(Task):
     """SVI on the ELBO named by a :class:`TrainConfig`, as :func:`fit` trains it (a
     :class:`~pyrovae.train.loop.Task`).
@@ -164,6 +174,9 @@ class SVITask(Task):
         # divergence is judged on the validation ELBO, or on the training objective without a validation split
         self.monitor = "valid_elbo" if len(self.data.valid) else "train_elbo"
         self.steps_per_epoch = num_batches(num_data, config.batch_size, drop_last=self.drop_last)
+        # the minibatch's row indices go to model and guide that take them (the data plate's subsample, for guides
+        # with per-point parameters); a compiled step takes no new tensors by keyword
+        self.pass_subsample = not config.jit and all(takes_keyword(fn, "subsample") for fn in (model, guide))
 
     def _evaluate(self, x: torch.Tensor, objective: pyro.infer.ELBO | None = None) -> float:
         return elbo_per_datapoint(self.model, self.guide, x, batch_size=self.config.eval_batch_size,
@@ -182,7 +195,9 @@ class SVITask(Task):
                               self.drop_last)  # fmt: skip
         for step, idx in enumerate(batches):
             self.kl.scale = warmup_scale(epoch * self.steps_per_epoch + step, warmup_steps, config.beta)
-            loss = self.stepper(self.data.train_batch(idx.tensor_split(self.world)[self.rank]), num_data=self.num_data)
+            share = idx.tensor_split(self.world)[self.rank]
+            rows = {"subsample": share} if self.pass_subsample else {}
+            loss = self.stepper(self.data.train_batch(share), num_data=self.num_data, **rows)
             total, seen = total + loss * (len(idx) / self.num_data), seen + len(idx)
             tick(loss, self.num_data)
         return total, seen
@@ -215,7 +230,10 @@ def fit(
     """Train ``model``/``guide`` on ``data.train`` by SVI with Adam (:mod:`pyrovae.train.step`), evaluating on
     ``data.valid`` and ``data.test``.
 
-    ``model`` and ``guide`` take ``(x, num_data=N)``, like :meth:`pyrovae.VAE.model`. If they are
+    ``model`` and ``guide`` take ``(x, num_data=N)``, like :meth:`pyrovae.VAE.model`, and, when both accept a
+    ``subsample`` keyword (pyrovae's models do, and Pyro's autoguides pass keywords on), ``subsample=`` the
+    minibatch's row indices in ``data.train`` (not with ``jit``), so that a guide with per-point parameters
+    (``AutoNormal(vae.model, create_plates=vae.data_plate)``) sees the right rows. If they are
     methods of an ``nn.Module`` (as ``vae.model`` is), that module is moved to the device; the data
     always are. Parameters live in Pyro's global param store: clear it
     (``pyro.clear_param_store()``) before training a new model with the same site names.
