@@ -106,12 +106,12 @@ class ADGM(SSVAE):
 
     def _guide_context(self, x: torch.Tensor) -> torch.Tensor:
         """:math:`[x, a]`, :math:`a \\sim q(a|x)` sampled at site ``"a"``."""
-        self._register("aux_encoder")
+        self.register("aux_encoder")
         return concat(x, pyro.sample(self.site("a"), dist.Normal(*self.aux_encoder(x)).to_event(1)))
 
     def _model_context(self, x: torch.Tensor, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """:math:`[x, a]`, :math:`a \\sim p(a|x,y,z)` sampled at site ``"a"``."""
-        self._register("aux_decoder")
+        self.register("aux_decoder")
         loc, scale = self.aux_decoder((x, z), y)  # x mapped once, not once per enumerated label
         return concat(x, pyro.sample(self.site("a"), dist.Normal(loc, scale).to_event(1)))
 

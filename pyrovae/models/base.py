@@ -42,7 +42,7 @@ from pyrovae.data.validation import check_shape, parameter_dtype
 from pyrovae.device import device_of
 from pyrovae.models import plate as plates
 from pyrovae.models.likelihoods import PixelScale, check_likelihood, check_support, observation, positive_scale
-from pyrovae.models.store import register
+from pyrovae.models import store
 
 
 def standard_normal(batch_size: int, dim: int, device: torch.device) -> dist.TorchDistribution:
@@ -108,12 +108,13 @@ class ObservedModel(nn.Module):
         if is_validation_enabled():
             check_support(self.likelihood, x)
 
-    def _register(self, *names: str) -> None:
-        """Register the child modules ``names`` with Pyro's param store under ``site(name)``
-        (:func:`pyrovae.models.store.register`: values loaded into the store are taken, another live model's are
-        not)."""
+    def register(self, *names: str) -> None:
+        """Register the child modules ``names`` (``"encoder"``, ``"decoder"``, ...) with Pyro's param store under
+        ``site(name)``, as ``pyro.module`` does but taking values loaded into the store and never another live
+        model's (:func:`pyrovae.models.store.register`); what :meth:`model` and :meth:`guide` do, and what a user's
+        model that runs the networks itself should do."""
         for name in names:
-            register(self.site(name), getattr(self, name))
+            store.register(self.site(name), getattr(self, name))
 
     def data_plate(
         self, x: torch.Tensor | None = None, num_data: int | None = None, *, subsample: torch.Tensor | None = None
@@ -150,7 +151,7 @@ class ObservedModel(nn.Module):
         is registered with Pyro here (``pyro.module`` ``"scale"``)."""
         scale = self.scale
         if isinstance(scale, nn.Module):
-            scale = register(self.site("scale"), scale)()
+            scale = store.register(self.site("scale"), scale)()
         elif self.likelihood == "normal" and scale is None:  # identity link for the mean, softplus for the scale
             output, raw_scale = output.split(self.x_dim, dim=-1)
             scale = positive_scale(raw_scale)

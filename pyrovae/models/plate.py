@@ -80,7 +80,8 @@ def _check_enclosing(frame, batch_size: int, num_data: int | None, subsample: to
     if frame.size != batch_size:
         raise ValueError(
             f"the enclosing plate {frame.name!r} has {frame.size} entries but the model runs on {batch_size} rows: "
-            "it must be the plate over the same rows"
+            "it must be the plate over the same rows (Pyro's autoguides open plates of the size of their first call "
+            "unless given create_plates=, e.g. AutoGuideList(model, create_plates=vae.data_plate))"
         )
     if num_data is not None and num_data != (frame.full_size or frame.size):
         raise ValueError(

@@ -220,7 +220,7 @@ class SSVAE(ObservedModel):
         :param subsample, plate: the data plate's indices, or a caller's plate, as in :meth:`pyrovae.VAE.model`.
         :returns: ``x`` (observed or sampled).
         """
-        self._register("decoder")
+        self.register("decoder")
         labelled_data = x is not None and y is not None
         if x is None and y is not None:  # generate points of the classes y
             num_data = len(y)
@@ -234,7 +234,7 @@ class SSVAE(ObservedModel):
             x = pyro.sample(self.site("x"), self.observation(z, label), obs=x)
             context = self._model_context(x, z, label)
             if labelled_data and self.alpha > 0:
-                self._register("classifier")
+                self.register("classifier")
                 log_q = dist.Categorical(logits=self.classifier(context)).log_prob(y)
                 pyro.factor(self.site("classification"), self.alpha * log_q)
             return x
@@ -258,7 +258,7 @@ class SSVAE(ObservedModel):
         """
         if x is None:
             raise ValueError("the guide q(y, z|x) needs data x; to generate, run the model alone")
-        self._register("classifier", "encoder")
+        self.register("classifier", "encoder")
         data, batch_size, _ = self._data_plate(x, num_data, subsample, plate)
         if y is not None:
             check_labels(y, batch_size, self.num_classes)

@@ -155,7 +155,7 @@ class TwoLayerVAE(ObservedModel):
         :param subsample, plate: the data plate's indices, or a caller's plate, as in :meth:`pyrovae.VAE.model`.
         :returns: ``x`` (observed or sampled).
         """
-        self._register("decoder2", "decoder1")
+        self.register("decoder2", "decoder1")
         data, batch_size, device = self._data_plate(x, num_data, subsample, plate)
         with data:
             z2 = pyro.sample(self.site("z2"), standard_normal(batch_size, self.z2_dim, device))
@@ -178,7 +178,7 @@ class TwoLayerVAE(ObservedModel):
         """
         if x is None:
             raise ValueError("the guide q(z1|x) q(z2|z1) needs data x; to generate from the prior, run the model alone")
-        self._register("encoder1", "encoder2")
+        self.register("encoder1", "encoder2")
         data, _, _ = self._data_plate(x, num_data, subsample, plate)
         with data:
             z1 = pyro.sample(self.site("z1"), dist.Normal(*self.encoder1(x)).to_event(1))

@@ -167,7 +167,7 @@ class VAE(ObservedModel):
             named ``site("data")`` is used.
         :returns: ``x`` (observed or sampled).
         """
-        self._register("decoder")
+        self.register("decoder")
         data, batch_size, device = self._data_plate(x, num_data, subsample, plate)
         with data:
             z = pyro.sample(self.site("z"), self.prior(batch_size, device))
@@ -190,7 +190,7 @@ class VAE(ObservedModel):
         """
         if x is None:
             raise ValueError("the guide q(z|x) needs data x; to generate from the prior, run the model alone")
-        self._register("encoder")
+        self.register("encoder")
         data, _, _ = self._data_plate(x, num_data, subsample, plate)
         with data:
             return {self.site("z"): pyro.sample(self.site("z"), self.posterior(x))}
