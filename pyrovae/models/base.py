@@ -41,8 +41,8 @@ from torch import nn
 from pyrovae.data.validation import check_shape, parameter_dtype
 from pyrovae.device import device_of
 from pyrovae.models import plate as plates
-from pyrovae.models.likelihoods import PixelScale, check_likelihood, check_support, observation, positive_scale
 from pyrovae.models import store
+from pyrovae.models.likelihoods import PixelScale, check_likelihood, check_support, observation, positive_scale
 
 
 def standard_normal(batch_size: int, dim: int, device: torch.device) -> dist.TorchDistribution:
