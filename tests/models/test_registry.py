@@ -169,3 +169,35 @@ def test_weights_that_do_not_fit_are_refused(kind, tmp_path):
     save_checkpoint(tmp_path / "c.pt", state)
     with pytest.raises(CheckpointError, match=f"the weights in .* do not fit the '{kind}' model it describes"):
         load_model(tmp_path / "c.pt")
+
+
+def test_fit_saves_the_settings_and_custom_networks_load_into_a_model_built_the_same_way(tmp_path):
+    """fit stores a pyrovae model's settings without being asked, so load_model rebuilds it; a model with custom
+    networks has none (fit warns), and its checkpoint loads with load_model(path, model=...)."""
+    from torch import nn
+
+    from pyrovae import TrainConfig, fit
+    from pyrovae.models.nets import Decoder, Encoder
+    from tests.common import tiny_dataset, tiny_vae
+
+    data, x = tiny_dataset(), tiny_dataset().test.x
+    vae = tiny_vae(seed=0)
+    fit(vae.model, vae.guide, data, TrainConfig(epochs=1, batch_size=8), out_dir=tmp_path / "a", verbose=False)
+    loaded = load_model(tmp_path / "a" / "checkpoint.pt").model
+    assert loaded.config == vae.config
+
+    def custom(seed):
+        torch.manual_seed(seed)
+        return VAE(6, z_dim=2, encoder=Encoder(6, 2, (8,), nn.Tanh), decoder=Decoder(2, 6, (8,), nn.Tanh))
+
+    pyro.clear_param_store()
+    trained = custom(0)
+    with pytest.warns(UserWarning, match=r"load it with pyrovae.load_model\(path, model=...\)"):
+        fit(trained.model, trained.guide, data, TrainConfig(epochs=1, batch_size=8), out_dir=tmp_path / "b",
+            verbose=False)  # fmt: skip
+    with pytest.raises(CheckpointError, match=r"custom networks \(load it with load_model\(path, model=...\)"):
+        load_model(tmp_path / "b" / "checkpoint.pt")
+    reloaded = load_model(tmp_path / "b" / "checkpoint.pt", model=custom(1)).model
+    for (name, p), q in zip(trained.named_parameters(), reloaded.parameters(), strict=True):
+        assert torch.equal(p, q), name
+    assert torch.equal(reloaded.posterior(x).mean, trained.posterior(x).mean)
