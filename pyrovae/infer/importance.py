@@ -22,10 +22,29 @@ and optionally the Pareto :math:`\hat k` of the weights (Yao et al. 2018), as in
 The weights are Pyro's: the guide is traced under a particle ``pyro.plate``, the model is replayed on
 that trace, and each sample site's ``log_prob`` (unscaled, masked) is summed over every dim except the
 particles and the data plate (:mod:`pyrovae.infer.traces`). So any model/guide pair works whose
-per-datapoint sites sit in one data plate, called as ``model(*args)`` / ``guide(*args)`` on a chunk of rows
-with one plate entry per row.
+per-datapoint sites sit in a data plate (or in several, below), called as ``model(*args)`` / ``guide(*args)`` on a
+chunk of rows with one plate entry per row.
+
 Note that :func:`pyro.infer.importance.vectorized_importance_weights` sums over the data plate and
 so gives the joint log-density of a whole batch, not per-point figures.
+
+*Several data plates.* A program may index its rows by several data plates of the same size, e.g. two prefixed
+VAEs modelling two views :math:`x_n = (x^a_n, x^b_n)` of each row in plates ``"a/data"`` and ``"b/data"``. Every
+per-datapoint site lies in exactly one of them, and a point's log-densities sum the sites of all of them:
+:math:`\log p(x_n, z_{kn}) = \log p(x^a_n, z^a_{kn}) + \log p(x^b_n, z^b_{kn})` for independent views.
+
+*Global sites.* A site outside the data plates, :math:`\theta` (a scalar "temperature" of the decoder's logits,
+sampled once before the plate), has no density per data point. Held at a value :math:`\theta_0`, observed in the
+model (``poutine.condition``) and absent from the guide, or fixed in both with ``fixed={name: value}``, it is
+a constant of the estimate, which is then of :math:`\log p(x_n | \theta_0)`, with
+
+.. math:: \log w_{kn} = \log p(x_n, z_{kn} | \theta_0) - \log q(z_{kn} | x_n, \theta_0), \qquad
+    z_{kn} \sim q(z | x_n, \theta_0);
+
+:math:`\log p(\theta_0)`, the same for every point and part of none, is left out (a data set's joint
+:math:`\log p(\theta_0, x_{1:N})` would add it once). Given :math:`\theta_0` the points are independent and
+:math:`\sum_n \log p(x_n | \theta_0) = \log p(x_{1:N} | \theta_0)`; a latent global site, which makes them
+dependent, is refused.
 
 Memory is bounded by chunking over data points and over samples: the decoder's ``(samples, points, pixels)`` tensors
 are only ever materialized for one chunk; across sample chunks only the ``(K, points)`` matrix of log-weights of the
@@ -67,11 +86,20 @@ import torch
 from pyro import poutine
 from pyro.infer.util import get_plate_stacks, is_validation_enabled
 from pyro.ops.stats import fit_generalized_pareto
+from pyro.poutine.indep_messenger import CondIndepStackFrame
 from tqdm.auto import tqdm
 
 from pyrovae.infer.memory import PeakMemory
 from pyrovae.infer.noise import NOISE_BLOCK, IndexedNoise
-from pyrovae.infer.traces import data_plate_frame, model_and_guide_traces, per_datapoint_log_prob, site_names
+from pyrovae.infer.traces import (
+    data_plate_frames,
+    describe_data_plates,
+    model_and_guide_traces,
+    outside_plate,
+    per_datapoint_log_prob,
+    remove_global_observations,
+    site_names,
+)
 
 #: name of the particle plate the guide is traced under
 PARTICLES = "importance_samples"
@@ -144,7 +172,8 @@ def log_marginal_likelihood(
     data_chunk: int | None = None,
     sample_chunk: int | None = None,
     khat: bool = False,
-    data_plate: str | None = None,
+    fixed: dict[str, torch.Tensor] | None = None,
+    data_plate: str | Sequence[str] | None = None,
     max_plate_nesting: int | None = None,
     progress: bool | None = None,
 ) -> ImportanceEstimate:
@@ -155,6 +184,12 @@ def log_marginal_likelihood(
     scaling) are ignored: the figures are densities of single points. Masks are applied. With Pyro's
     validation on (the default), every row is checked once with a single sample (data values,
     distribution arguments); the passes over all samples then run unchecked. A NaN estimate raises.
+
+    Every latent site must be a per-datapoint site, in a data plate (or in one of several data plates indexing
+    the same rows). Observed sites of the model outside the data plates, which the guide does not sample, are
+    global values :math:`\\theta_0` the model is conditioned on: the estimate is then of
+    :math:`\\log p(x_n | \\theta_0)` and :math:`\\log p(\\theta_0)` is left out (see
+    :mod:`pyrovae.infer.importance`).
 
     :param x: data ``(N, ...)``, or a tuple of tensors with the same ``N`` passed as positional arguments.
     :param int num_samples: importance samples per data point (papers use 5000).
@@ -167,11 +202,18 @@ def log_marginal_likelihood(
     :param int data_chunk: data points per chunk.
     :param int sample_chunk: samples per chunk.
     :param bool khat: also compute each point's Pareto k-hat, warning when q is a poor proposal.
-    :param str data_plate: name of the plate indexing data points (default: the outermost plate that
-        every sample site is in).
+    :param dict fixed: values of global sites (outside the data plates), e.g. ``{"temperature": torch.tensor(1.5)}``:
+        model and guide are conditioned on them (``poutine.condition``; the guide does not sample them, and its
+        downstream computations see the values) and they are hidden from both traces, so the estimate is of
+        :math:`\\log p(x_n | \\theta = \\theta_0)`.
+    :param data_plate: name of the plate indexing data points, or the names of several plates indexing the same
+        data points, with the same size (default: the outermost plate that every sample site in a plate is in;
+        without one, the outermost plate of each such site, e.g. ``"a/data"`` and ``"b/data"`` of two prefixed
+        VAEs). Sites in no plate are global.
     :param int max_plate_nesting: plates nested in model and guide (default: read from a trace).
     :param bool progress: tqdm progress bar (default: only when stderr is a terminal).
-    :raises ValueError: on empty or mismatched data, bad sizes, or a model/guide without per-point structure.
+    :raises ValueError: on empty or mismatched data, bad sizes, a model/guide without per-point structure, a
+        latent global site, or names in ``fixed`` that are sites of neither program or lie in a data plate.
     """
     args = (x,) if isinstance(x, torch.Tensor) else tuple(x)
     num_points = _check_args(args)
@@ -186,9 +228,13 @@ def log_marginal_likelihood(
     iwae_k = min(50, num_samples) if iwae_k is None else int(iwae_k)
     if not 1 <= iwae_k <= num_samples:
         raise ValueError(f"iwae_k must be between 1 and num_samples={num_samples}, got {iwae_k}")
+    fixed = dict(fixed or {})
     with torch.no_grad(), collect_young_only():
-        data_plate, nesting = _structure(model, guide, [a[: min(2, num_points)] for a in args], data_plate,
-                                         max_plate_nesting)
+        data_plate, nesting = _structure(
+            model, guide, [a[: min(2, num_points)] for a in args], data_plate, max_plate_nesting, fixed
+        )
+        if fixed:  # both programs at the fixed values, and those sites out of both traces
+            model, guide = (poutine.block(poutine.condition(p, data=fixed), hide=list(fixed)) for p in (model, guide))
         if data_chunk is None or sample_chunk is None:
             pair_bytes = bytes_per_pair(model, guide, [a[:2] for a in args], data_plate, nesting, seed)
         else:
@@ -203,8 +249,13 @@ def log_marginal_likelihood(
             for start in range(0, num_points, pairs):
                 log_weights(model, guide, [a[start : start + pairs] for a in args], 1, data_plate, nesting)
         results = []
-        bar = tqdm(total=num_points * num_samples, disable=None if progress is None else not progress,
-                   unit="sample", unit_scale=True, desc="log p(x)")
+        bar = tqdm(
+            total=num_points * num_samples,
+            disable=None if progress is None else not progress,
+            unit="sample",
+            unit_scale=True,
+            desc="log p(x)",
+        )
         with pyro.validation_enabled(False), bar:
             for start in range(0, num_points, data_chunk):
                 chunk = [a[start : start + data_chunk] for a in args]
@@ -239,40 +290,72 @@ def log_weights(
     guide: Callable,
     args: Sequence[torch.Tensor],
     num_samples: int,
-    data_plate: str,
+    data_plate: str | Sequence[str],
     max_plate_nesting: int,
     noise: IndexedNoise | None = None,
 ) -> torch.Tensor:
     """The ``(num_samples, batch)`` matrix of :math:`\\log p(x_n, z_{kn}) - \\log q(z_{kn} | x_n)`: the
-    guide traced under a particle plate (inside ``noise``, if given), the model replayed on it, and each trace's
-    unscaled, masked log-densities summed per sample and data point
-    (:func:`pyrovae.infer.traces.per_datapoint_log_prob`)."""
+    guide traced under a particle plate (inside ``noise``, if given), the model replayed on it, the model's observed
+    sites outside the data plate(s) ``data_plate`` left out (global values,
+    :func:`pyrovae.infer.traces.remove_global_observations`), and each trace's unscaled, masked log-densities
+    summed per sample and data point (:func:`pyrovae.infer.traces.per_datapoint_log_prob`)."""
     particle_dim = -max_plate_nesting - 1
     particles = pyro.plate(PARTICLES, num_samples, dim=particle_dim)
     guide = particles(guide) if noise is None else noise(particles(guide))  # noise outside the particle plate
     model_trace, guide_trace = model_and_guide_traces(particles(model), guide, *args)
-    frame = data_plate_frame(data_plate, model_trace, guide_trace)
+    remove_global_observations(model_trace, data_plate)
+    frames = data_plate_frames(data_plate, model_trace, guide_trace)
     num_rows = len(args[0])
-    if frame.size != num_rows:
+    if frames[0].size != num_rows:
         raise ValueError(
-            f"the data plate {data_plate!r} has {frame.size} entries for {num_rows} rows of data: model and guide "
-            "must be called without subsampling, one plate entry per row"
+            f"the {describe_data_plates(data_plate)} has {frames[0].size} entries for {num_rows} rows of data: model "
+            "and guide must be called without subsampling, one plate entry per row"
         )
     model_log_p, guide_log_q = (
-        per_datapoint_log_prob(trace, frame, num_samples, particle_dim, scaled=False)
+        per_datapoint_log_prob(trace, frames, num_samples, particle_dim, scaled=False)
         for trace in (model_trace, guide_trace)
     )
     return model_log_p - guide_log_q
 
 
 def _structure(
-    model: Callable, guide: Callable, args: list[torch.Tensor], data_plate: str | None, max_plate_nesting: int | None
-) -> tuple[str, int]:
-    """Trace model and guide once on a few rows; find the data plate and the plate nesting, and check
-    that every sample site is a per-datapoint site that both programs agree on."""
+    model: Callable,
+    guide: Callable,
+    args: list[torch.Tensor],
+    data_plate: str | Sequence[str] | None,
+    max_plate_nesting: int | None,
+    fixed: dict[str, torch.Tensor],
+) -> tuple[tuple[str, ...], int]:
+    """Trace model and guide once on a few rows, both conditioned on ``fixed``; find the data plates and the plate
+    nesting, and check that the model's latent sites are per-datapoint sites, that the guide proposes them, and that
+    the fixed sites are global ones."""
     with poutine.block():
-        model_trace, guide_trace = model_and_guide_traces(model, guide, *args)
-    guide_sites, latent = set(site_names(guide_trace)), set(site_names(model_trace, observed=False))
+        model_trace, guide_trace = model_and_guide_traces(
+            poutine.condition(model, data=fixed), poutine.condition(guide, data=fixed), *args
+        )
+    model_sites = site_names(model_trace)
+    unknown = sorted(set(fixed) - set(model_sites) - set(site_names(guide_trace)))
+    if unknown:
+        raise ValueError(
+            f"fixed holds {unknown}, which are not sample sites of the model or the guide; the model's sample sites "
+            f"are {model_sites}"
+        )
+    guide_sites, latent = set(site_names(guide_trace)) - set(fixed), set(site_names(model_trace, observed=False))
+    frames = [
+        {f.name: f for f in stack}
+        for trace in (model_trace, guide_trace)
+        for name, stack in get_plate_stacks(trace).items()
+        if name not in fixed
+    ]
+    plates = _data_plates(frames, data_plate)
+    where = describe_data_plates(plates)
+    global_latent = sorted(set(outside_plate(model_trace, plates)) & latent)
+    if global_latent:
+        raise ValueError(
+            f"the latent sites {global_latent} are not in the {where}: a global latent variable has no log p(x) per "
+            f"data point; estimate log p(x | {', '.join(global_latent)}) at given values with "
+            f"fixed={{{global_latent[0]!r}: value, ...}}"
+        )
     if latent - guide_sites:
         raise ValueError(
             f"the model's latent sites {sorted(latent - guide_sites)} are not sampled by the guide: "
@@ -281,31 +364,63 @@ def _structure(
     if guide_sites - latent:
         raise ValueError(
             f"the guide's sites {sorted(guide_sites - latent)} are not latent sites of the model: "
-            "log p(x) by importance sampling needs guide and model to share their latent sites"
+            "log p(x) by importance sampling needs guide and model to share their latent sites (to hold a global "
+            "site at a value in both, pass fixed={name: value})"
         )
-    stacks = {**get_plate_stacks(model_trace), **{f"guide {n}": s for n, s in get_plate_stacks(guide_trace).items()}}
-    frames = {n: {f.name: f for f in stack} for n, stack in stacks.items()}
-    common = set.intersection(*(set(f) for f in frames.values()))
-    if data_plate is None:
-        if not common:
-            raise ValueError(
-                "no plate contains every sample site, so log p(x) per data point is not defined: put each "
-                "site in the data plate (condition global latent variables on fixed values first)"
-            )
-        data_plate = max(common, key=lambda name: -next(iter(frames.values()))[name].dim)
-    missing = sorted(n for n, f in frames.items() if data_plate not in f)
-    if missing:
+    for trace in (model_trace, guide_trace):
+        remove_global_observations(trace, plates)
+    inside = sorted(set(fixed) & {name for trace in (model_trace, guide_trace) for name in site_names(trace)})
+    if inside:
         raise ValueError(
-            f"sites {missing} are not in the data plate {data_plate!r}: log p(x) per data point needs every "
-            "sample site inside it (condition global latent variables on fixed values first)"
+            f"the fixed sites {inside} are in the {where}: fixed holds values of global sites, shared by all data "
+            "points"
         )
+    if not site_names(model_trace, observed=True):
+        raise ValueError(
+            f"no observed site of the model is in the {where}: log p(x) needs each data point's observations in a "
+            "data plate (observed sites outside the data plates are global values the model is conditioned on, and "
+            "are left out)"
+        )
+    data_plate_frames(plates, model_trace, guide_trace)  # every site in one data plate, all of one size
     if max_plate_nesting is None:
-        max_plate_nesting = max((-f.dim for fs in frames.values() for f in fs.values()), default=0)
-    return data_plate, max_plate_nesting
+        max_plate_nesting = max((-f.dim for fs in frames for f in fs.values()), default=0)
+    return plates, max_plate_nesting
+
+
+def _data_plates(
+    frames: list[dict[str, CondIndepStackFrame]], data_plate: str | Sequence[str] | None
+) -> tuple[str, ...]:
+    """The names of the data plates, from the frames of each sample site by plate name: those named by
+    ``data_plate``; by default the outermost plate that every site in a plate is in, or without one, the outermost
+    plate of each such site (in order of appearance)."""
+    if data_plate is not None:
+        plates = (data_plate,) if isinstance(data_plate, str) else tuple(data_plate)
+        known = sorted({name for site in frames for name in site})
+        if not plates or not set(plates) <= set(known):
+            raise ValueError(
+                f"data_plate must name plates that hold sample sites, got {list(plates)}; the plates of the model "
+                f"and guide are {known}"
+            )
+        return plates
+    plated = [site for site in frames if site]
+    if not plated:
+        raise ValueError(
+            "no sample site is in a plate, so log p(x) per data point is not defined: put each data point's sites "
+            "in a data plate (a pyro.plate over the rows of x)"
+        )
+    common = set.intersection(*(set(site) for site in plated))
+    if common:
+        return (max(common, key=lambda name: -plated[0][name].dim),)
+    return tuple(dict.fromkeys(max(site.values(), key=lambda f: -f.dim).name for site in plated))
 
 
 def bytes_per_pair(
-    model: Callable, guide: Callable, args: list[torch.Tensor], data_plate: str, max_plate_nesting: int, seed: int
+    model: Callable,
+    guide: Callable,
+    args: list[torch.Tensor],
+    data_plate: str | Sequence[str],
+    max_plate_nesting: int,
+    seed: int,
 ) -> float:
     """Bytes of tensors that one more (sample, point) pair of :func:`log_weights` takes at its peak: the slope
     between two probes on the rows ``args`` with :data:`PROBE_SAMPLES` samples (validation off; the noise of

@@ -22,7 +22,8 @@ torch's CPU generator keeps only the low 32 bits of a seed, so among those 50,00
 with probability about 1/4 (0.3 pairs expected; 4.7 with the 200,000 streams that blocks of 256 would make): two
 points then share a block of noise, which correlates their two estimates and biases neither.
 
-Used by :func:`pyrovae.log_marginal_likelihood`; the site must lie in the data plate.
+Used by :func:`pyrovae.log_marginal_likelihood`; the site must lie in a data plate (one of several, when a program
+indexes its rows by several: the noise does not depend on the plate).
 
 **References**
 
@@ -32,7 +33,7 @@ Used by :func:`pyrovae.log_marginal_likelihood`; the site must lie in the data p
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import pyro.distributions as dist
 import torch
@@ -83,17 +84,24 @@ class IndexedNoise(Messenger):
                 guide(x[100:200])
 
     :param int seed: the estimate's seed.
-    :param str data_plate: name of the plate indexing data points.
+    :param data_plate: name of the plate indexing data points, or the names of several plates indexing the same
+        points (as :func:`pyrovae.infer.traces.data_plate_frames` takes them).
     :param indices: the global index of each data point of the chunk, in plate order.
     :param int sample_start: global index of the chunk's first sample.
     :param int particle_dim: the (negative) batch dim of the particle plate.
     """
 
     def __init__(
-        self, seed: int, data_plate: str, indices: Sequence[int], sample_start: int, particle_dim: int
+        self,
+        seed: int,
+        data_plate: str | Collection[str],
+        indices: Sequence[int],
+        sample_start: int,
+        particle_dim: int,
     ) -> None:
         super().__init__()
-        self.seed, self.data_plate, self.indices = int(seed), data_plate, [int(i) for i in indices]
+        self.seed, self.indices = int(seed), [int(i) for i in indices]
+        self.data_plates = {data_plate} if isinstance(data_plate, str) else set(data_plate)
         self.sample_start, self.particle_dim = int(sample_start), particle_dim
 
     def _pyro_sample(self, msg) -> None:
@@ -101,7 +109,7 @@ class IndexedNoise(Messenger):
             return
         fn = msg["fn"]
         base = _base_normal(fn)
-        frame = next((f for f in msg["cond_indep_stack"] if f.name == self.data_plate), None)
+        frame = next((f for f in msg["cond_indep_stack"] if f.name in self.data_plates), None)
         if base is None or frame is None:
             return
         batch_dims = len(fn.batch_shape)

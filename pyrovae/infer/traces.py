@@ -10,7 +10,13 @@ sample site :math:`s` of a trace has a log-density :math:`\ell_s` of its batch s
 
 so that for the model :math:`\ell_{kn} = \log p(x_n, z_{kn})`, for the guide
 :math:`\ell_{kn} = \log q(z_{kn} | x_n)`, and their difference is the log importance weight
-:math:`\log w_{kn}` (:func:`per_datapoint_log_prob`). A site's :math:`\ell_s` carries its mask and, unless
+:math:`\log w_{kn}` (:func:`per_datapoint_log_prob`). A program may also index its rows by several data plates
+of the same size, e.g. two prefixed VAEs modelling two views :math:`x_n = (x^a_n, x^b_n)` of each row, each in
+its own plate: every site then lies in exactly one of them and :math:`\ell_{kn}` sums the sites of all of them
+(:func:`data_plate_frames`). Observed sites outside every data plate are global values the model is conditioned
+on, :math:`\theta_0`; their log-density :math:`\log p(\theta_0)` is the same for every data point and belongs to
+none, so they are taken out of the model's trace first (:func:`remove_global_observations`), and then
+:math:`\ell_{kn} = \log p(x_n, z_{kn} | \theta_0)`. A site's :math:`\ell_s` carries its mask and, unless
 asked for unscaled, its scale: that of ``poutine.scale`` and the data plate's subsample scale
 :math:`N / |B|` (:func:`subsample_scale`).
 
@@ -23,7 +29,7 @@ Pyro's own machinery does the tracing (``poutine.trace``, ``poutine.replay``), t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import torch
 from pyro import poutine
@@ -59,29 +65,70 @@ def site_names(trace: poutine.Trace, *, observed: bool | None = None) -> list[st
     ]
 
 
-def outside_plate(trace: poutine.Trace, plate: str) -> list[str]:
-    """Sorted names of the trace's sample sites that do not lie in the vectorized plate named ``plate``."""
-    return sorted(name for name, stack in get_plate_stacks(trace).items() if plate not in {f.name for f in stack})
+def outside_plate(trace: poutine.Trace, plate: str | Collection[str]) -> list[str]:
+    """Sorted names of the trace's sample sites that lie in none of the vectorized plates named ``plate`` (one name or
+    several)."""
+    plates = {plate} if isinstance(plate, str) else set(plate)
+    return sorted(name for name, stack in get_plate_stacks(trace).items() if not plates & {f.name for f in stack})
+
+
+def remove_global_observations(trace: poutine.Trace, plate: str | Collection[str]) -> list[str]:
+    """Remove from ``trace`` its observed sample sites that lie in none of the data plates named ``plate``: the
+    global values :math:`\\theta_0` the model is conditioned on, whose :math:`\\log p(\\theta_0)` is the same for
+    every data point (see :mod:`pyrovae.infer.traces`). Latent sites stay, wherever they are.
+
+    :returns: the names of the removed sites, sorted.
+    """
+    removed = [name for name in outside_plate(trace, plate) if trace.nodes[name]["is_observed"]]
+    for name in removed:
+        trace.remove_node(name)
+    return removed
+
+
+def describe_data_plates(plates: str | Sequence[str]) -> str:
+    """``"data plate 'data'"`` or ``"data plates ['a/data', 'b/data']"``, for messages."""
+    plates = [plates] if isinstance(plates, str) else list(plates)
+    return f"data plate {plates[0]!r}" if len(plates) == 1 else f"data plates {plates}"
+
+
+def data_plate_frames(plates: str | Sequence[str], *traces: poutine.Trace) -> tuple[CondIndepStackFrame, ...]:
+    """The frames of the vectorized data plates named ``plates`` (one name or several), which index the same data
+    points: every sample site of ``traces`` lies in exactly one of them.
+
+    :returns: one frame per plate, in the order of ``plates``, that of the plate's first site; every site's frame
+        of every plate has the same ``size`` (points in the batch) and ``full_size`` (points in the data set).
+    :raises ValueError: if a site lies in none or several of the plates, if a plate has no sample site, or if the
+        sites disagree on the sizes.
+    """
+    plates = [plates] if isinstance(plates, str) else list(plates)
+    where = describe_data_plates(plates)
+    outside = sorted({name for trace in traces for name in outside_plate(trace, plates)})
+    if outside:
+        raise ValueError(f"sites {outside} are not in the vectorized {where}")
+    stacks = [(name, stack) for trace in traces for name, stack in get_plate_stacks(trace).items()]
+    several = sorted({name for name, stack in stacks if len({f.name for f in stack} & set(plates)) > 1})
+    if several:
+        raise ValueError(f"sites {several} lie in more than one of the {where}: each must lie in exactly one")
+    frames = {plate: [f for _, stack in stacks for f in stack if f.name == plate] for plate in plates}
+    empty = [plate for plate, found in frames.items() if not found]
+    if empty:
+        raise ValueError(f"the data plate {empty[0]!r} has no sample site")
+    sizes = {plate: sorted({(f.size, f.full_size) for f in found}) for plate, found in frames.items()}
+    if len({size for found in sizes.values() for size in found}) != 1:
+        raise ValueError(
+            f"the {where} must have the same (size, full_size) at every site, one entry per data point; found "
+            + ", ".join(f"{plate!r}: {found}" for plate, found in sizes.items())
+        )
+    return tuple(found[0] for found in frames.values())
 
 
 def data_plate_frame(plate: str, *traces: poutine.Trace) -> CondIndepStackFrame:
-    """The frame of the vectorized data plate named ``plate``, in which every sample site of ``traces`` lies.
+    """The frame of the vectorized data plate named ``plate``, in which every sample site of ``traces`` lies
+    (:func:`data_plate_frames` with one plate).
 
-    :returns: the frame of the first site; every site's frame has the same ``size`` (points in the batch) and
-        ``full_size`` (points in the data set, ``None`` without subsampling).
     :raises ValueError: if no sample site or not every one lies in the plate, or if sites disagree on its sizes.
     """
-    outside = sorted({name for trace in traces for name in outside_plate(trace, plate)})
-    if outside:
-        raise ValueError(f"sites {outside} are not in the vectorized data plate {plate!r}")
-    frames = [f for trace in traces for stack in get_plate_stacks(trace).values() for f in stack if f.name == plate]
-    sizes = {(f.size, f.full_size) for f in frames}
-    if len(sizes) != 1:
-        raise ValueError(
-            f"the data plate {plate!r} has no sample site" if not sizes else
-            f"the data plate {plate!r} has different (size, full_size) at different sites: {sorted(sizes, key=str)}"
-        )
-    return frames[0]
+    return data_plate_frames(plate, *traces)[0]
 
 
 def subsample_scale(frame: CondIndepStackFrame) -> float:
@@ -99,32 +146,35 @@ def compute_log_probs(*traces: poutine.Trace) -> None:
 
 def per_datapoint_log_prob(
     trace: poutine.Trace,
-    frame: CondIndepStackFrame,
+    frame: CondIndepStackFrame | Sequence[CondIndepStackFrame],
     num_particles: int = 1,
     particle_dim: int | None = None,
     *,
     scaled: bool = True,
 ) -> torch.Tensor:
-    """The ``(num_particles, frame.size)`` matrix :math:`\\ell_{kn}` of the trace's log-density per sample and
-    data point: each sample site's log-density summed over every batch dim but the particle plate's and the
+    """The ``(num_particles, size)`` matrix :math:`\\ell_{kn}` of the trace's log-density per sample and
+    data point: each sample site's log-density summed over every batch dim but the particle plate's and its
     data plate's (see :mod:`pyrovae.infer.traces`), then summed over the sites. Log-densities are computed
     (:func:`compute_log_probs`) where the trace lacks them.
 
-    :param frame: the data plate's frame, from :func:`data_plate_frame` (every sample site must lie in it).
+    :param frame: the data plate's frame, from :func:`data_plate_frame`, or the frames of several data plates of
+        the same size, from :func:`data_plate_frames` (every sample site must lie in exactly one).
     :param int num_particles: the size of the particle plate (1 without one).
     :param int particle_dim: the (negative) dim of the vectorized particle plate, or ``None`` without one.
     :param bool scaled: with each site's scale (``poutine.scale``, subsample scale), as Pyro's ELBOs weigh the
         sites; ``False``: the unscaled densities of single points. Masks apply either way.
     """
+    frames = [frame] if isinstance(frame, CondIndepStackFrame) else list(frame)
+    plates = {f.name for f in frames}
     compute_log_probs(trace)
     total = torch.zeros(())
     for name, stack in get_plate_stacks(trace).items():
         site = trace.nodes[name]
         log_p = site["log_prob"] if scaled else scale_and_mask(site["unscaled_log_prob"], mask=site["mask"])
-        data_dim = next(f.dim for f in stack if f.name == frame.name)
+        data_dim = next(f.dim for f in stack if f.name in plates)
         keep = [data_dim] if particle_dim is None else [particle_dim, data_dim]
         total = total + _sum_except(torch.as_tensor(log_p), keep)
-    return total.expand(num_particles, frame.size)
+    return total.expand(num_particles, frames[0].size)
 
 
 def log_prob_sum(trace: poutine.Trace, *, observed: bool) -> torch.Tensor | float:

@@ -12,10 +12,12 @@ from pyro import poutine
 from pyrovae.infer.traces import (
     compute_log_probs,
     data_plate_frame,
+    data_plate_frames,
     log_prob_sum,
     model_and_guide_traces,
     outside_plate,
     per_datapoint_log_prob,
+    remove_global_observations,
     site_names,
     subsample_scale,
 )
@@ -49,9 +51,24 @@ def particle_traces(model, guide, *args, num_particles=K, dim=-2):
 
 
 def log_weights(model_trace, guide_trace, plate="data", num_particles=K, particle_dim=-2, **kwargs):
-    frame = data_plate_frame(plate, model_trace, guide_trace)
-    return (per_datapoint_log_prob(model_trace, frame, num_particles, particle_dim, **kwargs)
-            - per_datapoint_log_prob(guide_trace, frame, num_particles, particle_dim, **kwargs))  # fmt: skip
+    frames = data_plate_frames(plate, model_trace, guide_trace)
+    return (per_datapoint_log_prob(model_trace, frames, num_particles, particle_dim, **kwargs)
+            - per_datapoint_log_prob(guide_trace, frames, num_particles, particle_dim, **kwargs))  # fmt: skip
+
+
+# two views of each point, x_n and -x_n, each modelled as above in its own data plate, "a" and "b"
+def two_views_model(x):
+    for view, sign in (("a", 1.0), ("b", -1.0)):
+        with pyro.plate(view, len(x)):
+            z = pyro.sample(f"{view}/z", dist.Normal(torch.zeros_like(x), 1.0))
+            pyro.sample(f"{view}/x", dist.Normal(z, 1.0), obs=sign * x)
+
+
+def two_views_guide(x):
+    """The exact posterior of each view's z."""
+    for view, sign in (("a", 1.0), ("b", -1.0)):
+        with pyro.plate(view, len(x)):
+            pyro.sample(f"{view}/z", dist.Normal(sign * x / 2, math.sqrt(0.5)))
 
 
 def test_the_model_is_replayed_on_the_guides_samples():
@@ -113,6 +130,44 @@ def test_a_per_datapoint_sum_over_inner_plates_and_batch_dims_with_vectorized_pa
     assert log_w.shape == (1, len(x))
 
 
+def test_several_data_plates_over_the_same_points_sum_their_sites():
+    """Each view's exact posterior makes its weight p(x_n) = N(x_n; 0, 2) for every particle; the joint weight of the
+    two views, summed over both plates, is twice that."""
+    model_trace, guide_trace = particle_traces(two_views_model, two_views_guide, X)
+    frames = data_plate_frames(["b", "a"], model_trace, guide_trace)
+    assert [(f.name, f.dim, f.size) for f in frames] == [("b", -1, len(X)), ("a", -1, len(X))]
+    exact = dist.Normal(torch.zeros_like(X), math.sqrt(2.0)).log_prob(X)
+    torch.testing.assert_close(log_weights(model_trace, guide_trace, ["a", "b"]), 2 * exact.expand(K, len(X)), **TIGHT)
+    with pytest.raises(ValueError, match=r"sites \['b/x', 'b/z'\] are not in the vectorized data plate 'a'"):
+        data_plate_frames(["a"], model_trace, guide_trace)
+    with pytest.raises(ValueError, match=r"sites \['a/x', 'a/z'\] lie in more than one of the data plates \['a', "
+                       r"'particles'\]: each must lie in exactly one"):  # fmt: skip
+        data_plate_frames(["a", "particles"], model_trace)
+    # view "a" of the 5 points, view "b" of 2 of them
+    view_a = poutine.trace(poutine.block(two_views_model, hide_fn=lambda msg: msg["name"].startswith("b/")))
+    view_b = poutine.trace(poutine.block(two_views_model, hide_fn=lambda msg: msg["name"].startswith("a/")))
+    sizes = r"must have the same \(size, full_size\) at every site, one entry per data point"
+    found = r"found 'a': \[\(5, 5\)\], 'b': \[\(2, 2\)\]"
+    with pytest.raises(ValueError, match=rf"the data plates \['a', 'b'\] {sizes}; {found}"):
+        data_plate_frames(["a", "b"], view_a.get_trace(X), view_b.get_trace(X[:2]))
+
+
+def test_observed_sites_outside_the_data_plates_are_removed_latent_ones_kept():
+    """A global scale s observed (conditioned on a value) outside the data plate is removed from the trace; a global
+    latent w stays, and the plate check then names it."""
+
+    def global_model(x):
+        w = pyro.sample("w", dist.Normal(0.0, 1.0))
+        s = pyro.sample("s", dist.LogNormal(0.0, 1.0))
+        with pyro.plate("data", len(x)):
+            pyro.sample("x", dist.Normal(w, s), obs=x)
+
+    trace = poutine.trace(poutine.condition(global_model, {"s": torch.tensor(2.0)})).get_trace(X)
+    assert remove_global_observations(trace, ["data"]) == ["s"]
+    assert site_names(trace) == ["w", "x"] and outside_plate(trace, ["data", "other"]) == ["w"]
+    assert remove_global_observations(trace, "data") == []
+
+
 def test_subsample_scale_and_masks():
     """A subsampled data plate (3 of 10 points) scales each site by 10/3: per point, the scaled log-density is
     10/3 times the unscaled one, which is the density of a single point. A masked point counts 0 either way;
@@ -146,10 +201,12 @@ def test_log_prob_sum_splits_observed_from_latent_and_leaves_factors_out():
     model_trace, guide_trace = model_and_guide_traces(model_with_factor, guide_with(0.2, 0.3, 1.2), X)
     z = guide_trace.nodes["z"]["value"]
     torch.testing.assert_close(log_prob_sum(model_trace, observed=True), dist.Normal(z, 1.0).log_prob(X).sum(), **TIGHT)
-    torch.testing.assert_close(log_prob_sum(model_trace, observed=False), dist.Normal(0.0, 1.0).log_prob(z).sum(),
-                               **TIGHT)
-    torch.testing.assert_close(log_prob_sum(guide_trace, observed=False),
-                               dist.Normal(0.2 * X + 0.3, 1.2).log_prob(z).sum(), **TIGHT)
+    torch.testing.assert_close(
+        log_prob_sum(model_trace, observed=False), dist.Normal(0.0, 1.0).log_prob(z).sum(), **TIGHT
+    )
+    torch.testing.assert_close(
+        log_prob_sum(guide_trace, observed=False), dist.Normal(0.2 * X + 0.3, 1.2).log_prob(z).sum(), **TIGHT
+    )
     assert log_prob_sum(guide_trace, observed=True) == 0.0
 
 
@@ -177,7 +234,8 @@ def test_sites_outside_the_data_plate_and_inconsistent_plates_are_explained():
     # the guide subsamples 3 of the 5 points, the model takes all 5
     model_trace, guide_trace = model_and_guide_traces(model, guide_with(0.5, 0.0, 1.0), X)
     subsampled = poutine.trace(guide_with(0.5, 0.0, 1.0)).get_trace(X, torch.tensor([0, 1, 2]))
-    with pytest.raises(ValueError, match=r"different \(size, full_size\) at different sites: \[\(3, 10\), \(5, 5\)\]"):
+    with pytest.raises(ValueError, match=r"the data plate 'data' must have the same \(size, full_size\) at every site, "
+                       r"one entry per data point; found 'data': \[\(3, 10\), \(5, 5\)\]"):  # fmt: skip
         data_plate_frame("data", model_trace, subsampled)
     with pytest.raises(ValueError, match="the data plate 'data' has no sample site"):
         data_plate_frame("data", poutine.trace(lambda: None).get_trace())
