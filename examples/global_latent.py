@@ -68,6 +68,7 @@ def main(args):
     if args.reload:   # the child process: a fresh model, the stored weights
         vae, model, guide = build(args)
         pyro.get_param_store().load(args.reload)
+        guide(x)   # an autoguide sets itself up in its first call; its parameters are then the stored ones
         print(json.dumps(figures(args, model, guide, x)))
         return None
 

@@ -31,6 +31,20 @@ def test_compose_example():
     assert -40 < result["test_elbo"] < 0  # 3 epochs: well above the untrained -44 nats
 
 
+def test_global_latent_example(tmp_path):
+    """The VAE in the caller's plate has its plain ELBO; trained with a global temperature, its param store
+    reloaded in a new process gives the same temperature and log p(x | T)."""
+    example = load("global_latent")
+    args = ["--epochs", "2", "--num-samples", "50", "--test-points", "20", "--hidden", "32", "--out", str(tmp_path)]
+    result = example.main(example.parser().parse_args(args))
+    plain, mine = result["elbos"]
+    assert mine == pytest.approx(plain, rel=1e-5)
+    assert result["history"][-1]["test_elbo"] > result["history"][0]["test_elbo"]
+    assert result["there"]["temperature"] == pytest.approx(result["here"]["temperature"], rel=1e-6)
+    assert result["there"]["log_px"] == pytest.approx(result["here"]["log_px"], rel=1e-6)
+    assert len(result["here"]["log_px"]) == 20 and all(v < 0 for v in result["here"]["log_px"])
+
+
 @pytest.mark.parametrize("extra", [["--a-dim", "0"],
                                    ["--a-dim", "3", "--shift", "1", "--consistency", "2", "--lr-milestones", "1"]])
 def test_semi_supervised_example(tmp_path, extra):

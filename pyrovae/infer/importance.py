@@ -234,7 +234,7 @@ def log_marginal_likelihood(
             model, guide, [a[: min(2, num_points)] for a in args], data_plate, max_plate_nesting, fixed
         )
         if fixed:  # both programs at the fixed values, and those sites out of both traces
-            model, guide = (poutine.block(poutine.condition(p, data=fixed), hide=list(fixed)) for p in (model, guide))
+            model, guide = (_at(p, fixed, hide_fixed=True) for p in (model, guide))
         if data_chunk is None or sample_chunk is None:
             pair_bytes = bytes_per_pair(model, guide, [a[:2] for a in args], data_plate, nesting, seed)
         else:
@@ -318,6 +318,20 @@ def log_weights(
     return model_log_p - guide_log_q
 
 
+def _at(program: Callable, fixed: dict[str, torch.Tensor], hide_fixed: bool = False) -> Callable:
+    """``program`` conditioned on the values ``fixed``, with the auxiliary global sites that drew them out of its
+    trace (an autoguide's ``"<name>_unconstrained"``, whose value the fixed one replaces), and the fixed sites too
+    with ``hide_fixed``. ``program`` itself without ``fixed``."""
+    if not fixed:
+        return program
+
+    def hidden(msg: dict) -> bool:
+        global_auxiliary = msg["infer"].get("is_auxiliary") and not any(f.vectorized for f in msg["cond_indep_stack"])
+        return bool(global_auxiliary) or (hide_fixed and msg["name"] in fixed)
+
+    return poutine.block(poutine.condition(program, data=fixed), hide_fn=hidden)
+
+
 def _structure(
     model: Callable,
     guide: Callable,
@@ -330,9 +344,7 @@ def _structure(
     nesting, and check that the model's latent sites are per-datapoint sites, that the guide proposes them, and that
     the fixed sites are global ones."""
     with poutine.block():
-        model_trace, guide_trace = model_and_guide_traces(
-            poutine.condition(model, data=fixed), poutine.condition(guide, data=fixed), *args
-        )
+        model_trace, guide_trace = model_and_guide_traces(_at(model, fixed), _at(guide, fixed), *args)
     model_sites = site_names(model_trace)
     unknown = sorted(set(fixed) - set(model_sites) - set(site_names(guide_trace)))
     if unknown:

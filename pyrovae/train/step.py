@@ -65,9 +65,14 @@ def owned_params(
 
     :raises ValueError: as :func:`check_owned`.
     """
-    initial = {id(p) for owner in owners for p in owner.parameters()}
+    initial = [{name: id(p) for name, p in owner.named_parameters()} for owner in owners]
     params = trained_params(model, guide, *args, **kwargs)
-    taken = [name for owner in owners for name, p in owner.named_parameters() if id(p) not in initial]
+    taken = [
+        name
+        for owner, before in zip(owners, initial, strict=True)
+        for name, p in owner.named_parameters()
+        if before.get(name, id(p)) != id(p)  # replaced, not created by the first call (an autoguide's)
+    ]
     if taken:
         warnings.warn(
             f"training starts from the values Pyro's param store held under the model's names ({len(taken)} "
