@@ -35,8 +35,9 @@ def check_shape(x: torch.Tensor, x_dim: int, name: str = "x", dtype: torch.dtype
         raise ValueError(f"{name} is empty: it has shape {tuple(x.shape)}, give at least one data point")
 
 
-def check_labels(y: torch.Tensor, batch_size: int, num_classes: int, name: str = "y") -> None:
-    """Check that ``y`` is a ``(batch_size,)`` integer tensor of class indices in ``0 .. num_classes - 1``.
+def check_labels(y: torch.Tensor, batch_size: int, num_classes: int, name: str = "y", missing: bool = False) -> None:
+    """Check that ``y`` is a ``(batch_size,)`` integer tensor of class indices in ``0 .. num_classes - 1``, or -1
+    (a missing label) where ``missing`` allows it.
 
     :raises TypeError: if ``y`` is not an integer tensor (e.g. one-hot floats).
     :raises ValueError: on a wrong shape or a label out of range.
@@ -49,11 +50,13 @@ def check_labels(y: torch.Tensor, batch_size: int, num_classes: int, name: str =
     if y.shape != (batch_size,):
         hint = " (one-hot labels? use y.argmax(-1))" if y.dim() == 2 and y.shape[-1] == num_classes else ""
         raise ValueError(f"{name} must have shape ({batch_size},), one label per row of x, got {tuple(y.shape)}{hint}")
-    bad = (y < 0) | (y >= num_classes)
+    lowest = -1 if missing else 0
+    bad = (y < lowest) | (y >= num_classes)
     if bad.any():
+        hint = ", or -1 where the label is missing" if missing else ""
         raise ValueError(
-            f"{name} has {int(bad.sum())} label(s) outside 0..{num_classes - 1} (e.g. {int(y[bad][0])}): "
-            f"labels must be class indices below num_classes={num_classes}"
+            f"{name} has {int(bad.sum())} label(s) outside {lowest}..{num_classes - 1} (e.g. {int(y[bad][0])}): "
+            f"labels must be class indices below num_classes={num_classes}{hint}"
         )
 
 

@@ -25,6 +25,8 @@ out exactly (parallel enumeration) given the sampled :math:`a`, so the unlabelle
     - \log q(a|x)\Big],
 
 and the classification term of a labelled point is :math:`\alpha \log q(y|a, x)` at the guide's :math:`a`.
+A partially labelled call (-1 where a label is missing, :mod:`pyrovae.models.ssvae`) draws :math:`a` on every row,
+then :math:`y` from :math:`q(y|a, x)`, or from the point mass on its label, as the SSVAE's does.
 
 Sites: those of :class:`pyrovae.SSVAE` (``prefix="p"`` makes them ``"p/<name>"``), and
 

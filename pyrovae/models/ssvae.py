@@ -27,10 +27,25 @@ which counts every point once per epoch, goes with Kingma et al.'s :math:`0.1 N 
 
 The ADGM (:class:`pyrovae.ADGM`, :mod:`pyrovae.models.adgm`) is this model with an auxiliary latent :math:`a`.
 
-Labels are **integer class indices** (``torch.long``, shape ``(batch,)``), not one-hot vectors. One call
-of :meth:`SSVAE.model` / :meth:`SSVAE.guide` is either fully labelled (``y`` given) or fully unlabelled
-(``y=None``); :func:`pyrovae.train.semisupervised.semisupervised_loss` combines a labelled and an unlabelled
-minibatch into one loss, and splits mixed batches.
+Labels are **integer class indices** (``torch.long``, shape ``(batch,)``), not one-hot vectors, and **-1 marks a
+missing label** (as in scikit-learn's semi-supervised estimators). One call of :meth:`SSVAE.model` /
+:meth:`SSVAE.guide` may be
+
+* fully labelled (``y`` given, no -1): ``"y"`` is an observed site of the model and absent from the guide;
+* fully unlabelled (``y=None``): ``"y"`` is a latent site of the guide, drawn from :math:`q(y|x)` and marked for
+  enumeration;
+* **partially labelled** (some -1): ``"y"`` is a latent site on every row, and the guide draws it from
+  :math:`q(y|x)` on the unlabelled rows and from a point mass on the label on the labelled ones (log-probability 0
+  at the label, :math:`-\infty` elsewhere). Enumerating it then gives exactly :math:`\mathcal{L}(x, y)` on a
+  labelled row (``TraceEnum_ELBO`` drops the terms of probability 0) and :math:`\mathcal{U}(x)` on an unlabelled
+  one, and the ``"classification"`` factor is 0 on the unlabelled rows: the loss of the call, and its gradient,
+  is the sum of those of a call on its labelled rows and a call on its unlabelled rows (tested). The labelled rows
+  then cost the decoder ``C`` passes each, as the unlabelled ones do; a fully labelled call costs one.
+
+The site names are the same in the three cases (Pyro's own ``obs_mask`` would split ``"y"`` into
+``"y_observed"`` and ``"y_unobserved"``). All the rows of a call are scaled alike, by ``num_data / batch``;
+:func:`pyrovae.train.semisupervised.semisupervised_loss` adds a labelled and an unlabelled minibatch each scaled
+to its own set.
 
 Sites (``prefix="p"`` makes them ``"p/<name>"``):
 
@@ -38,16 +53,19 @@ Sites (``prefix="p"`` makes them ``"p/<name>"``):
 site                  what                                                                           shape
 ====================  =============================================================================  ==================
 ``"data"``            data plate, size ``num_data`` (subsampled minibatch)                           dim -1
-``"y"``               label: observed, or enumerated in the guide (``C`` values at dim -2)           ``(batch,)``
+``"y"``               label: observed, or latent, enumerated in the guide (``C`` values at dim -2)   ``(batch,)``
 ``"z"``               style latent, ``Normal(0, I).to_event(1)`` / guide Normal                      ``(batch, z_dim)``
 ``"x"``               observation, ``IndependentBernoulli`` or ``Normal(...).to_event(1)``           ``(batch, x_dim)``
-``"classification"``  ``pyro.factor`` :math:`\alpha \log q(y|x)` (model, labelled only)               ``(batch,)``
+``"classification"``  ``pyro.factor`` :math:`\alpha \log q(y|x)` (model, ``y`` given; 0 at -1)       ``(batch,)``
 ``"classifier"``      ``pyro.module``: :math:`x \mapsto` logits of q(y|x) (guide and model)
 ``"encoder"``         ``pyro.module``: :math:`(x, y) \mapsto` loc, scale of q(z|x,y) (guide)
 ``"decoder"``         ``pyro.module``: :math:`(z, y) \mapsto` parameters of p(x|y,z) (model)
 ====================  =============================================================================  ==================
 
-Train with ``TraceEnum_ELBO(max_plate_nesting=1)``.
+Train with ``TraceEnum_ELBO(max_plate_nesting=1)``. The guide's ``"y"`` is enumerated in parallel by default;
+``SSVAE(..., enumerate="sequential")`` enumerates it one class at a time (``C`` runs of the model and guide, less
+memory), and with ``enumerate=None`` it is sampled, unless ``pyro.infer.config_enumerate(ssvae.guide, ...)`` marks
+it: all give the same ``TraceEnum_ELBO`` loss.
 
 **References**
 
@@ -111,8 +129,9 @@ class SSVAE(ObservedModel):
         decoder) or ``"normal"`` for real-valued data (diagonal Gaussian with a learned, input-dependent scale:
         the decoder gives the mean and the scale).
     :param str enumerate: ``"parallel"`` (default) marks the guide's ``y`` site for Pyro's parallel
-        enumeration (train with ``TraceEnum_ELBO``); ``None`` samples it instead (score-function
-        gradients with ``Trace_ELBO``, much noisier).
+        enumeration (train with ``TraceEnum_ELBO``), ``"sequential"`` for sequential enumeration (one run per
+        class); ``None`` samples it instead (score-function gradients with ``Trace_ELBO``, much noisier), or leaves
+        the choice to ``pyro.infer.config_enumerate(ssvae.guide, "parallel" or "sequential")``.
     :param str prefix: prepended to every site and module name.
     :param int a_dim: must be 0: the auxiliary latent ``a`` of Maaløe et al. (2016) is the
         :class:`pyrovae.ADGM`'s (``ADGM(..., a_dim=N)``, or
@@ -151,8 +170,8 @@ class SSVAE(ObservedModel):
             raise ValueError(
                 f"need x_dim >= 1, z_dim >= 1 and num_classes >= 2, got {x_dim}, {z_dim} and {num_classes}"
             )
-        if enumerate not in ("parallel", None):
-            raise ValueError(f"enumerate must be 'parallel' or None, got {enumerate!r}")
+        if enumerate not in ("parallel", "sequential", None):
+            raise ValueError(f"enumerate must be 'parallel', 'sequential' or None, got {enumerate!r}")
         if not alpha >= 0:
             raise ValueError(f"alpha must be >= 0, got {alpha}")
         self.num_classes, self.z_dim = int(num_classes), int(z_dim)
@@ -192,10 +211,11 @@ class SSVAE(ObservedModel):
         return x
 
     def _check(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
-        """The checks of :class:`~pyrovae.models.base.ObservedModel`, and of the labels ``y`` if given."""
+        """The checks of :class:`~pyrovae.models.base.ObservedModel`, and of the labels ``y`` (-1 where missing) if
+        given."""
         super()._check(x)
         if y is not None:
-            check_labels(y, len(x), self.num_classes)
+            check_labels(y, len(x), self.num_classes, missing=True)
 
     def observation(self, z: torch.Tensor, y: torch.Tensor) -> dist.TorchDistribution:
         """The distribution p(x | y, z) (batch shape ``z.shape[:-1]`` broadcast with ``y``, event ``(x_dim,)``)."""
@@ -213,8 +233,9 @@ class SSVAE(ObservedModel):
         r"""Generative model :math:`p(y)\,p(z)\,p(x|y,z)`, plus the classification factor when ``y`` is given.
 
         :param torch.Tensor x: data ``(batch, x_dim)``, or ``None`` to generate.
-        :param torch.Tensor y: integer labels ``(batch,)`` (observed), or ``None`` (latent). To generate
-            digits of chosen classes, pass ``y`` with ``x=None``.
+        :param torch.Tensor y: integer labels ``(batch,)`` (observed), -1 where a label is missing (a partially
+            labelled call, see the module docstring), or ``None`` (latent). To generate digits of chosen classes,
+            pass ``y`` without -1 and with ``x=None``.
         :param int num_data: size of the full (labelled or unlabelled) set ``x`` is a minibatch of; with
             ``x=None`` and ``y=None``, the number of points to generate (default 1).
         :param subsample, plate: the data plate's indices, or a caller's plate, as in :meth:`pyrovae.VAE.model`.
@@ -226,17 +247,24 @@ class SSVAE(ObservedModel):
             num_data = len(y)
         data, batch_size, device = self._data_plate(x, num_data, subsample, plate)
         if y is not None:
-            check_labels(y, batch_size, self.num_classes)
+            check_labels(y, batch_size, self.num_classes, missing=True)
+        partially_labelled = y is not None and bool((y < 0).any())
+        if partially_labelled and x is None:
+            raise ValueError(
+                "y has missing labels (-1) but there is no data x: to generate points of chosen classes give every "
+                "label, or y=None to draw the labels from p(y)"
+            )
         with data:
             z = pyro.sample(self.site("z"), standard_normal(batch_size, self.z_dim, device))
             uniform = torch.zeros(batch_size, self.num_classes, device=device)
-            label = pyro.sample(self.site("y"), dist.Categorical(logits=uniform), obs=y)
+            # partially labelled: y is latent on every row, the guide's point masses stand in for the given labels
+            label = pyro.sample(self.site("y"), dist.Categorical(logits=uniform), obs=None if partially_labelled else y)
             x = pyro.sample(self.site("x"), self.observation(z, label), obs=x)
             context = self._model_context(x, z, label)
             if labelled_data and self.alpha > 0:
                 self.register("classifier")
-                log_q = dist.Categorical(logits=self.classifier(context)).log_prob(y)
-                pyro.factor(self.site("classification"), self.alpha * log_q)
+                log_q = dist.Categorical(logits=self.classifier(context)).log_prob(y.clamp(min=0))
+                pyro.factor(self.site("classification"), self.alpha * torch.where(y >= 0, log_q, 0.0))
             return x
 
     def guide(
@@ -251,25 +279,29 @@ class SSVAE(ObservedModel):
         r"""Guide :math:`q(y|x)\,q(z|x,y)`; with ``y`` given only :math:`q(z|x,y)`.
 
         :param torch.Tensor x: data ``(batch, x_dim)``; the guide needs it.
-        :param torch.Tensor y: integer labels ``(batch,)`` or ``None``; when ``None`` the ``"y"`` site is
-            marked for parallel enumeration (unless the model was built with ``enumerate=None``).
+        :param torch.Tensor y: integer labels ``(batch,)``, -1 where missing, or ``None``; when ``None`` or
+            partially labelled, the ``"y"`` site is drawn from :math:`q(y|x)` (a point mass on each given label)
+            and marked for enumeration as the SSVAE was built (``enumerate``).
         :param num_data, subsample, plate: as in :meth:`model`.
-        :returns: the sampled latents by site name: ``site("z")`` and, unlabelled, ``site("y")``.
+        :returns: the sampled latents by site name: ``site("z")`` and, when any label is missing, ``site("y")``.
         """
         if x is None:
             raise ValueError("the guide q(y, z|x) needs data x; to generate, run the model alone")
         self.register("classifier", "encoder")
         data, batch_size, _ = self._data_plate(x, num_data, subsample, plate)
         if y is not None:
-            check_labels(y, batch_size, self.num_classes)
+            check_labels(y, batch_size, self.num_classes, missing=True)
         latents = {}
         with data:
             context = self._guide_context(x)
-            if y is None:
+            if y is None or (y < 0).any():
+                logits = self.classifier(context)
+                if y is not None:  # partially labelled: a point mass on each given label, log q = 0 there
+                    point_masses = F.one_hot(y.clamp(min=0), self.num_classes).to(logits).log()
+                    logits = torch.where((y < 0)[:, None], logits, point_masses)
                 infer = {"enumerate": self.enumerate} if self.enumerate else {}
-                y = latents[self.site("y")] = pyro.sample(
-                    self.site("y"), dist.Categorical(logits=self.classifier(context)), infer=infer
-                )
+                y = pyro.sample(self.site("y"), dist.Categorical(logits=logits), infer=infer)
+                latents[self.site("y")] = y
             loc, scale = self.encoder(context, y)
             latents[self.site("z")] = pyro.sample(self.site("z"), dist.Normal(loc, scale).to_event(1))
         return latents
@@ -313,10 +345,11 @@ class SSVAE(ObservedModel):
     @torch.no_grad()
     def style(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """The posterior mean of the style ``z`` given ``x`` and its label (the classifier's guess when
-        ``y`` is ``None``), ``(batch, z_dim)``."""
+        ``y`` is ``None``, and on the rows where it is -1), ``(batch, z_dim)``."""
         self._check(x, y)
-        if y is None:
-            y = self.log_predict(x).argmax(-1)
+        if y is None or (y < 0).any():
+            guess = self.log_predict(x).argmax(-1)
+            y = guess if y is None else torch.where(y < 0, guess, y)
         return self.encoder(self._mean_context(x), y)[0]
 
     @torch.no_grad()

@@ -25,9 +25,11 @@ An epoch is one pass over the unlabelled set in minibatches of ``batch_size``; l
   Slow: the unlabelled term dominates and the labels steer it gently, far more slowly than ``"alternate"``
   (the docs' results page compares them); published runs of this recipe take thousands of epochs.
 
-Labelled and unlabelled rows go through separate calls of the model and guide (the ``"y"`` site is either
-observed or enumerated, never both); :func:`split_batch` turns a mixed batch with a mask into the two and
-:func:`semisupervised_loss` adds their losses.
+Labelled and unlabelled minibatches go through separate calls of the model and guide, since each is scaled to
+its own set (``num_labelled``, ``num_unlabelled``) and ``"alternate"`` steps on them separately;
+:func:`split_batch` turns a mixed batch with a mask into the two and :func:`semisupervised_loss` adds their losses.
+(The model and guide also take a partially labelled batch in one call, ``y`` -1 where the label is missing, all its
+rows scaled alike: :mod:`pyrovae.models.ssvae`.)
 
 Training runs in the one loop (:mod:`pyrovae.train.loop`): resume, run folder, divergence stop and data-parallel
 training under ``torchrun`` are :func:`pyrovae.fit`'s. With :math:`W` ranks each takes its share of every unlabelled

@@ -47,6 +47,24 @@ def test_sites_and_modules_of_the_auxiliary_variable():
     assert torch.allclose(model.nodes["p/classification"]["fn"].log_factor, expected)
 
 
+def test_a_partially_labelled_call_draws_a_on_every_row_then_y():
+    """-1 marks a missing label: the guide draws a ~ q(a|x) on every row, then y from q(y|a, x) where the label is
+    missing and a point mass on each given label, then z; the classification factor is alpha log q(y|a, x) at the
+    guide's a on the labelled rows, 0 on the others. (Its loss is that of the labelled rows' call plus the unlabelled
+    rows' call: tests/models/test_ssvae.py.)"""
+    adgm, x, y = tiny_ssvae(a_dim=3, prefix="p"), binary(4), torch.tensor([0, -1, 2, -1])
+    guide = poutine.trace(adgm.guide).get_trace(x, y)
+    model = poutine.trace(poutine.replay(adgm.model, trace=guide)).get_trace(x, y)
+    assert guide.stochastic_nodes == ["p/data", "p/a", "p/y", "p/z"]
+    assert model.stochastic_nodes == ["p/data", "p/z", "p/y", "p/a"]
+    log_q = adgm.classifier(concat(x, guide.nodes["p/a"]["value"])).log_softmax(-1)
+    q = guide.nodes["p/y"]["fn"]
+    assert torch.allclose(q.logits[[1, 3]], log_q[[1, 3]]) and torch.equal(q.probs[[0, 2]].argmax(-1), y[[0, 2]])
+    assert (q.probs[[0, 2]].max(-1).values == 1).all()
+    factor = model.nodes["p/classification"]["fn"].log_factor
+    assert torch.allclose(factor[[0, 2]], adgm.alpha * log_q[[0, 2], y[[0, 2]]]) and (factor[[1, 3]] == 0).all()
+
+
 def test_an_ssvae_with_a_dim_points_to_the_adgm():
     with pytest.raises(ValueError, match=r"a_dim=3: the auxiliary latent a is the ADGM's.*ADGM\(\.\.\., a_dim=3\)"):
         pyrovae.SSVAE(5, a_dim=3)

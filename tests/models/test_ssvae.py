@@ -2,7 +2,8 @@ import pyro
 import pyro.poutine as poutine
 import pytest
 import torch
-from pyro.infer import TraceEnum_ELBO
+import torch.nn.functional as F
+from pyro.infer import TraceEnum_ELBO, config_enumerate
 from pyro.poutine.messenger import Messenger
 
 import pyrovae
@@ -13,6 +14,20 @@ from tests.common import binary, tiny_ssvae
 
 ELBO = TraceEnum_ELBO(max_plate_nesting=1)
 pytestmark = pytest.mark.filterwarnings("ignore:TraceEnum_ELBO found no sample sites")
+#: labels of a partially labelled batch of 6 rows: two labelled, four missing (-1)
+MIXED = torch.tensor([2, -1, -1, 0, -1, -1])
+
+
+@pytest.fixture
+def float64():
+    """Double precision for the test (models built in it too), so that sums of the same terms in another order agree
+    to about 1e-13; the global RNG is left as it was."""
+    with torch.random.fork_rng():
+        torch.set_default_dtype(torch.float64)
+        try:
+            yield
+        finally:
+            torch.set_default_dtype(torch.float32)
 
 
 class FixedNoise(Messenger):
@@ -39,26 +54,21 @@ def classifier_log_probs(ssvae: SSVAE, x: torch.Tensor, eps_a: torch.Tensor) -> 
 
 
 @pytest.mark.parametrize("a_dim", [0, 3])
-def test_enumerated_unlabelled_elbo_is_the_q_weighted_labelled_elbo_plus_entropy(a_dim):
+def test_enumerated_unlabelled_elbo_is_the_q_weighted_labelled_elbo_plus_entropy(float64, a_dim):
     """U(x) = sum_y q(y|x) L(x, y) + H[q(y|x)]; with the auxiliary variable the same holds given the guide's a,
     with q(y|a, x) (the labelled ELBOs drawn at the same a)."""
-    with torch.random.fork_rng():
-        torch.set_default_dtype(torch.float64)
-        try:
-            ssvae = tiny_ssvae(alpha=0.0, a_dim=a_dim)
-            x, eps, eps_a = binary(4).double(), torch.randn(4, 2), torch.randn(4, a_dim)
-            guide = FixedNoise(eps, eps_a)(ssvae.guide)
-            unlabelled = -ELBO.loss(ssvae.model, guide, x)
-            q = classifier_log_probs(ssvae, x, eps_a).exp()
-            by_hand = 0.0
-            for n in range(len(x)):
-                guide_n = FixedNoise(eps[n : n + 1], eps_a[n : n + 1])(ssvae.guide)
-                for c in range(3):
-                    labelled = -ELBO.loss(ssvae.model, guide_n, x[n : n + 1], torch.tensor([c]))
-                    by_hand += q[n, c] * labelled
-                by_hand += -(q[n] * q[n].log()).sum()
-        finally:
-            torch.set_default_dtype(torch.float32)
+    ssvae = tiny_ssvae(alpha=0.0, a_dim=a_dim)
+    x, eps, eps_a = binary(4).double(), torch.randn(4, 2), torch.randn(4, a_dim)
+    guide = FixedNoise(eps, eps_a)(ssvae.guide)
+    unlabelled = -ELBO.loss(ssvae.model, guide, x)
+    q = classifier_log_probs(ssvae, x, eps_a).exp()
+    by_hand = 0.0
+    for n in range(len(x)):
+        guide_n = FixedNoise(eps[n : n + 1], eps_a[n : n + 1])(ssvae.guide)
+        for c in range(3):
+            labelled = -ELBO.loss(ssvae.model, guide_n, x[n : n + 1], torch.tensor([c]))
+            by_hand += q[n, c] * labelled
+        by_hand += -(q[n] * q[n].log()).sum()
     assert unlabelled == pytest.approx(float(by_hand), rel=1e-12, abs=1e-10)
 
 
@@ -74,6 +84,74 @@ def test_classification_term_adds_alpha_log_q_exactly(a_dim):
     )
     log_q = classifier_log_probs(with_term, x, eps_a).gather(-1, y[:, None]).sum()
     assert difference == pytest.approx(-7.5 * float(log_q), rel=1e-5)
+
+
+def loss_and_grads(ssvae: SSVAE, guide, *args, **kwargs) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``TraceEnum_ELBO``'s differentiable loss of ``ssvae.model`` and ``guide`` and its gradient for every parameter of
+    ``ssvae`` (zero where the loss does not depend on it)."""
+    params = list(ssvae.parameters())
+    loss = ELBO.differentiable_loss(ssvae.model, guide, *args, **kwargs)
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    return loss.detach(), [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+
+
+@pytest.mark.parametrize("enumerate", ["parallel", "sequential"])
+@pytest.mark.parametrize("a_dim", [0, 3])
+def test_a_partially_labelled_call_is_a_labelled_call_plus_an_unlabelled_one(float64, a_dim, enumerate):
+    """M2's objective in one call, -1 marking the missing labels: with the same z (and a) noise per row, its loss and
+    gradients are those of a call on the labelled rows plus a call on the unlabelled rows, each scaled to its share of
+    num_data as the mixed call scales every row (60 / 6 = 20 / 2 = 40 / 4), to rounding (the sums run in another
+    order). The classification term is in it (alpha = 5). A batch without any label is the unlabelled call."""
+    ssvae, x, y = tiny_ssvae(6, a_dim=a_dim, enumerate=enumerate, seed=0), binary(6, 6), MIXED
+    eps, eps_a, labelled = torch.randn(6, 2), torch.randn(6, a_dim), MIXED >= 0
+
+    def call(rows: torch.Tensor, labels: torch.Tensor | None, num_data: int) -> tuple[torch.Tensor, list]:
+        return loss_and_grads(ssvae, FixedNoise(eps[rows], eps_a[rows])(ssvae.guide), x[rows], labels, num_data)
+
+    mixed, grads = call(torch.arange(6), y, 60)
+    loss_l, grads_l = call(labelled, y[labelled], 20)
+    loss_u, grads_u = call(~labelled, None, 40)
+    assert float(mixed) == pytest.approx(float(loss_l + loss_u), rel=1e-12)
+    for g, g_l, g_u in zip(grads, grads_l, grads_u, strict=True):
+        assert torch.allclose(g, g_l + g_u, rtol=1e-10, atol=1e-12)
+    assert any(g_l.abs().sum() > 0 and g_u.abs().sum() > 0 for g_l, g_u in zip(grads_l, grads_u, strict=True))
+    none_labelled = call(torch.arange(6), torch.full((6,), -1), 60)[0]
+    assert float(none_labelled) == pytest.approx(float(call(torch.arange(6), None, 60)[0]), rel=1e-12)
+
+
+@pytest.mark.parametrize("labels", [None, MIXED], ids=["unlabelled", "partially-labelled"])
+def test_sequential_enumeration_and_config_enumerate_give_the_parallel_loss(float64, labels):
+    """y summed out one class at a time (enumerate="sequential"), or enumerated by pyro.infer.config_enumerate on the
+    guide of an SSVAE built with enumerate=None, gives the loss of parallel enumeration for the same z noise."""
+    x, eps = binary(6, 6), torch.randn(6, 2)
+
+    def loss(enumerate: str | None, configure: str | None = None) -> float:
+        ssvae = tiny_ssvae(6, enumerate=enumerate, seed=0)
+        guide = ssvae.guide if configure is None else config_enumerate(ssvae.guide, configure)
+        return ELBO.loss(ssvae.model, FixedNoise(eps)(guide), x, labels, num_data=60)
+
+    parallel = loss("parallel")
+    for other in (loss("sequential"), loss(None, "sequential"), loss(None, "parallel")):
+        assert other == pytest.approx(parallel, rel=1e-12)
+
+
+def test_sites_of_a_partially_labelled_call():
+    """The site names of the other calls; y latent on every row: the guide's q(y|x) where the label is missing, a point
+    mass (probability 1, log q = 0) on each given label; the classification factor alpha log q(y|x) on the labelled
+    rows and 0 on the others."""
+    ssvae, x, y, labelled = tiny_ssvae(6, enumerate=None), binary(6, 6), MIXED, MIXED >= 0
+    guide = poutine.trace(ssvae.guide).get_trace(x, y)
+    model = poutine.trace(poutine.replay(ssvae.model, trace=guide)).get_trace(x, y)
+    assert guide.stochastic_nodes == ["data", "y", "z"] and model.stochastic_nodes == ["data", "z", "y"]
+    assert not model.nodes["y"]["is_observed"] and model.nodes["x"]["is_observed"]
+    q, log_q = guide.nodes["y"]["fn"], ssvae.log_predict(x)
+    assert torch.equal(q.probs[labelled], F.one_hot(y[labelled], 3).float())
+    assert torch.equal(guide.nodes["y"]["value"][labelled], y[labelled])
+    assert (q.log_prob(guide.nodes["y"]["value"])[labelled] == 0).all()
+    assert torch.allclose(q.logits[~labelled], log_q[~labelled])
+    factor = model.nodes["classification"]["fn"].log_factor
+    expected = ssvae.alpha * log_q[labelled].gather(-1, y[labelled, None]).squeeze(-1)
+    assert torch.allclose(factor[labelled], expected) and (factor[~labelled] == 0).all()
 
 
 def test_subsample_scaling_of_labelled_and_unlabelled_batches():
@@ -116,6 +194,9 @@ def test_generation_with_and_without_labels():
     # column c is every style drawn as class c: the same as generating with label c
     z = ssvae.style(binary(4))
     assert torch.allclose(analogies[:, 1], ssvae.generate(z, torch.ones(4, dtype=torch.long)))
+    # the classifier's guess stands in for a missing label
+    y, guess = torch.tensor([1, -1, 0, -1]), ssvae.log_predict(binary(4)).argmax(-1)
+    assert torch.equal(ssvae.style(binary(4), y), ssvae.style(binary(4), torch.where(y < 0, guess, y)))
 
 
 def test_normal_likelihood_accepts_real_data_and_rejects_nan():
@@ -141,8 +222,8 @@ def test_continuous_bernoulli_likelihood_on_grey_levels():
 @pytest.mark.parametrize(
     "y, error, match",
     [
-        (torch.tensor([0, 1, 3, 0]), ValueError, r"outside 0\.\.2"),
-        (torch.tensor([0, -1, 2, 0]), ValueError, r"outside 0\.\.2"),
+        (torch.tensor([0, 1, 3, 0]), ValueError, r"outside -1\.\.2"),
+        (torch.tensor([0, -2, 2, 0]), ValueError, r"outside -1\.\.2 .* or -1 where the label is missing"),
         (torch.tensor([0, 1, 2]), ValueError, r"shape \(4,\)"),
         (torch.eye(3)[[0, 1, 2, 0]], TypeError, "one-hot"),
         (torch.tensor([0.0, 1.0, 2.0, 0.0]), TypeError, "integer class indices"),
@@ -163,6 +244,10 @@ def test_bad_data_and_settings_raise_clear_errors():
         ssvae.predict(torch.zeros(4, 6))
     with pytest.raises(ValueError, match="needs data x"):
         ssvae.guide(None)
+    with pytest.raises(ValueError, match=r"missing labels \(-1\) but there is no data x"):
+        ssvae.model(None, torch.tensor([0, -1]))
+    with pytest.raises(ValueError, match="enumerate must be 'parallel', 'sequential' or None"):
+        tiny_ssvae(enumerate="exact")
     with pytest.raises(ValueError, match="unknown likelihood"):
         tiny_ssvae(likelihood="poisson")
     with pytest.raises(ValueError, match="alpha"):
