@@ -39,7 +39,6 @@ from pyrovae.data import EVAL_SEED, binarize
 from pyrovae.device import device_of, resolve_device
 from pyrovae.viz.latent import (
     attribute_images,
-    decode,
     embed_2d,
     ink,
     interpolation_images,
@@ -116,7 +115,7 @@ def main(args):
     save_grid(torch.cat([targets[:, None], decoded], 1), paths["attribute"], shape)
     attribute_ink = ink(decoded).mean(0).tolist()  # (len(WEIGHTS),): mean over the targets
 
-    recon = ink(decode(model, posterior_means(guide, x)))  # the scale: how much ink the decoder reproduces
+    recon = ink(vae.reconstruct(x))  # the scale: how much ink the decoder reproduces
 
     print(f"traversal units (most variable first): {units}")
     print(f"thickness vector: mean ink of the {len(targets)} thin images decoded at each weight")

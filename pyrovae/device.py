@@ -1,8 +1,11 @@
-"""Devices: choosing the one to train on, and finding the one a model lives on."""
+"""Devices and modules: choosing the device to train on, finding the modules that own a model and guide and the
+device they live on, and switching those modules between training and evaluation mode."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 
 import torch
 from torch import nn
@@ -47,3 +50,38 @@ def device_of(*fns: Callable, default: torch.device | None = None) -> torch.devi
     if default is None:
         raise ValueError("cannot tell the device: no module with parameters owns the model or guide")
     return torch.device(default)
+
+
+@contextmanager
+def training_mode(modules: Sequence[nn.Module], training: bool) -> Iterator[None]:
+    """Put ``modules`` and all their submodules in training mode (``training=True``) or evaluation mode for the
+    block (``nn.Module.train``: batch statistics and running-statistic updates in BatchNorm, dropout on), and give
+    every submodule back the mode it had before, also on an error."""
+    before = [(sub, sub.training) for module in modules for sub in module.modules()]
+    try:
+        for module in modules:
+            module.train(training)
+        yield
+    finally:
+        for sub, was_training in before:
+            sub.training = was_training
+
+
+def evaluating(*fns: Callable) -> AbstractContextManager[None]:
+    """The modules owning ``fns`` (:func:`owners`, e.g. ``vae.model`` and ``vae.guide``) in evaluation mode for the
+    block (BatchNorm's running statistics used and left unchanged, no dropout), their modes given back after it
+    (:func:`training_mode`); callables no module owns are left as they are."""
+    return training_mode(owners(*fns), False)
+
+
+def evaluation_method(method: Callable) -> Callable:
+    """Decorate a method of an ``nn.Module`` so that it runs without gradients (``torch.no_grad``) and with the module
+    in evaluation mode, its modes given back after (:func:`training_mode`): a computation on a trained model that
+    is the same whatever mode the module is in."""
+
+    @functools.wraps(method)
+    def in_evaluation_mode(self: nn.Module, *args, **kwargs):
+        with torch.no_grad(), training_mode((self,), False):
+            return method(self, *args, **kwargs)
+
+    return in_evaluation_mode

@@ -42,6 +42,24 @@ def tiny_vae(x_dim: int = 6, z_dim: int = 2, **kwargs) -> pyrovae.VAE:
     return pyrovae.VAE(x_dim, z_dim=z_dim, hidden=(8,), **kwargs)
 
 
+class BatchNormEncoder(torch.nn.Module):
+    """An encoder ``(batch, x_dim) -> (loc, scale)`` with a BatchNorm layer: Linear, BatchNorm1d, ReLU, then the
+    two heads; it cannot run on one row in training mode."""
+
+    def __init__(self, x_dim: int, z_dim: int, hidden: int = 8) -> None:
+        super().__init__()
+        self.hidden = torch.nn.Sequential(torch.nn.Linear(x_dim, hidden), torch.nn.BatchNorm1d(hidden), torch.nn.ReLU())
+        self.loc, self.raw_scale = torch.nn.Linear(hidden, z_dim), torch.nn.Linear(hidden, z_dim)
+
+    @property
+    def norm(self) -> torch.nn.BatchNorm1d:
+        return self.hidden[1]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.hidden(x)
+        return self.loc(h), torch.nn.functional.softplus(self.raw_scale(h)) + 1e-4
+
+
 def tiny_ssvae(x_dim: int = 5, num_classes: int = 3, a_dim: int = 0, **kwargs) -> pyrovae.SSVAE:
     """A small M2, or with ``a_dim > 0`` a small ADGM."""
     if a_dim:

@@ -1,7 +1,8 @@
 """Datasets as tensors: the embedded digits (no files needed) and MNIST-like sets through torchvision.
 
 Every dataset comes as a :class:`Dataset` of three :class:`Split` s (train / valid / test) holding
-flattened images ``x`` of shape ``(N, D)`` with grey levels in [0, 1] and integer labels ``y``.
+flattened images ``x`` of shape ``(N, D)`` with grey levels in [0, 1] and integer labels ``y``; your own tensors
+(:meth:`Dataset.from_tensors`) may also be real-valued, e.g. tabular data for ``likelihood="normal"``.
 The whole dataset sits in memory (and on the training device), so minibatches are tensor indexing,
 never a per-item Python loop.
 """
@@ -31,8 +32,8 @@ DIGITS_TEST_SIZE = 300
 
 @dataclass(frozen=True)
 class Split:
-    """One split of a dataset: images ``x`` of shape ``(N, D)`` in [0, 1] and labels ``y`` of shape
-    ``(N,)`` (or ``None`` for unlabelled data)."""
+    """One split of a dataset: images ``x`` of shape ``(N, D)`` in [0, 1] (any finite values in a real-valued
+    :class:`Dataset`) and labels ``y`` of shape ``(N,)`` (or ``None`` for unlabelled data)."""
 
     x: torch.Tensor
     y: torch.Tensor | None = None
@@ -53,6 +54,8 @@ class Dataset:
         ``"none"``. Validation and test images are binarized once with
         :data:`pyrovae.data.binarize.EVAL_SEED` unless ``binarize="none"``.
     :ivar tuple image_shape: ``(channels, height, width)`` of one image, for pictures.
+    :ivar bool real: whether the values are any finite real numbers (data for ``likelihood="normal"``, never
+        binarized) rather than grey levels or binary values in [0, 1].
     """
 
     name: str
@@ -62,6 +65,7 @@ class Dataset:
     image_shape: tuple[int, int, int]
     num_classes: int
     binarize: str = "none"
+    real: bool = False
 
     @property
     def x_dim(self) -> int:
@@ -91,16 +95,34 @@ class Dataset:
         valid: torch.Tensor | None = None,
         *,
         binarize: str = "none",
+        real: bool = False,
         image_shape: tuple[int, int, int] | None = None,
         name: str = "tensors",
     ) -> Dataset:
-        """Wrap user tensors of shape ``(N, D)`` (values in [0, 1]) as a :class:`Dataset`."""
+        """Wrap user tensors of shape ``(N, D)`` as a :class:`Dataset` (no labels; missing splits are empty).
+
+        :param str binarize: ``"none"`` (default), ``"dynamic"`` or ``"static"``; see :class:`Dataset`.
+        :param bool real: ``False`` (default): values in [0, 1], grey levels or binary, for the Bernoulli
+            likelihoods (and ``"normal"``); ``True``: any finite real values, e.g. standardised tabular data for
+            ``VAE(D, likelihood="normal")``, which cannot be binarized (``binarize="none"`` only).
+        :param image_shape: ``(C, H, W)`` with ``C * H * W = D`` for pictures; default ``(1, 1, D)``.
+        :raises ValueError: for an empty or non-2-D ``train``, splits of other widths, NaN or infinite values,
+            values outside [0, 1] unless ``real``, or a binarization of real data.
+        """
         x_dim = train.shape[-1] if train.dim() == 2 else None
         if train.dim() != 2 or len(train) == 0:
             raise ValueError(f"train must be a non-empty (N, D) tensor, got shape {tuple(train.shape)}")
+        if real and binarize != "none":
+            raise ValueError(
+                f"binarize={binarize!r} draws binary data from grey levels in [0, 1], and real=True data are any "
+                "real values: use binarize='none' with real-valued data (likelihood='normal')"
+            )
         empty = train.new_zeros(0, x_dim)
         splits = {"train": train, "valid": empty if valid is None else valid, "test": empty if test is None else test}
-        return _finish(name, splits, {}, image_shape or (1, 1, x_dim), 0, binarize)
+        for key, x in splits.items():
+            if x.dim() != 2 or x.shape[-1] != x_dim:
+                raise ValueError(f"{key} must be an (N, {x_dim}) tensor like train, got shape {tuple(x.shape)}")
+        return _finish(name, splits, {}, image_shape or (1, 1, x_dim), 0, binarize, real=real)
 
 
 def load_dataset(
@@ -156,16 +178,34 @@ def load_dataset(
     return _finish(name, xs, ys, image_shape, 10, binarize)
 
 
-def _finish(name, xs, ys, image_shape, num_classes, mode) -> Dataset:
-    """Binarize the evaluation splits (and a static training split) once, and build the Dataset."""
+def _finish(name, xs, ys, image_shape, num_classes, mode, real=False) -> Dataset:
+    """Check the values, binarize the evaluation splits (and a static training split) once, and build the Dataset."""
     check_binarization(mode)
     for key, x in xs.items():
-        if x.dim() != 2 or not torch.isfinite(x).all() or (x.numel() and (x.min() < 0 or x.max() > 1)):
-            raise ValueError(f"{key} images must be a finite (N, D) tensor with values in [0, 1]")
+        _check_values(key, x, real)
     if mode != "none":
         xs = {k: x if (k == "train" and mode == "dynamic") else binarize(x, seed=EVAL_SEED) for k, x in xs.items()}
     splits = {k: Split(x.float(), ys.get(k)) for k, x in xs.items()}
-    return Dataset(name, splits["train"], splits["valid"], splits["test"], image_shape, num_classes, mode)
+    return Dataset(name, splits["train"], splits["valid"], splits["test"], image_shape, num_classes, mode, real)
+
+
+def _check_values(key: str, x: torch.Tensor, real: bool) -> None:
+    """Check that the split ``key`` holds finite values, in [0, 1] unless ``real``.
+
+    :raises ValueError: naming the split, its rows with NaN or infinite values or the range of its values, and the
+        fix."""
+    finite = torch.isfinite(x)
+    if not finite.all():
+        rows = (~finite).any(-1).nonzero().squeeze(-1)
+        raise ValueError(
+            f"{key} holds NaN or infinite values in {len(rows)} row(s) (e.g. row {int(rows[0])}): remove or impute them"
+        )
+    if real or not x.numel() or (x.min() >= 0 and x.max() <= 1):
+        return
+    raise ValueError(
+        f"{key} has values in [{x.min().item():g}, {x.max().item():g}], not in [0, 1]: rescale grey levels to [0, 1] "
+        "(e.g. divide 8-bit images by 255), or for real-valued data (likelihood='normal') pass real=True"
+    )
 
 
 def _digits() -> tuple[torch.Tensor, torch.Tensor]:

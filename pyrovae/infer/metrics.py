@@ -7,6 +7,7 @@ import torch
 from pyro.infer import Trace_ELBO
 
 from pyrovae.data.validation import check_not_nan
+from pyrovae.device import evaluating
 from pyrovae.infer.traces import log_prob_sum, model_and_guide_traces
 
 
@@ -23,7 +24,8 @@ def elbo_per_datapoint(
     .. math:: \frac{1}{N} \sum_{n=1}^N \mathbb{E}_{q(z|x_n)}[\log p(x_n, z) - \log q(z|x_n)].
 
     ``model(x_chunk)`` and ``guide(x_chunk)`` are called on chunks of ``batch_size`` rows with no
-    subsampling, so the plate is the chunk itself; the chunks' ELBOs are summed and divided by ``N``.
+    subsampling, so the plate is the chunk itself; the chunks' ELBOs are summed and divided by ``N``. The modules
+    owning ``model`` and ``guide`` are in evaluation mode meanwhile (:func:`pyrovae.device.evaluating`).
 
     :param torch.Tensor x: data ``(N, ...)``.
     :param pyro.infer.ELBO elbo: the estimator (default ``Trace_ELBO()``, one particle); must not be a JIT ELBO,
@@ -32,7 +34,7 @@ def elbo_per_datapoint(
     if len(x) == 0:
         raise ValueError("cannot evaluate the ELBO of an empty dataset")
     elbo = Trace_ELBO() if elbo is None else elbo
-    with torch.no_grad():
+    with torch.no_grad(), evaluating(model, guide):
         total = sum(elbo.loss(model, guide, chunk) for chunk in x.split(batch_size))
     return check_not_nan("the ELBO", -float(total) / len(x), x)
 
@@ -65,7 +67,8 @@ def elbo_terms(model, guide, x: torch.Tensor, *, batch_size: int = 1000) -> dict
       ``-Trace_ELBO().loss``; in a model without, it is the same one-sample estimate.
     * params, plates and other non-sample nodes are ignored.
 
-    Log-probabilities include any ``poutine.scale`` and mask the model applies.
+    Log-probabilities include any ``poutine.scale`` and mask the model applies. The modules owning ``model`` and
+    ``guide`` are in evaluation mode meanwhile (:func:`pyrovae.device.evaluating`).
 
     :param torch.Tensor x: data ``(N, ...)``.
     :param int batch_size: rows per chunk.
@@ -75,7 +78,7 @@ def elbo_terms(model, guide, x: torch.Tensor, *, batch_size: int = 1000) -> dict
     if len(x) == 0:
         raise ValueError("cannot compute the ELBO terms of an empty dataset")
     reconstruction = kl = 0.0
-    with torch.no_grad():
+    with torch.no_grad(), evaluating(model, guide):
         for chunk in x.split(batch_size):
             model_trace, guide_trace = model_and_guide_traces(model, guide, chunk)
             reconstruction += float(log_prob_sum(model_trace, observed=True))

@@ -37,6 +37,7 @@ from pyro.distributions.transforms import ConditionalAffineAutoregressive
 from pyro.nn import ConditionalAutoRegressiveNN
 from torch import nn
 
+from pyrovae.device import evaluation_method
 from pyrovae.models.nets import Encoder
 from pyrovae.models.vae import VAE
 from pyrovae.seeding import seeded
@@ -117,3 +118,18 @@ class IAFVAE(VAE):
 
     def posterior(self, x: torch.Tensor) -> dist.TransformedDistribution:
         return self.encoder.posterior(x)
+
+    @evaluation_method
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        r"""The code of each row of ``x`` that :meth:`~pyrovae.VAE.reconstruct` decodes, ``(batch, z_dim)``: the base
+        Gaussian's mean :math:`\mu(x)` pushed through the flow's steps (:math:`z_T` at :math:`\varepsilon = 0`),
+        since the mean of :math:`q(z_T|x)` has no closed form. No gradients; evaluation mode.
+
+        :raises ValueError: as :meth:`pyrovae.VAE.encode`.
+        """
+        self._check(x)
+        q = self.posterior(x)
+        z = q.base_dist.mean
+        for step in q.transforms:
+            z = step(z)
+        return z

@@ -65,6 +65,8 @@ import pyro
 import pyro.distributions as dist
 import torch
 
+from pyrovae.data.validation import check_shape, parameter_dtype
+from pyrovae.device import evaluation_method
 from pyrovae.models.base import ObservedModel, standard_normal
 from pyrovae.models.nets import Decoder, Encoder
 from pyrovae.seeding import seeded
@@ -184,3 +186,29 @@ class TwoLayerVAE(ObservedModel):
             z1 = pyro.sample(self.site("z1"), dist.Normal(*self.encoder1(x)).to_event(1))
             z2 = pyro.sample(self.site("z2"), dist.Normal(*self.encoder2(z1)).to_event(1))
         return {self.site("z1"): z1, self.site("z2"): z2}
+
+    @evaluation_method
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        r"""The bottom code of each row of ``x`` that :meth:`reconstruct` decodes, ``(batch, z1_dim)``: the mean
+        :math:`\mu_\phi(x)` of :math:`q(z_1|x)` (:math:`z_2` does not enter :math:`p(x|z_1)`). No gradients;
+        evaluation mode.
+
+        :raises ValueError: as :meth:`pyrovae.VAE.encode`.
+        """
+        self._check(x)
+        return self.encoder1(x)[0]
+
+    @evaluation_method
+    def decode_mean(self, z1: torch.Tensor) -> torch.Tensor:
+        r"""The mean of :math:`p(x|z_1)` for each bottom code, ``(batch, x_dim)``, as :meth:`pyrovae.VAE.decode_mean`.
+
+        :param torch.Tensor z1: codes ``(batch, z1_dim)``.
+        """
+        check_shape(z1, self.z1_dim, "z1", dtype=parameter_dtype(self))
+        return self.observation(z1).mean
+
+    @evaluation_method
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        r""":meth:`decode_mean` at :meth:`encode`: the mean of :math:`p(x|z_1)` at the mean of :math:`q(z_1|x)`,
+        ``(batch, x_dim)``. No gradients; evaluation mode."""
+        return self.decode_mean(self.encode(x))

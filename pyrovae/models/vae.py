@@ -45,6 +45,8 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from pyrovae.data.validation import check_shape, parameter_dtype
+from pyrovae.device import evaluation_method
 from pyrovae.models.base import ObservedModel, standard_normal
 from pyrovae.models.nets import NETS, ConvDecoder, ConvEncoder, Decoder, Encoder
 from pyrovae.seeding import seeded
@@ -83,6 +85,9 @@ class VAE(ObservedModel):
 
     A variant changes the distributions of ``z`` by overriding :meth:`prior` and :meth:`posterior`
     (as :class:`pyrovae.Autoencoder` does); :meth:`model` and :meth:`guide` stay the same.
+
+    :meth:`encode`, :meth:`decode_mean` and :meth:`reconstruct` are the trained model's codes, decoded means
+    and reconstructions, computed without gradients and in evaluation mode.
     """
 
     kind = "vae"
@@ -194,3 +199,43 @@ class VAE(ObservedModel):
         data, _, _ = self._data_plate(x, num_data, subsample, plate)
         with data:
             return {self.site("z"): pyro.sample(self.site("z"), self.posterior(x))}
+
+    @evaluation_method
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        r"""The code of each row of ``x`` that :meth:`reconstruct` decodes, ``(batch, z_dim)``: the mean
+        :math:`\mu(x)` of :math:`q(z|x)` (of the point mass, for :class:`pyrovae.Autoencoder`; a flow guide,
+        :class:`pyrovae.models.iaf.IAFVAE`, pushes it through its steps). No gradients; evaluation mode.
+
+        :param torch.Tensor x: data ``(batch, x_dim)``.
+        :raises ValueError: on a wrong shape (:func:`pyrovae.data.validation.check_shape`), or, while Pyro's
+            validation is on, values outside the likelihood's support.
+        :raises TypeError: if ``x`` is not a floating point tensor of the parameters' dtype.
+        """
+        self._check(x)
+        return self.posterior(x).mean
+
+    @evaluation_method
+    def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
+        r"""The mean :math:`\mathbb{E}_{p(x|z)}[x]` of the observation for each code, ``(batch, x_dim)``: pixel
+        probabilities :math:`\sigma(f_\theta(z))` for the Bernoulli likelihood, the continuous Bernoulli's mean (not
+        :math:`\sigma(f_\theta(z))`), the Gaussian's mean :math:`f_\theta(z)`; what pictures show. No gradients;
+        evaluation mode (BatchNorm's running statistics, no dropout).
+
+        :param torch.Tensor z: codes ``(batch, z_dim)``, e.g. from :meth:`encode` or the prior.
+        :raises ValueError: on a wrong shape.
+        :raises TypeError: if ``z`` is not a floating point tensor of the parameters' dtype.
+        """
+        check_shape(z, self.z_dim, "z", dtype=parameter_dtype(self))
+        return self.observation(z).mean
+
+    @evaluation_method
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        r"""The reconstruction of each row of ``x``, ``(batch, x_dim)``: :meth:`decode_mean` at :meth:`encode`, the
+        mean of :math:`p(x|z)` at the mean of :math:`q(z|x)` (for a flow guide, the flow's output at the base
+        Gaussian's mean); deterministic. No gradients; evaluation mode.
+
+        :param torch.Tensor x: data ``(batch, x_dim)``, as the guide takes it (binarized for the Bernoulli
+            likelihood).
+        :raises ValueError: as :meth:`encode`.
+        """
+        return self.decode_mean(self.encode(x))

@@ -8,7 +8,11 @@ each epoch. Everything else is here, once:
 
 * **Steps**: one ``torch.optim.Adam`` over every parameter the model and guide declare
   (:class:`pyrovae.train.step.AdamStep`), its learning rate set each epoch from the schedule
-  (:meth:`LoopConfig.lr_at`).
+  (:meth:`LoopConfig.lr_at`); an epoch's minibatches (:func:`minibatches`) never end with one of a single row,
+  which a BatchNorm layer cannot train on.
+* **Modes**: the task's modules (``Task.modules``) are in training mode during the steps and in evaluation
+  mode (BatchNorm's running statistics, no dropout) for the untrained model's ELBO, the evaluation after each epoch
+  and the callback; each module gets its own mode back after each.
 * **Validation**: Pyro's checks of data, distribution arguments and model against guide run during the first
   epoch a process trains (``validate="first-epoch"``) or always (``"always"``).
 * **Divergence** (:mod:`pyrovae.train.divergence`): after each epoch a non-finite training loss or parameter, or a
@@ -40,6 +44,7 @@ from typing import Any, ClassVar
 import pyro
 import torch
 from pyro.infer.util import is_validation_enabled
+from torch import nn
 from tqdm.auto import tqdm
 
 from pyrovae.checkpoint import (
@@ -51,6 +56,7 @@ from pyrovae.checkpoint import (
     rng_state,
     set_rng_state,
 )
+from pyrovae.device import training_mode
 from pyrovae.seeding import set_seed
 from pyrovae.train.distributed import gather_rng_states, mean_over_ranks, rank_and_world
 from pyrovae.train.divergence import DIVERGENCE, check_factor, diverged, not_finite, too_low
@@ -128,8 +134,11 @@ class Task(ABC):
     :ivar str monitor: the row entry that the divergence check judges.
     :ivar str best_key: the row entry whose highest value marks the epoch saved as ``best.pt``.
     :ivar int steps_per_epoch: progress-bar units per epoch.
+    :ivar modules: the modules that own the model and guide (:func:`pyrovae.device.owners`), switched between
+        training mode (the steps) and evaluation mode (everything else) by the loop; none by default.
     """
 
+    modules: tuple[nn.Module, ...] = ()
     device: torch.device
     stepper: AdamStep
     train_key: str
@@ -172,8 +181,11 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 
 
 def num_batches(num_data: int, batch_size: int, drop_last: bool = False) -> int:
-    """Minibatches per epoch: the last, smaller one counts unless ``drop_last``."""
-    return num_data // batch_size if drop_last else -(-num_data // batch_size)
+    """Minibatches per epoch: the last, smaller one counts unless ``drop_last``, except that a single row left over
+    joins the minibatch before it (a BatchNorm layer cannot train on one row)."""
+    if drop_last:
+        return num_data // batch_size
+    return max(num_data // batch_size, 1) if num_data % batch_size == 1 else -(-num_data // batch_size)
 
 
 def minibatches(
@@ -181,9 +193,12 @@ def minibatches(
 ) -> Iterator[torch.Tensor]:
     """Indices of one epoch's minibatches: a random permutation of ``range(num_data)`` drawn on the CPU with
     ``generator`` (e.g. :func:`epoch_generator`), moved to ``device`` and cut into :func:`num_batches` pieces of
-    ``batch_size``."""
+    ``batch_size`` rows; without ``drop_last`` the last piece takes the rest: fewer rows, or ``batch_size + 1`` when
+    a single row is left over (so that no minibatch but that of a one-row set has one row)."""
     perm = torch.randperm(num_data, generator=generator).to(device)
-    yield from perm[: num_batches(num_data, batch_size, drop_last) * batch_size].split(batch_size)
+    count = num_batches(num_data, batch_size, drop_last)
+    end = count * batch_size if drop_last else num_data
+    yield from perm[:end].tensor_split(list(range(batch_size, count * batch_size, batch_size)))
 
 
 def with_settings(extra: dict[str, Any] | None, models: list, section: str) -> dict[str, Any]:
@@ -251,7 +266,7 @@ def train(
         history, initial, best = _resume(task, config, resume_from / CHECKPOINT, rank, verbose)
     else:
         set_seed(config.seed + rank)  # each rank its own noise
-        with torch.no_grad():
+        with torch.no_grad(), training_mode(task.modules, False):
             history, initial, best = [], task.initial_elbo(), {}
     if run is not None:
         run.start(history)
@@ -293,7 +308,8 @@ def train(
                 "best": best,
             }, best=improved)  # fmt: skip
         if callback is not None and rank == 0:
-            callback(dict(row))
+            with training_mode(task.modules, False):
+                callback(dict(row))
     bar.close()
     return history
 
@@ -307,7 +323,8 @@ def _train_epoch(task: Task, config: LoopConfig, epoch: int, bar: tqdm) -> dict[
             bar.set_postfix(elbo=f"{-loss.item() / rows:.2f}", epoch=epoch + 1, refresh=False)
 
     lr = task.stepper.set_lr(config.lr_at(epoch))
-    loss, rows = task.train_epoch(epoch, tick)
+    with training_mode(task.modules, True):
+        loss, rows = task.train_epoch(epoch, tick)
     loss = mean_over_ranks(loss) if rank_and_world()[1] > 1 else loss
     row = {"epoch": epoch + 1, task.train_key: -loss.item() / rows}
     return {**row, "lr": lr, **task.describe()} if config.schedules_lr else {**row, **task.describe()}
@@ -319,7 +336,8 @@ def _divergence(task: Task, config: LoopConfig, row: dict[str, Any], initial: fl
     reason = not_finite(-row[task.train_key], task.stepper.params.items())  # the same on every rank
     rank, world = rank_and_world()
     if rank == 0 and reason is None:
-        task.evaluate(row)
+        with training_mode(task.modules, False):
+            task.evaluate(row)
         reason = too_low(task.monitor, row.get(task.monitor, row[task.train_key]), initial, config.divergence)
     if world > 1 and mean_over_ranks(torch.tensor(float(reason is not None), device=task.device)).item() > 0:
         reason = reason or "rank 0 found it diverged"

@@ -40,7 +40,7 @@ import pyro.infer
 import torch
 
 from pyrovae.data.datasets import Dataset
-from pyrovae.device import owners, resolve_device
+from pyrovae.device import owners, resolve_device, training_mode
 from pyrovae.infer.iwae import TraceIWAE_ELBO
 from pyrovae.infer.jit import JitTrace_ELBO, JitTraceMeanField_ELBO
 from pyrovae.infer.kl_scale import KLScaleMessenger, warmup_scale
@@ -142,7 +142,7 @@ class SVITask(Task):
     def __init__(self, model: Callable, guide: Callable, data: Dataset, config: TrainConfig) -> None:
         self.config = config
         self.device = resolve_device(config.device)
-        modules = owners(model, guide)
+        self.modules = modules = tuple(owners(model, guide))
         for owner in modules:
             owner.to(self.device)
         self.model, self.guide, self.data = model, guide, data.to(self.device)
@@ -163,8 +163,9 @@ class SVITask(Task):
         self.scaled = config.beta != 1 or config.kl_warmup_epochs > 0
         train_model, train_guide = (self.kl(model), self.kl(guide)) if self.scaled else (model, guide)
         self.elbo = make_elbo(config)
-        example = self.data.train_batch(torch.arange(min(2, num_data), device=self.device))
-        params = owned_params(model, guide, modules, example, num_data=num_data)
+        with training_mode(modules, False):  # a probe: BatchNorm's running statistics are left alone
+            example = self.data.train_batch(torch.arange(1, device=self.device))
+            params = owned_params(model, guide, modules, example, num_data=num_data)
         loss = partial(self.elbo.differentiable_loss, train_model, train_guide)
         if self.world > 1:
             loss = data_parallel_loss(modules, params, loss)
@@ -235,7 +236,9 @@ def fit(
     minibatch's row indices in ``data.train`` (not with ``jit``), so that a guide with per-point parameters
     (``AutoNormal(vae.model, create_plates=vae.data_plate)``) sees the right rows. If they are
     methods of an ``nn.Module`` (as ``vae.model`` is), that module is moved to the device; the data
-    always are. Parameters live in Pyro's global param store: clear it
+    always are. Such a module is in training mode during the steps and in evaluation mode while it is evaluated
+    and during ``callback`` (BatchNorm layers use and keep their running statistics, dropout is off); ``fit`` leaves
+    it in the mode it had before. Parameters live in Pyro's global param store: clear it
     (``pyro.clear_param_store()``) before training a new model with the same site names.
 
     Each epoch appends a row to the returned history (and to ``out_dir/metrics.jsonl``):

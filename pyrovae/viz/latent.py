@@ -8,6 +8,10 @@ latent site (``"z"``) is a plain sample site and whose observation site (``"x"``
 - :func:`decode` runs the model under ``poutine.condition`` on chosen codes and reads
   :math:`\mathbb{E}_{p(x|z)}[x]` (pixel probabilities for a Bernoulli likelihood).
 
+Both run without gradients and with the modules owning the model and guide in evaluation mode
+(:func:`pyrovae.device.evaluating`). For a :class:`pyrovae.VAE` in hand, :meth:`pyrovae.VAE.decode_mean` and
+:meth:`pyrovae.VAE.reconstruct` compute the same means directly.
+
 The rest are small functions on codes, each a picture in the papers: the 2-D manifold of Kingma & Welling
 (2014, Fig. 4), linear and spherical interpolation (White 2016), traversals of one unit, and attribute
 vectors (Larsen et al. 2016; White 2016): the mean code of images with an attribute minus the mean code
@@ -31,7 +35,7 @@ from collections.abc import Callable, Sequence
 import pyro.poutine as poutine
 import torch
 
-from pyrovae.device import device_of
+from pyrovae.device import device_of, evaluating
 
 #: draws averaged for the posterior mean of a guide without a closed-form mean
 MEAN_SAMPLES = 256
@@ -47,7 +51,7 @@ def posterior_means(guide: Callable, x: torch.Tensor, site: str = "z", batch_siz
     :raises ValueError: if the guide has no site ``site``.
     """
     means = []
-    with torch.no_grad():
+    with torch.no_grad(), evaluating(guide):
         for chunk in x.split(batch_size):
             trace = poutine.trace(guide).get_trace(chunk)
             if site not in trace.nodes:
@@ -64,7 +68,7 @@ def decode(model: Callable, z: torch.Tensor, site: str = "z", obs_site: str = "x
     """:math:`\\mathbb{E}_{p(x|z)}[x]` for each code ``z`` ``(N, z_dim)``, ``(N, x_dim)``: the model runs without
     data (``model(None, num_data=N)``) conditioned on ``{site: z, **conditions}`` (e.g. ``y=labels`` for
     an :class:`pyrovae.SSVAE`), and the mean of ``obs_site``'s distribution is read from the trace."""
-    with torch.no_grad():
+    with torch.no_grad(), evaluating(model):
         conditioned = poutine.condition(model, data={site: z, **conditions})
         trace = poutine.trace(conditioned).get_trace(None, num_data=len(z))
     return trace.nodes[obs_site]["fn"].mean
@@ -184,7 +188,7 @@ def ink(x: torch.Tensor) -> torch.Tensor:
 
 def latent_dim(model: Callable, site: str = "z") -> int:
     """The dimension of ``site`` in ``model``, read from one run without data (``model(None, num_data=1)``)."""
-    with torch.no_grad():
+    with torch.no_grad(), evaluating(model):
         trace = poutine.trace(model).get_trace(None, num_data=1)
     return trace.nodes[site]["value"].shape[-1]
 

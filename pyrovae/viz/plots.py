@@ -2,7 +2,8 @@
 
 The image functions read the observation site's distribution from Pyro traces, so they work for any
 model whose observation site (``"x"`` by default) has a ``mean``; they show means (pixel
-probabilities for a Bernoulli likelihood), not noisy samples.
+probabilities for a Bernoulli likelihood), not noisy samples, computed with the modules owning the model and
+guide in evaluation mode (:func:`pyrovae.device.evaluating`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch.nn.functional as F  # noqa: E402
 from torchvision.utils import make_grid, save_image  # noqa: E402
 
 from pyrovae.data.datasets import Dataset  # noqa: E402
+from pyrovae.device import evaluating  # noqa: E402
 
 #: images smaller than this (e.g. the 8x8 digits) are enlarged with nearest-neighbour pixels
 MIN_PIXELS = 28
@@ -28,14 +30,14 @@ MIN_PIXELS = 28
 def prior_means(model: Callable, num_samples: int, site: str = "x") -> torch.Tensor:
     """Mean of ``site`` for ``num_samples`` draws from the prior, ``(num_samples, D)``:
     the model is run with ``x=None, num_data=num_samples``."""
-    with torch.no_grad():
+    with torch.no_grad(), evaluating(model):
         trace = poutine.trace(model).get_trace(None, num_data=num_samples)
     return trace.nodes[site]["fn"].mean
 
 
 def reconstruction_means(model: Callable, guide: Callable, x: torch.Tensor, site: str = "x") -> torch.Tensor:
     """Mean of ``p(x | z)`` with ``z ~ q(z | x)``: the guide is traced on ``x`` and the model replayed on it."""
-    with torch.no_grad():
+    with torch.no_grad(), evaluating(model, guide):
         guide_trace = poutine.trace(guide).get_trace(x)
         trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
     return trace.nodes[site]["fn"].mean

@@ -61,12 +61,37 @@ def test_missing_torchvision_files_name_what_to_put_where(tmp_path):
 def test_from_tensors_checks_its_input():
     with pytest.raises(ValueError, match="non-empty"):
         Dataset.from_tensors(torch.zeros(0, 4))
-    with pytest.raises(ValueError, match=r"values in \[0, 1\]"):
-        Dataset.from_tensors(torch.full((3, 4), 2.0))
-    with pytest.raises(ValueError, match=r"values in \[0, 1\]"):
-        Dataset.from_tensors(torch.full((3, 4), float("nan")))
+    with pytest.raises(ValueError, match=r"train has values in \[0, 2\], not in \[0, 1\].*real=True"):
+        Dataset.from_tensors(torch.tensor([[0.0, 2.0]]))
+    with pytest.raises(ValueError, match=r"test has values in \[-0.5, 1\]"):
+        Dataset.from_tensors(torch.ones(3, 2), torch.tensor([[-0.5, 1.0]]))
+    with pytest.raises(ValueError, match=r"valid must be an \(N, 4\) tensor like train, got shape \(3, 5\)"):
+        Dataset.from_tensors(torch.ones(3, 4), valid=torch.ones(3, 5))
     data = Dataset.from_tensors(torch.ones(3, 4))
-    assert len(data.test) == 0 and data.train.y is None
+    assert len(data.test) == 0 and data.train.y is None and not data.real
+
+
+@pytest.mark.parametrize("real", [False, True])
+def test_from_tensors_rejects_nan_and_infinite_values_naming_the_rows(real):
+    x = torch.rand(5, 3)
+    x[3, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"train holds NaN or infinite values in 1 row\(s\) \(e.g. row 3\)"):
+        Dataset.from_tensors(x, real=real)
+    with pytest.raises(ValueError, match=r"test holds NaN or infinite values in 2 row"):
+        Dataset.from_tensors(torch.rand(5, 3), torch.tensor([[0.0, float("inf"), 0.0], [float("-inf"), 0.0, 0.0]]),
+                             real=real)  # fmt: skip
+
+
+def test_from_tensors_takes_real_values_with_real_true_and_never_binarizes_them():
+    x = torch.randn(20, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 10
+    data = Dataset.from_tensors(x[:15], x[15:], real=True)
+    assert data.real and data.binarize == "none" and data.image_shape == (1, 1, 5)
+    assert torch.equal(data.train.x, x[:15].float()) and torch.equal(data.fixed_x("test"), x[15:].float())
+    assert torch.equal(data.train_batch(torch.tensor([2, 0])), x[[2, 0]].float())
+    assert data.to("cpu").real
+    for mode in ("dynamic", "static"):
+        with pytest.raises(ValueError, match=f"binarize='{mode}' draws binary data .* use binarize='none'"):
+            Dataset.from_tensors(x, real=True, binarize=mode)
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "MNIST" / "raw").is_dir(), reason="shared MNIST files not present")

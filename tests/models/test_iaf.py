@@ -111,3 +111,19 @@ def test_cli_trains_and_evaluates_an_iaf_guide(tmp_path, capsys):
     assert summary["elbo"] <= summary["iwae"] + 1e-6 and summary["latent_dim"] == 16
     message = cli_error(capsys, ["train", "--flow", "iaf", "--model", "autoencoder", "--out", str(tmp_path / "ae")])
     assert re.search("not for --model autoencoder", message)
+
+
+def test_encode_is_the_flow_at_the_base_mean_and_reconstruct_decodes_it():
+    torch.manual_seed(0)
+    iaf = IAFVAE(5, z_dim=2, hidden=(7,), flow_depth=2, flow_hidden=(6,))
+    x = torch.bernoulli(torch.full((4, 5), 0.5))
+    assert torch.equal(iaf.encode(x), iaf.encoder(x)[0].detach())  # the steps start as the identity
+    _randomize(iaf.encoder)
+    h = iaf.encoder.base.hidden(x)
+    z = iaf.encoder.base.head(h)[0]
+    for step in iaf.encoder.steps:
+        z = step.condition(h)(z)
+    code = iaf.encode(x)
+    assert code.shape == (4, 2) and torch.equal(code, z.detach())
+    assert not torch.allclose(code, iaf.encoder(x)[0])
+    assert torch.equal(iaf.reconstruct(x), iaf.decode_mean(code))

@@ -239,3 +239,17 @@ def test_cli_trains_evaluates_and_plots_a_two_layer_model(tmp_path, capsys):
         capsys, ["train", "--model", "two-layer", "--net", "conv", "--epochs", "1", "--out", str(tmp_path / "conv")]
     )
     assert re.search("MLPs only", message)
+
+
+def test_reconstruct_decodes_the_mean_of_q_z1_given_x():
+    m = tiny_two_layer()
+    x = _binary(3)
+    code = m.encode(x)
+    assert code.shape == (3, m.z1_dim) and torch.equal(code, m.encoder1(x)[0].detach())
+    assert torch.equal(code, posterior_means(m.guide, x, site="z1"))
+    z1 = torch.randn(3, m.z1_dim)
+    assert torch.equal(m.decode_mean(z1), m.observation(z1).mean.detach())
+    reconstruction = m.reconstruct(x)
+    assert reconstruction.shape == (3, 6) and torch.equal(reconstruction, m.decode_mean(code))
+    with pytest.raises(ValueError, match=rf"z1 must have shape \(batch, {m.z1_dim}\)"):
+        m.decode_mean(torch.zeros(3, m.z2_dim))

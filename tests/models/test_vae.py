@@ -7,7 +7,8 @@ import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 import pyrovae
-from tests.common import tiny_vae
+from pyrovae.viz import latent
+from tests.common import BatchNormEncoder, binary, tiny_vae
 
 
 def test_sites_and_shapes():
@@ -142,3 +143,76 @@ def test_custom_nets_replace_defaults():
     assert vae.config is None  # cannot be rebuilt from settings alone
     loss = Trace_ELBO().loss(vae.model, vae.guide, torch.ones(3, 6))
     assert torch.isfinite(torch.tensor(loss))
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "continuous-bernoulli", "normal"])
+def test_decode_mean_is_the_mean_of_the_observation_and_what_the_pictures_decode(likelihood):
+    torch.manual_seed(0)
+    vae = tiny_vae(likelihood=likelihood)
+    z = torch.randn(4, 2)
+    mean = vae.decode_mean(z)
+    assert mean.shape == (4, 6) and not mean.requires_grad
+    assert torch.equal(mean, vae.observation(z).mean.detach())
+    assert torch.equal(mean, latent.decode(vae.model, z))
+    if likelihood == "bernoulli":  # pixel probabilities
+        assert torch.allclose(mean, torch.sigmoid(vae.decoder(z)).detach())
+
+
+@pytest.mark.parametrize("kind", [pyrovae.VAE, pyrovae.Autoencoder])
+def test_reconstruct_decodes_the_posterior_mean(kind):
+    torch.manual_seed(0)
+    vae = kind(6, z_dim=2, hidden=(8,))
+    x = binary(5, 6)
+    code = vae.encode(x)
+    assert torch.equal(code, vae.encoder(x)[0].detach())  # the mean of q(z|x), or the point mass's location
+    assert torch.equal(code, latent.posterior_means(vae.guide, x))
+    reconstruction = vae.reconstruct(x)
+    assert reconstruction.shape == (5, 6) and not reconstruction.requires_grad
+    assert torch.equal(reconstruction, vae.decode_mean(code))
+    assert torch.equal(reconstruction, vae.reconstruct(x))  # deterministic
+
+
+def test_reconstruct_of_a_trained_vae_is_closer_to_the_data_than_before():
+    """Mean absolute error per pixel on 100 test digits, measured: 0.50 untrained, 0.33 after 2 epochs."""
+    data = pyrovae.load_dataset("digits", binarize="static")
+    x = data.test.x[:100]
+    vae = pyrovae.VAE(data.x_dim, z_dim=8, hidden=(64,), seed=0)
+    before = (vae.reconstruct(x) - x).abs().mean()
+    config = pyrovae.TrainConfig(epochs=2, batch_size=64, lr=3e-3, device="cpu")
+    pyrovae.fit(vae.model, vae.guide, pyrovae.Dataset.from_tensors(data.train.x), config, verbose=False)
+    after = (vae.reconstruct(x) - x).abs().mean()
+    assert after < before - 0.1, (before, after)
+
+
+def test_encode_decode_and_reconstruct_run_in_evaluation_mode_and_give_the_mode_back():
+    """With a BatchNorm encoder in training mode, one row is encoded with the running statistics, which stay as
+    they were, and the module is in training mode again after."""
+    torch.manual_seed(0)
+    vae = pyrovae.VAE(6, z_dim=2, encoder=BatchNormEncoder(6, 2))
+    vae.encoder.norm.running_mean.normal_()
+    running_mean = vae.encoder.norm.running_mean.clone()
+    x = binary(1, 6)
+    reconstruction = vae.reconstruct(x)
+    assert vae.training and vae.encoder.norm.training
+    assert torch.equal(vae.encoder.norm.running_mean, running_mean)
+    vae.eval()
+    assert torch.equal(reconstruction, vae.reconstruct(x))
+    assert not vae.training
+
+
+@pytest.mark.parametrize(
+    ("method", "value", "error", "match"),
+    [
+        ("decode_mean", torch.zeros(3, 5), ValueError, r"z must have shape \(batch, 2\), got \(3, 5\)"),
+        ("decode_mean", torch.zeros(2), ValueError, r"z must have shape \(batch, 2\)"),
+        ("decode_mean", torch.zeros(3, 2, dtype=torch.float64), TypeError, "model's parameters are torch.float32"),
+        ("decode_mean", torch.zeros(3, 2, dtype=torch.long), TypeError, "floating point"),
+        ("reconstruct", torch.zeros(3, 5), ValueError, r"x must have shape \(batch, 6\)"),
+        ("reconstruct", torch.full((3, 6), 0.5), ValueError, "outside {0, 1}"),
+        ("encode", torch.zeros(0, 6), ValueError, "empty"),
+        ("encode", [[0.0] * 6], TypeError, "torch.Tensor"),
+    ],
+)
+def test_encode_decode_and_reconstruct_check_their_input(method, value, error, match):
+    with pytest.raises(error, match=match):
+        getattr(tiny_vae(), method)(value)

@@ -108,6 +108,15 @@ def test_minibatches_cover_the_set_once_per_epoch_and_depend_on_seed_and_epoch_o
     assert len(list(minibatches(10, 4, torch.device("cpu"), epoch_generator(7, 2), drop_last=True))) == 2
 
 
+@pytest.mark.parametrize(("num_data", "sizes"), [(9, [4, 5]), (5, [5]), (1, [1]), (8, [4, 4]), (7, [4, 3])])
+def test_no_minibatch_but_that_of_a_one_row_set_has_one_row(num_data, sizes):
+    """A single row left over joins the minibatch before it (a BatchNorm layer cannot train on one row)."""
+    batches = list(minibatches(num_data, 4, torch.device("cpu"), epoch_generator(0, 0)))
+    assert [len(b) for b in batches] == sizes and num_batches(num_data, 4) == len(sizes)
+    assert sorted(torch.cat(batches).tolist()) == list(range(num_data))
+    assert [len(b) for b in minibatches(9, 4, torch.device("cpu"), epoch_generator(0, 0), drop_last=True)] == [4, 4]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [({"epochs": 0}, "epochs must be a positive integer"), ({"validate": "never"}, "unknown validate"),

@@ -8,7 +8,7 @@ import pyrovae
 from pyrovae import TrainConfig, fit, load_dataset
 from pyrovae.checkpoint import CheckpointError, param_state
 from pyrovae.errors import TrainingDiverged
-from tests.common import tiny_dataset, tiny_vae
+from tests.common import BatchNormEncoder, tiny_dataset, tiny_vae
 
 
 def test_training_on_digits_raises_test_elbo_by_a_wide_margin():
@@ -165,3 +165,43 @@ def test_a_nan_loss_under_jit_stops_the_run_at_the_end_of_its_epoch():
     with pytest.raises(TrainingDiverged, match="diverged at epoch 1 "):
         fit(model, vae.guide, tiny_dataset(), TrainConfig(epochs=2, batch_size=20, jit=True, device="cpu"),
             verbose=False)  # fmt: skip
+
+
+def test_real_valued_tabular_data_train_a_gaussian_vae():
+    """Five Gaussian columns far outside [0, 1] (two latent factors plus noise): Dataset.from_tensors(real=True)
+    takes them and fit raises the test ELBO of VAE(5, likelihood="normal") (measured: -77 nats untrained, -12
+    after 5 epochs)."""
+    g = torch.Generator().manual_seed(0)
+    x = 3.0 + 4.0 * torch.randn(600, 2, generator=g) @ torch.randn(2, 5, generator=g)
+    x = x + 0.1 * torch.randn(600, 5, generator=g)
+    data = pyrovae.Dataset.from_tensors(x[:500], x[500:], real=True)
+    vae = pyrovae.VAE(5, z_dim=2, hidden=(32,), likelihood="normal", seed=0)
+    untrained = pyrovae.elbo_per_datapoint(vae.model, vae.guide, data.test.x)
+    config = TrainConfig(epochs=5, batch_size=50, lr=1e-2, device="cpu")
+    history = fit(vae.model, vae.guide, data, config, verbose=False)
+    assert history[-1]["test_elbo"] > untrained + 30
+    assert history[-1]["train_elbo"] > history[0]["train_elbo"]
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_a_batchnorm_encoder_trains_in_training_mode_and_is_evaluated_in_evaluation_mode(training):
+    """97 training rows in minibatches of 32 (one row left over, joined to the last minibatch), validation chunks
+    of 4 of 9 rows (the last has one row): the steps alone update BatchNorm's running statistics, evaluation and
+    the callback see the module in evaluation mode, and fit gives the module back in the mode it had."""
+    x = tiny_dataset(n_train=115, n_test=0).train.x
+    data = pyrovae.Dataset.from_tensors(x[:97], x[97:106], x[106:])
+    vae = pyrovae.VAE(6, z_dim=2, encoder=BatchNormEncoder(6, 2), seed=0)
+    vae.train(training)
+    untrained = pyrovae.elbo_per_datapoint(vae.model, vae.guide, data.test.x)
+    modes = []
+    config = TrainConfig(epochs=4, batch_size=32, eval_batch_size=4, lr=1e-2, device="cpu")
+    history = fit(vae.model, vae.guide, data, config, verbose=False,
+                  callback=lambda row: modes.append((vae.training, vae.encoder.norm.training)))  # fmt: skip
+    assert int(vae.encoder.norm.num_batches_tracked) == 4 * 3  # epochs x steps: no probe, no evaluation
+    assert modes == [(False, False)] * 4
+    assert vae.training == training and vae.encoder.norm.training == training
+    assert history[-1]["test_elbo"] > untrained and history[-1]["train_elbo"] > history[0]["train_elbo"]
+    vae.train()
+    running_mean = vae.encoder.norm.running_mean.clone()
+    pyrovae.elbo_per_datapoint(vae.model, vae.guide, data.valid.x, batch_size=4)
+    assert torch.equal(vae.encoder.norm.running_mean, running_mean) and vae.encoder.norm.training
