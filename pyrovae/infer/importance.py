@@ -89,6 +89,7 @@ from pyro.ops.stats import fit_generalized_pareto
 from pyro.poutine.indep_messenger import CondIndepStackFrame
 from tqdm.auto import tqdm
 
+from pyrovae.device import evaluating
 from pyrovae.infer.memory import PeakMemory
 from pyrovae.infer.noise import NOISE_BLOCK, IndexedNoise
 from pyrovae.infer.traces import (
@@ -183,7 +184,9 @@ def log_marginal_likelihood(
     subsampling scale), e.g. ``vae.model`` / ``vae.guide``. Scale factors (``poutine.scale``, subsample
     scaling) are ignored: the figures are densities of single points. Masks are applied. With Pyro's
     validation on (the default), every row is checked once with a single sample (data values,
-    distribution arguments); the passes over all samples then run unchecked. A NaN estimate raises.
+    distribution arguments); the passes over all samples then run unchecked. A NaN estimate raises. The modules
+    owning ``model`` and ``guide`` run in evaluation mode (BatchNorm's running statistics, no dropout), their modes
+    given back after, so that each point's estimate depends on that point alone, not on its chunk.
 
     Every latent site must be a per-datapoint site, in a data plate (or in one of several data plates indexing
     the same rows). Observed sites of the model outside the data plates, which the guide does not sample, are
@@ -229,7 +232,7 @@ def log_marginal_likelihood(
     if not 1 <= iwae_k <= num_samples:
         raise ValueError(f"iwae_k must be between 1 and num_samples={num_samples}, got {iwae_k}")
     fixed = dict(fixed or {})
-    with torch.no_grad(), collect_young_only():
+    with torch.no_grad(), evaluating(model, guide), collect_young_only():
         data_plate, nesting = _structure(
             model, guide, [a[: min(2, num_points)] for a in args], data_plate, max_plate_nesting, fixed
         )

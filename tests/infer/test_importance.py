@@ -486,3 +486,17 @@ def test_collections_inside_an_estimate_scan_only_new_objects():
         assert gc.get_freeze_count() > 1000  # still frozen: not unfrozen on the way out
     finally:
         gc.unfreeze()
+
+
+def test_estimates_run_in_evaluation_mode_whatever_the_chunks():
+    """A BatchNorm encoder left in training mode would normalise each chunk by its own statistics: the estimate
+    runs the modules in evaluation mode, so it does not depend on the chunk size, and gives their mode back."""
+    from tests.common import BatchNormEncoder, binary
+
+    vae = VAE(5, z_dim=2, encoder=BatchNormEncoder(5, 2), seed=0)
+    with torch.no_grad():
+        vae.encoder(binary(64, seed=1))  # running statistics away from their initial values
+    x = binary(6)
+    small, large = (log_marginal_likelihood(vae.model, vae.guide, x, 20, data_chunk=c, seed=0).log_px for c in (1, 6))
+    assert torch.allclose(small, large, rtol=1e-6)
+    assert vae.training and vae.encoder.training
