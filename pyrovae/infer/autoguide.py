@@ -34,8 +34,8 @@ class AmortizedGuide(AutoCallable):
     When ``guide`` is a method of an ``nn.Module`` (``vae.guide``), that module becomes a submodule here, so that
     moving or training the list moves and trains the VAE with it.
 
-    :param callable model: the whole model, as given to the :class:`~pyro.infer.autoguide.AutoGuideList`.
-    :param callable guide: a guide of the local latents in the data plate, returning ``{site: value}``.
+    :param model: the whole model, as given to the :class:`~pyro.infer.autoguide.AutoGuideList`.
+    :param guide: a guide of the local latents in the data plate, returning ``{site: value}``.
     :param str plate: the name of the model's data plate (``vae.site("data")``, or the caller's plate that the
         VAE runs in).
     """

@@ -111,7 +111,7 @@ class ObservedModel(nn.Module):
     def register(self, *names: str) -> None:
         """Register the child modules ``names`` (``"encoder"``, ``"decoder"``, ...) with Pyro's param store under
         ``site(name)``, as ``pyro.module`` does but taking values loaded into the store and never another live
-        model's (:func:`pyrovae.models.store.register`); what :meth:`model` and :meth:`guide` do, and what a user's
+        model's (:func:`pyrovae.models.store.register`); what the models' ``model`` and ``guide`` do, and what a user's
         model that runs the networks itself should do."""
         for name in names:
             store.register(self.site(name), getattr(self, name))
@@ -119,7 +119,7 @@ class ObservedModel(nn.Module):
     def data_plate(
         self, x: torch.Tensor | None = None, num_data: int | None = None, *, subsample: torch.Tensor | None = None
     ) -> pyro.plate:
-        """A new plate named ``site("data")`` as a run of :meth:`model` on these arguments opens it: over the
+        """A new plate named ``site("data")`` as a run of the model on these arguments opens it: over the
         rows of ``x`` subsampled at ``subsample`` (default the first rows) out of ``num_data`` points. For a guide
         that must see the model's rows, e.g. ``AutoNormal(vae.model, create_plates=vae.data_plate)`` with
         per-point parameters, called as ``(x, num_data=N, subsample=idx)``."""

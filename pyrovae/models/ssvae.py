@@ -238,7 +238,8 @@ class SSVAE(ObservedModel):
             pass ``y`` without -1 and with ``x=None``.
         :param int num_data: size of the full (labelled or unlabelled) set ``x`` is a minibatch of; with
             ``x=None`` and ``y=None``, the number of points to generate (default 1).
-        :param subsample, plate: the data plate's indices, or a caller's plate, as in :meth:`pyrovae.VAE.model`.
+        :param torch.Tensor subsample: the data plate's indices, as in :meth:`pyrovae.VAE.model`.
+        :param str plate: a caller's plate to use, as in :meth:`pyrovae.VAE.model`.
         :returns: ``x`` (observed or sampled).
         """
         self.register("decoder")
@@ -282,7 +283,9 @@ class SSVAE(ObservedModel):
         :param torch.Tensor y: integer labels ``(batch,)``, -1 where missing, or ``None``; when ``None`` or
             partially labelled, the ``"y"`` site is drawn from :math:`q(y|x)` (a point mass on each given label)
             and marked for enumeration as the SSVAE was built (``enumerate``).
-        :param num_data, subsample, plate: as in :meth:`model`.
+        :param int num_data: as in :meth:`model`.
+        :param torch.Tensor subsample: as in :meth:`model`.
+        :param str plate: as in :meth:`model`.
         :returns: the sampled latents by site name: ``site("z")`` and, when any label is missing, ``site("y")``.
         """
         if x is None:

@@ -154,7 +154,8 @@ class TwoLayerVAE(ObservedModel):
         :param torch.Tensor x: observed data ``(batch, x_dim)``, or ``None`` to generate.
         :param int num_data: size of the full dataset when ``x`` is a minibatch (scales the ELBO);
             with ``x=None``, the number of data points to generate (default 1).
-        :param subsample, plate: the data plate's indices, or a caller's plate, as in :meth:`pyrovae.VAE.model`.
+        :param torch.Tensor subsample: the data plate's indices, as in :meth:`pyrovae.VAE.model`.
+        :param str plate: a caller's plate to use, as in :meth:`pyrovae.VAE.model`.
         :returns: ``x`` (observed or sampled).
         """
         self.register("decoder2", "decoder1")
@@ -175,7 +176,9 @@ class TwoLayerVAE(ObservedModel):
         """Bottom-up guide :math:`q(z_1|x)\\,q(z_2|z_1)`, diagonal Gaussians, reparameterized, z1 sampled first.
 
         :param torch.Tensor x: data ``(batch, x_dim)``; the guide needs it.
-        :param num_data, subsample, plate: as in :meth:`model`.
+        :param int num_data: as in :meth:`model`.
+        :param torch.Tensor subsample: as in :meth:`model`.
+        :param str plate: as in :meth:`model`.
         :returns: ``{site("z1"): z1, site("z2"): z2}``, the sampled latents by site name.
         """
         if x is None:

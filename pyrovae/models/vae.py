@@ -189,7 +189,9 @@ class VAE(ObservedModel):
         """Amortized guide :math:`q(z|x)`, a diagonal Gaussian from the encoder (reparameterized).
 
         :param torch.Tensor x: data ``(batch, x_dim)``; the guide needs it.
-        :param num_data, subsample, plate: as in :meth:`model`.
+        :param int num_data: as in :meth:`model`.
+        :param torch.Tensor subsample: as in :meth:`model`.
+        :param str plate: as in :meth:`model`.
         :returns: ``{site("z"): z}``, the sampled latents by site name (what Pyro's autoguides return, so that
             the guide can be a part of an :class:`~pyro.infer.autoguide.AutoGuideList`).
         """
