@@ -36,7 +36,7 @@ def register(name: str, module: nn.Module) -> nn.Module:
 
     Every call checks the store's entry for the module's first parameter; when it is the module's own the call is
     Pyro's alone."""
-    params = list(module.named_parameters())
+    params = _registered(module)
     if not params:
         return module
     store = pyro.get_param_store()
@@ -49,7 +49,7 @@ def register(name: str, module: nn.Module) -> nn.Module:
             del store[full_name]
     pyro.module(name, module, update_module_params=True)
     module_ref = weakref.ref(module)
-    for param in module.parameters():
+    for _, param in _registered(module):  # the store's tensors where the module took them
         key = id(param)
         _OWNERS[key] = (weakref.ref(param, lambda _, key=key: _OWNERS.pop(key, None)), module_ref)
     return module
@@ -68,6 +68,11 @@ def owner(param) -> nn.Module | None:
     """The live module that registered ``param`` with :func:`register`, or ``None``."""
     param_ref, module_ref = _OWNERS.get(id(param), (None, None))
     return module_ref() if param_ref is not None and param_ref() is param else None
+
+
+def _registered(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """The parameters of ``module`` that ``pyro.module`` registers: those that require gradients."""
+    return [(param_name, p) for param_name, p in module.named_parameters() if p.requires_grad]
 
 
 def _owned_elsewhere(stored, module: nn.Module) -> bool:

@@ -94,3 +94,22 @@ def test_fit_warns_when_it_starts_from_stored_values(tmp_path):
     fresh = tiny_vae(seed=5)
     with pytest.warns(UserWarning, match="training starts from the values Pyro's param store held"):
         fit(fresh.model, fresh.guide, tiny_dataset(), TrainConfig(epochs=1, batch_size=8, seed=0), verbose=False)
+
+
+def test_a_model_that_took_stored_values_owns_them():
+    """After taking values loaded into the store, the model's parameters are the store's tensors and are recorded
+    as its own: a second model with the same names then runs with its own weights, and the first with the loaded
+    ones."""
+    x = tiny_dataset().test.x
+    a = tiny_vae(seed=0)
+    expected = _log_px(a, x)
+    state = {name: p.detach().clone() for name, p in pyro.get_param_store().named_parameters()}
+    pyro.clear_param_store()
+    for name, value in state.items():
+        pyro.param(name, value)  # values put into the store by hand: owned by no model
+    fresh = tiny_vae(seed=1)
+    assert torch.equal(_log_px(fresh, x), expected)
+    assert all(owner(p) is not None for p in fresh.parameters())
+    other = tiny_vae(seed=2)
+    assert not torch.equal(_log_px(other, x), expected)
+    assert torch.equal(_log_px(fresh, x), expected)
