@@ -78,8 +78,21 @@ def remove_global_observations(trace: poutine.Trace, plate: str | Collection[str
     every data point (see :mod:`pyrovae.infer.traces`). Latent sites stay, wherever they are.
 
     :returns: the names of the removed sites, sorted.
+    :raises ValueError: for an observed site outside the data plates with batch dims of its own (not a plate's):
+        observations of several data points left out of the data plate, which must not be dropped.
     """
     removed = [name for name in outside_plate(trace, plate) if trace.nodes[name]["is_observed"]]
+    for name in removed:
+        site = trace.nodes[name]
+        plate_dims = {f.dim for f in site["cond_indep_stack"] if f.vectorized}
+        shape = site["fn"].batch_shape
+        own = [size for dim, size in zip(range(-len(shape), 0), shape, strict=True) if dim not in plate_dims]
+        if any(size > 1 for size in own):
+            raise ValueError(
+                f"the observed site {name!r} is outside the data plate but has batch shape {tuple(shape)}: "
+                "observations of the data points belong in the data plate (a global value the model is "
+                "conditioned on has one value for all points)"
+            )
     for name in removed:
         trace.remove_node(name)
     return removed

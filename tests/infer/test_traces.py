@@ -239,3 +239,22 @@ def test_sites_outside_the_data_plate_and_inconsistent_plates_are_explained():
         data_plate_frame("data", model_trace, subsampled)
     with pytest.raises(ValueError, match="the data plate 'data' has no sample site"):
         data_plate_frame("data", poutine.trace(lambda: None).get_trace())
+
+
+def test_observations_of_the_points_outside_the_data_plate_are_not_dropped_as_globals():
+    """A conditioned global (one value) leaves the trace; an observation with a dim of its own over the points,
+    left outside the data plate by mistake, is an error rather than silently dropped."""
+    from pyrovae.infer.traces import remove_global_observations
+
+    def model(x):
+        pyro.sample("t", dist.Normal(0.0, 1.0), obs=torch.tensor(0.5))
+        with pyro.plate("data", len(x)):
+            pyro.sample("x", dist.Normal(0.0, 1.0), obs=x[:, 0])
+        pyro.sample("y", dist.Normal(torch.zeros(len(x)), 1.0), obs=x[:, 1])  # not in the plate
+
+    x = torch.randn(3, 2)
+    trace = poutine.trace(model).get_trace(x)
+    with pytest.raises(ValueError, match=r"the observed site 'y' is outside the data plate but has batch shape \(3,\)"):
+        remove_global_observations(trace, "data")
+    trace = poutine.trace(poutine.block(model, hide=["y"])).get_trace(x)
+    assert remove_global_observations(trace, "data") == ["t"] and "t" not in trace.nodes

@@ -36,7 +36,7 @@ def test_param_store_save_and_load_in_a_new_process_gives_the_trained_model(tmp_
         import pyro, torch
         from pyrovae.infer.importance import log_marginal_likelihood
         from tests.common import tiny_vae
-        vae, x = tiny_vae(seed=1), torch.load({str(tmp_path / "x.pt")!r})
+        vae, x = tiny_vae(seed=1), torch.load({str(tmp_path / "x.pt")!r}, weights_only=True)
         untrained = log_marginal_likelihood(vae.model, vae.guide, x, 64, seed=0).log_px
         pyro.get_param_store().load({str(tmp_path / "params.pt")!r})
         fresh = tiny_vae(seed=2)
@@ -44,7 +44,7 @@ def test_param_store_save_and_load_in_a_new_process_gives_the_trained_model(tmp_
                    {str(tmp_path / "out.pt")!r})
     """)
     subprocess.run([sys.executable, "-c", script], check=True, cwd=str(pyrovae.__path__[0] + "/.."))
-    untrained, reloaded = torch.load(tmp_path / "out.pt")
+    untrained, reloaded = torch.load(tmp_path / "out.pt", weights_only=True)
     assert torch.allclose(reloaded, trained, rtol=1e-5)
     assert (untrained.mean() - trained.mean()).abs() > 1  # the test can tell trained from untrained weights
 
