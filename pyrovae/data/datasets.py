@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from pyrovae.data.binarize import EVAL_SEED, binarize, check_binarization
+from pyrovae.data.standardize import Standardization
 
 #: torchvision dataset classes by the names pyrovae uses for them
 TORCHVISION_DATASETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
@@ -56,6 +57,9 @@ class Dataset:
     :ivar tuple image_shape: ``(channels, height, width)`` of one image, for pictures.
     :ivar bool real: whether the values are any finite real numbers (data for ``likelihood="normal"``, never
         binarized) rather than grey levels or binary values in [0, 1].
+    :ivar standardization: the map that made the stored values out of the data's own
+        (:class:`~pyrovae.data.standardize.Standardization`, from the training split), or ``None``: log-densities
+        of the stored values plus its ``log_abs_det_jacobian`` are log-densities of the data.
     """
 
     name: str
@@ -66,6 +70,7 @@ class Dataset:
     num_classes: int
     binarize: str = "none"
     real: bool = False
+    standardization: Standardization | None = None
 
     @property
     def x_dim(self) -> int:

@@ -169,3 +169,28 @@ def check_support(name: str, x: torch.Tensor, what: str = "x") -> None:
         "but the continuous Bernoulli likelihood needs grey levels in [0, 1]: rescale the data to "
         "[0, 1], or use likelihood='normal' for unbounded real values"
     )
+
+
+#: rows read at a time by :func:`likelihood_for` (bounded memory for memory-mapped data)
+SCAN_ROWS = 65536
+
+
+def likelihood_for(x: torch.Tensor) -> tuple[str, str]:
+    """The likelihood that fits the values of ``x`` (``(N, D)``, finite), and why: ``"bernoulli"`` when every value is
+    0 or 1, ``"continuous-bernoulli"`` when they lie in [0, 1], else ``"normal"`` (real values, best standardized:
+    :mod:`pyrovae.data.standardize`). The rows are read a chunk at a time.
+
+    :returns: ``(name, reason)``, the reason a phrase such as ``"every value is 0 or 1"``.
+    """
+    binary, low, high = True, math.inf, -math.inf
+    for start in range(0, len(x), SCAN_ROWS):
+        chunk = torch.as_tensor(x[start : start + SCAN_ROWS])
+        if not chunk.numel():
+            continue
+        low, high = min(low, chunk.min().item()), max(high, chunk.max().item())
+        binary = binary and bool(((chunk == 0) | (chunk == 1)).all())
+    if binary and low <= high:
+        return "bernoulli", "every value is 0 or 1"
+    if 0 <= low and high <= 1:
+        return "continuous-bernoulli", f"the values lie in [0, 1] ({low:g} .. {high:g}), not only 0 and 1"
+    return "normal", f"the values are real numbers outside [0, 1] ({low:g} .. {high:g})"
