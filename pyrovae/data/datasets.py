@@ -85,6 +85,20 @@ class Dataset:
         x = self.train.x[idx]
         return torch.bernoulli(x) if self.binarize == "dynamic" else x
 
+    def standardized(self) -> Dataset:
+        """This real-valued dataset with every split standardized by the training split's mean and standard deviation
+        per column (:class:`~pyrovae.data.standardize.Standardization`, kept as :attr:`standardization`).
+
+        :raises ValueError: if the dataset is not real-valued (``real=False``: grey levels or binary values, which
+            the Bernoulli likelihoods model as they are) or is standardized already."""
+        if not self.real or self.standardization is not None:
+            why = "is standardized already" if self.real else "is not real-valued (real=False)"
+            raise ValueError(f"dataset {self.name!r} {why}: only raw real-valued data are standardized")
+        scale = Standardization.fit(self.train.x)
+        splits = {k: replace(s, x=scale(s.x)) for k, s in (("train", self.train), ("valid", self.valid),
+                                                             ("test", self.test))}  # fmt: skip
+        return replace(self, **splits, standardization=scale)
+
     def fixed_x(self, split: str) -> torch.Tensor:
         """The images of ``split`` (``"train"``, ``"valid"`` or ``"test"``) as evaluation sees them: the same on
         every call. Validation and test images are stored so; dynamically binarized training images are drawn once
