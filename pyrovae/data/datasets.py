@@ -29,6 +29,8 @@ DATASETS = ("digits", *TORCHVISION_DATASETS)
 #: default validation-set sizes, carved out of the official training sets
 DEFAULT_VALID_SIZE = {"digits": 200, "mnist": 10000, "fashion-mnist": 10000, "kmnist": 10000}
 DIGITS_TEST_SIZE = 300
+#: ``(channels, height, width)`` of the images of each named dataset
+IMAGE_SHAPES = {"digits": (1, 8, 8), **{name: (1, 28, 28) for name in TORCHVISION_DATASETS}}
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -205,9 +206,16 @@ class RunFolder:
 def free_folder(base: str | os.PathLike) -> Path:
     """``base``, or the first of ``base-2``, ``base-3``, ... that holds no run: the folder of a new run whose user
     named none (``pyrovae train`` without ``--out``), so that running the same command twice keeps both runs."""
-    base = Path(base)
-    folder, number = base, 1
-    while RunFolder(folder).earlier():
+    return numbered(Path(base), lambda folder: RunFolder(folder).earlier(), suffix="")
+
+
+def numbered(base: Path, taken: Callable[[Path], bool], suffix: str | None = None) -> Path:
+    """``base``, or the first of ``base-2``, ``base-3``, ... that is not ``taken``; the number goes before
+    ``suffix`` (default: the file's, ``samples-2.png``; ``""`` for a folder, whose name may hold dots)."""
+    suffix = base.suffix if suffix is None else suffix
+    stem = base.name[: len(base.name) - len(suffix)]
+    path, number = base, 1
+    while taken(path):
         number += 1
-        folder = base.with_name(f"{base.name}-{number}")
-    return folder
+        path = base.with_name(f"{stem}-{number}{suffix}")
+    return path
