@@ -1,0 +1,5 @@
+"""Model objects: a pyrovae model with its data, training, evaluation and checkpoint in one object."""
+
+from pyrovae.objects.vae import VAEModel
+
+__all__ = ["VAEModel"]
