@@ -32,7 +32,7 @@ from __future__ import annotations
 import os
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -53,7 +53,7 @@ from pyrovae.train.loop import LoopConfig
 from pyrovae.train.rundir import CHECKPOINT
 
 #: what a model object takes as data
-DataLike = Union[Dataset, torch.Tensor, np.ndarray, str, os.PathLike]
+DataLike = Dataset | torch.Tensor | np.ndarray | str | os.PathLike
 #: rows per batch of the evaluation methods
 BATCH_SIZE = 1000
 
@@ -82,7 +82,8 @@ def intake(
     :raises TypeError: for data of another type, or options that do not apply to it.
     """
     if likelihood != "auto" and likelihood not in LIKELIHOODS:
-        raise ValueError(f"unknown likelihood {likelihood!r}: choose 'auto' or one of {', '.join(map(repr, LIKELIHOODS))}")
+        choices = ", ".join(map(repr, LIKELIHOODS))
+        raise ValueError(f"unknown likelihood {likelihood!r}: choose 'auto' or one of {choices}")
     if data_options and not isinstance(data, (str, os.PathLike)):
         raise TypeError("data_options are the options of reading a file: give them with a path only")
     if isinstance(data, (str, os.PathLike)):
@@ -103,8 +104,7 @@ def intake(
     if LIKELIHOODS.index(chosen[0]) < LIKELIHOODS.index(found[0]):  # each likelihood models a subset of the next's
         hint = " (or binarize='dynamic' for a Bernoulli of grey levels)" if chosen[0] == "bernoulli" else ""
         raise ValueError(
-            f"likelihood={chosen[0]!r} cannot model these data: {found[1]}; use likelihood={found[0]!r} or "
-            f"'auto'{hint}"
+            f"likelihood={chosen[0]!r} cannot model these data: {found[1]}; use likelihood={found[0]!r} or 'auto'{hint}"
         )
     if not isinstance(data, Dataset):
         data = Dataset.from_tensors(x, binarize=binarize, real=chosen[0] == "normal", image_shape=image_shape)
@@ -209,8 +209,10 @@ class ModelObject:
             raise TypeError(f"unknown training settings {unknown}: choose among {sorted(names)}")
         done = len(self.history)
         if epochs < done:
-            raise ValueError(f"the model has trained {done} epochs and epochs={epochs} is the total to reach, not a "
-                             f"number to add: give more than {done} (epochs={done + epochs} trains {epochs} more)")  # fmt: skip
+            raise ValueError(
+                f"the model has trained {done} epochs and epochs={epochs} is the total to reach, not a number to add: "
+                f"give more than {done} (epochs={done + epochs} trains {epochs} more)"
+            )
         if epochs == done:
             return self.history
         resume = out_dir is not None and done > 0
@@ -251,8 +253,9 @@ class ModelObject:
         x = as_tensor(x)
         x_dim = self.module.x_dim
         if x.dim() != 2 or x.shape[-1] != x_dim or not len(x):
+            hint = ": add a batch dimension, x[None]" if x.shape == (x_dim,) else ""
             raise ValueError(f"x must hold rows of the data, a non-empty (N, {x_dim}) tensor or array, got shape "
-                             f"{tuple(x.shape)}" + (": add a batch dimension, x[None]" if x.shape == (x_dim,) else ""))  # fmt: skip
+                             f"{tuple(x.shape)}{hint}")  # fmt: skip
         x = x.to(device_of(self.module), parameter_dtype(self.module))
         return x if self.standardization is None else self.standardization(x)
 
