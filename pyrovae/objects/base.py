@@ -157,6 +157,8 @@ class ModelObject:
         self.standardization: Standardization | None = None if data is None else data.standardization
         self.image_shape = None if data is None else tuple(data.image_shape)
         self.history: list[dict[str, Any]] = []
+        #: training settings the object gives :meth:`train` unless the call does (e.g. the SSVAE's ``num_labels``)
+        self.train_defaults: dict[str, Any] = {}
         self._run_dir: Path | None = None  # the run folder that holds every epoch trained so far, if one does
 
     @property
@@ -203,6 +205,7 @@ class ModelObject:
         :raises TypeError: for a setting the settings class does not have.
         """
         data = self._needs_data("train")
+        settings = {**self.train_defaults, **settings}
         names = {f.name for f in fields(self.config_class)} - {"epochs"}
         unknown = sorted(set(settings) - names)
         if unknown:
@@ -266,11 +269,14 @@ class ModelObject:
     def log_px(self, x: Any, num_samples: int = 1000, *, seed: int = 0, **options: Any) -> torch.Tensor:
         r""":math:`\log p(x_n)` of every row, in the data's units, ``(N,)`` ``float64`` on the CPU: the importance
         sampled estimate of :func:`pyrovae.log_marginal_likelihood` (``num_samples`` draws of the guide per row,
-        noise seeded by ``seed``), plus the standardization's Jacobian when the data were standardized.
+        noise seeded by ``seed``: the same seed gives the same figures on the CPU), plus the standardization's
+        Jacobian when the data were standardized.
 
         :param options: further options of :func:`pyrovae.log_marginal_likelihood` (``max_memory``, ``progress``, ...).
         """
-        estimate = log_marginal_likelihood(self.model, self.guide, self.inputs(x), num_samples, seed=seed, **options)
+        with seeded(seed):  # the draws IndexedNoise leaves to torch's generator (the SSVAE's label) are seeded too
+            estimate = log_marginal_likelihood(self.model, self.guide, self.inputs(x), num_samples, seed=seed,
+                                               **options)  # fmt: skip
         jacobian = 0.0 if self.standardization is None else self.standardization.log_abs_det_jacobian
         return estimate.log_px + jacobian
 
