@@ -30,8 +30,8 @@ class SSVAEModel(ModelObject):
         its labels (``data.train.y``).
     :param labels: with a tensor or array ``data``: the class index of every row, ``(N,)`` integers from 0.
     :param int num_labels: how many labels training uses, the same number from every class
-        (:func:`pyrovae.labelled_subset`); the others rows count as unlabelled. A setting of :meth:`train`, which
-        may give another.
+        (:func:`pyrovae.labelled_subset`); the other rows count as unlabelled. A setting of
+        :meth:`~pyrovae.objects.base.ModelObject.train`, which may give another.
     :param int num_classes: the number of classes (default: the Dataset's, or the largest label plus one).
     :param int z_dim: dimension of the style latent.
     :param str likelihood: as for :class:`~pyrovae.objects.vae.VAEModel`.

@@ -31,7 +31,7 @@ class VAEModel(ModelObject):
     :param data: the training data: a :class:`~pyrovae.data.Dataset`, an ``(N, D)`` tensor or NumPy array, or the
         path of a file read by :func:`pyrovae.data.files.load_file` (see :func:`pyrovae.objects.base.intake`).
     :param int z_dim: latent dimension.
-    :param str likelihood: ``"auto"`` (default: what the values call for, :attr:`likelihood_reason` says why) or one
+    :param str likelihood: ``"auto"`` (default: what the values call for, ``likelihood_reason`` says why) or one
         of ``"bernoulli"``, ``"continuous-bernoulli"``, ``"normal"``.
     :param str binarize: of a tensor: ``"none"`` (default: the values as they are), ``"dynamic"`` or ``"static"``
         (grey levels made binary, for a Bernoulli likelihood).
