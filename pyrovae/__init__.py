@@ -14,6 +14,7 @@ from pyrovae.models.registry import load_model, load_ssvae, load_vae
 from pyrovae.models.ssvae import SSVAE
 from pyrovae.models.two_layer import TwoLayerVAE
 from pyrovae.models.vae import VAE
+from pyrovae.objects import SSVAEModel, VAEModel
 from pyrovae.train.semisupervised import SemiSupervisedConfig, fit_semisupervised, labelled_subset
 from pyrovae.train.svi import TrainConfig, fit
 from pyrovae.viz import compare, latent
@@ -23,8 +24,10 @@ __version__ = "0.1.0"
 __all__ = [
     "ADGM",
     "SSVAE",
+    "SSVAEModel",
     "Autoencoder",
     "VAE",
+    "VAEModel",
     "CheckpointError",
     "Dataset",
     "Decoder",
