@@ -250,7 +250,7 @@ def _mnist_family(name: str, data_dir: Path, *, download: bool) -> tuple[_Pair, 
         if (files := _files(folder)) is not None:
             return _read(files)
     raw = _layout_root(data_dir, TORCHVISION_DATASETS[name]) / TORCHVISION_DATASETS[name] / "raw"
-    best = max(reversed(folders), key=lambda f: sum(_file(f, n) is not None for n in _names()))  # raw on ties
+    best = max(reversed(folders), key=lambda f: sum(_file(f, n) is not None for n in _names()))  # data_dir on ties
     missing = [n for n in _names() if _file(best, n) is None]
     lacks = f"{best} lacks {', '.join(f'{n}[.gz]' for n in missing)}" if best.is_dir() else f"{best} does not exist"
     what = f"could not load {name} from the folders {', '.join(map(str, folders))}: {lacks}"
