@@ -93,7 +93,8 @@ USER_ERRORS = (PyrovaeError, ValueError, TypeError, OSError)
 def _add_source_args(p) -> None:
     """``--data-dir`` and ``--no-download``: where the dataset files are (on a parser or argument group)."""
     p.add_argument("--data-dir", default=None,
-                   help="torchvision root holding e.g. MNIST/raw/*.gz; present files are used offline (default: "
+                   help="folder holding the IDX files (gzipped or not), or its torchvision root (e.g. with "
+                   "MNIST/raw/*.gz); files there are read offline (default: "
                    "'data' for a new run; for --resume, evaluate and plot, the folder the run was trained from)")
     p.add_argument("--no-download", action="store_true", help="never try to download missing files")
 
@@ -103,7 +104,7 @@ def _add_data_args(p: argparse.ArgumentParser, auto_binarize: bool = False) -> N
     data = p.add_argument_group("data")
     data.add_argument("--dataset", default="digits", choices=DATASETS,
                       help="'digits' is embedded (scikit-learn's 8x8 digits, no files needed); the others "
-                      "come through torchvision from --data-dir")
+                      "are read from --data-dir")
     _add_source_args(data)
     data.add_argument("--valid-size", type=int, default=None,
                       help="training images held out for validation (default: 200 for digits, 10000 for the "

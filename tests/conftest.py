@@ -20,8 +20,8 @@ def fresh_pyro():
 
 @pytest.fixture
 def fake_kmnist(tmp_path, monkeypatch):
-    """Writes fake KMNIST files into a folder and makes them torchvision's (md5); a private cache, no mirror."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    """Writes fake KMNIST files into a folder; their md5 sums become torchvision's (for downloads), and its mirror is
+    a folder that does not exist, so that a download fails at once offline (and online)."""
     monkeypatch.setattr(KMNIST, "mirrors", [(tmp_path / "no-mirror").as_uri() + "/"])
 
     def write(folder: Path, seed: int = 0) -> dict[str, bytes]:

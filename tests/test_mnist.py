@@ -16,10 +16,9 @@ pytestmark = [
 ]
 
 
-def test_one_epoch_on_mnist_beats_the_untrained_model_by_far(tmp_path, monkeypatch):
+def test_one_epoch_on_mnist_beats_the_untrained_model_by_far():
     """Untrained: about -544 nats per image (784 pixels near log 2). After one epoch of 784-400-50 the
     test ELBO must be above -150 (measured -140.2 at epoch 1 of the README's MNIST run)."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     data = pyrovae.load_dataset("mnist", SHARED_DATA)
     vae = pyrovae.VAE(data.x_dim, z_dim=50)
     untrained = pyrovae.elbo_per_datapoint(vae.model, vae.guide, data.test.x)
@@ -28,11 +27,10 @@ def test_one_epoch_on_mnist_beats_the_untrained_model_by_far(tmp_path, monkeypat
     assert history[-1]["test_elbo"] > -150
 
 
-def test_m1_m2_with_100_labels_beats_the_labelled_examples_alone(tmp_path, monkeypatch):
+def test_m1_m2_with_100_labels_beats_the_labelled_examples_alone():
     """M1+M2 on MNIST with 10 labels per class: a 10-epoch VAE (M1), then 3 epochs of M2 on its active codes,
     against the same classifier trained on the codes of the 100 labelled images alone (measured: 80.2 % vs
     68.1 %)."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     data = pyrovae.load_dataset("mnist", SHARED_DATA)
     pyro.set_rng_seed(0)
     vae = pyrovae.VAE(data.x_dim, z_dim=50)
@@ -57,12 +55,11 @@ def test_m1_m2_with_100_labels_beats_the_labelled_examples_alone(tmp_path, monke
     assert semi > alone + 0.05
 
 
-def test_thickness_vector_thickens_mnist_strokes(tmp_path, monkeypatch):
+def test_thickness_vector_thickens_mnist_strokes():
     """The attribute vector "more ink than the median" of a 3-epoch MNIST VAE, added with weights 0, 0.5, 1 to
     thin test digits, must raise the decoded ink at each step, by at least a quarter of the gap between the
     thin and thick halves per unit weight (measured on the 100-epoch runs/nll model: 0.097, 0.121, 0.149
     for thin 0.098 and thick 0.167)."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     data = pyrovae.load_dataset("mnist", SHARED_DATA)
     grey = pyrovae.load_dataset("mnist", SHARED_DATA, binarize="none").test.x
     pyro.set_rng_seed(0)

@@ -1,4 +1,4 @@
-"""Datasets as tensors: the embedded digits (no files needed) and MNIST-like sets through torchvision.
+"""Datasets as tensors: the embedded digits (no files needed) and MNIST-like sets from their IDX files.
 
 Every dataset comes as a :class:`Dataset` of three :class:`Split` s (train / valid / test) holding
 flattened images ``x`` of shape ``(N, D)`` with grey levels in [0, 1] and integer labels ``y``; your own tensors
@@ -10,7 +10,6 @@ never a per-item Python loop.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
@@ -20,6 +19,7 @@ from pathlib import Path
 import torch
 
 from pyrovae.data.binarize import EVAL_SEED, binarize, check_binarization
+from pyrovae.data.idx import MNIST_FILES, read_mnist_split
 from pyrovae.data.standardize import Standardization
 
 #: torchvision dataset classes by the names pyrovae uses for them
@@ -159,24 +159,26 @@ def load_dataset(
 
     :param str name: one of :data:`DATASETS`. ``"digits"`` is scikit-learn's 1,797 8x8 handwritten digits
         (grey levels 0..16 scaled to [0, 1]), shipped with scikit-learn: no files, no network.
-        ``"mnist"``, ``"fashion-mnist"`` and ``"kmnist"`` (28x28) come through torchvision from ``data_dir``.
-    :param data_dir: the folder holding the files, in torchvision's layout (documented): the root folder with
-        ``MNIST/raw/*.gz`` (``FashionMNIST/raw``, ``KMNIST/raw``) in it. Also accepted: the ``MNIST`` folder
-        itself (holding ``raw/``), or the ``raw`` folder itself (or any folder) holding the four ``.gz`` files.
-        Files already there are used offline: only the ``.gz`` files are needed, checked against torchvision's
-        md5 sums and copied to ``~/.cache/pyrovae/torchvision`` (``$XDG_CACHE_HOME``) where they are extracted
-        (copied and extracted again whenever a file in ``data_dir`` changes), so ``data_dir`` is never written
-        to; already extracted files in torchvision's layout are read in place. Missing files are downloaded
-        into ``MNIST/raw`` (under ``data_dir``, or the one given) if ``download``; a failed load leaves no new
-        folder behind, there or in the cache.
+        ``"mnist"``, ``"fashion-mnist"`` and ``"kmnist"`` (28x28) are read from their four IDX files in
+        ``data_dir`` (:mod:`pyrovae.data.idx`).
+    :param data_dir: where the files are (default ``"data"``): the folder holding them, or its parent, or its
+        grandparent as in torchvision's layout (``data_dir/MNIST/raw/``; ``FashionMNIST``, ``KMNIST``). The files
+        keep torchvision's names (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
+        ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``), each gzipped (``.gz``) or not; they are read in
+        place, offline, and checked by their content (IDX header, shapes, labels in 0..9), not by checksums, so
+        copies compressed again (e.g. Debian's ``dataset-fashion-mnist``) load too; nothing is written.
+        Only if a file is missing and ``download``, torchvision downloads the missing ``.gz`` files into
+        ``<root>/MNIST/raw`` (``root`` being ``data_dir``, or its torchvision root when it is the ``MNIST`` or
+        ``raw`` folder); a failed download leaves no new file or folder behind.
     :param str binarize: ``"dynamic"`` (default), ``"static"`` or ``"none"``; see :class:`Dataset`.
     :param int valid_size: images held out of the training set for validation
         (default :data:`DEFAULT_VALID_SIZE`; 0 trains on the whole official training set).
     :param int split_seed: seed of the train/validation (and, for digits, test) split.
     :param bool download: allow torchvision to download missing files.
-    :raises FileNotFoundError: files missing (and not downloaded), or unreadable; the message names the folder,
-        the files to put there and torchvision's layout.
-    :raises ValueError: a ``.gz`` file in ``data_dir`` is corrupt or truncated (the message names it).
+    :raises FileNotFoundError: files missing (and not downloaded); the message names the folders looked in, the
+        files missing and where to put them.
+    :raises ValueError: a file is damaged, truncated or not of the dataset (the message names it and what is
+        wrong; see :func:`pyrovae.data.idx.read_mnist_split`).
     """
     check_binarization(binarize)
     if name not in DATASETS:
@@ -188,7 +190,7 @@ def load_dataset(
         full_train, test, image_shape = (x[rest], y[rest]), (x[test_idx], y[test_idx]), (1, 8, 8)
     else:
         root = Path(data_dir if data_dir is not None else "data").expanduser()
-        (full_train, test), image_shape = _torchvision(name, root, download=download), (1, 28, 28)
+        (full_train, test), image_shape = _mnist_family(name, root, download=download), (1, 28, 28)
     valid_size = DEFAULT_VALID_SIZE[name] if valid_size is None else valid_size
     if not 0 <= valid_size < len(full_train[0]):
         raise ValueError(f"valid_size must be in [0, {len(full_train[0])}), got {valid_size}")
@@ -237,143 +239,99 @@ def _digits() -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.as_tensor(digits.target, dtype=torch.long)
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pyrovae"
-
-
 #: a split's images and labels
 _Pair = tuple[torch.Tensor, torch.Tensor]
-#: what torchvision raises for missing, truncated or corrupt files and failed downloads
-_LOAD_ERRORS = (RuntimeError, OSError, EOFError, ValueError, AssertionError)
 
 
-def _torchvision(name: str, data_dir: Path, *, download: bool) -> tuple[_Pair, _Pair]:
-    """The official training and test sets ``(x, y)`` of a torchvision dataset, from the files in ``data_dir``
-    (see :func:`load_dataset` for the folders accepted), else downloaded into ``data_dir`` if ``download``."""
-    import torchvision
-
-    cls = getattr(torchvision.datasets, TORCHVISION_DATASETS[name])
-    for raw in (data_dir / cls.__name__ / "raw", data_dir / "raw", data_dir):
-        if raw.name == "raw" and raw.parent.name == cls.__name__ and _all_exist(raw, _extracted_names(cls)):
-            fix = "Its extracted files are unreadable: replace them, or delete them to use the .gz files"
-            return _read(cls, raw.parent.parent, download=False, fix=fix)  # torchvision's own layout: read in place
-        if _all_exist(raw, _gz_names(cls)):
-            return _read_via_cache(cls, raw)
-    root = _layout_root(cls, data_dir)
-    raw = root / cls.__name__ / "raw"
+def _mnist_family(name: str, data_dir: Path, *, download: bool) -> tuple[_Pair, _Pair]:
+    """The official training and test sets ``(x, y)`` of an MNIST-family dataset, read in place from the first
+    folder of :func:`_folders` that holds its four IDX files, else (if ``download``) downloaded by torchvision into
+    ``<root>/<Class>/raw`` and read from there; see :func:`load_dataset`."""
+    folders = _folders(data_dir, TORCHVISION_DATASETS[name])
+    for folder in folders:
+        if (files := _files(folder)) is not None:
+            return _read(files)
+    raw = _layout_root(data_dir, TORCHVISION_DATASETS[name]) / TORCHVISION_DATASETS[name] / "raw"
+    best = max(reversed(folders), key=lambda f: sum(_file(f, n) is not None for n in _names()))  # data_dir on ties
+    missing = [n for n in _names() if _file(best, n) is None]
+    lacks = f"{best} lacks {', '.join(f'{n}[.gz]' for n in missing)}" if best.is_dir() else f"{best} does not exist"
+    what = f"could not load {name} from the folders {', '.join(map(str, folders))}: {lacks}"
+    put = f"Put the four files (gzipped or not) in {raw}/ (torchvision's layout) or in the folder you pass"
     if not download:
-        missing = [f for f in _gz_names(cls) if not (raw / f).is_file()]
-        what = f"{raw} lacks {', '.join(missing)}" if len(missing) < len(cls.resources) else f"no files in {raw}"
-        raise FileNotFoundError(f"could not load {name}: {what}. {_where(cls, raw)}, or allow downloading")
-    with _cleanup_on_error(raw):  # a failed download leaves no new folder behind
-        return _read(cls, root, download=True, fix=_where(cls, raw))
+        raise FileNotFoundError(f"{what}. {put}, or allow downloading")
+    new = [raw / f"{n}.gz" for n in _names() if _file(raw, n) is None]
+    with _cleanup_on_error(raw, new):  # a failed download leaves no new file or folder behind
+        _download(TORCHVISION_DATASETS[name], new, f"{what}, and downloading failed", put)
+        return _read(_files(raw))
 
 
-def _gz_names(cls: type) -> list[str]:
-    return [os.path.basename(url) for url, _ in cls.resources]
+def _names() -> list[str]:
+    """The four files' names, extracted (each may also be gzipped, with ``.gz``)."""
+    return [f for pair in MNIST_FILES.values() for f in pair]
 
 
-def _extracted_names(cls: type) -> list[str]:
-    return [os.path.splitext(f)[0] for f in _gz_names(cls)]
+def _folders(data_dir: Path, cls_name: str) -> list[Path]:
+    """Where to look for the files: ``data_dir/<Class>/raw`` (torchvision's layout), ``data_dir/raw`` and
+    ``data_dir`` itself, so that ``data_dir`` may also be the ``<Class>`` or the ``raw`` folder."""
+    return list(dict.fromkeys((data_dir / cls_name / "raw", data_dir / "raw", data_dir)))
 
 
-def _all_exist(folder: Path, names: list[str]) -> bool:
-    return all((folder / f).is_file() for f in names)
+def _file(folder: Path, name: str) -> Path | None:
+    """The file ``name`` in ``folder``, extracted (read faster) or else gzipped, or ``None``."""
+    return next((p for p in (folder / name, folder / f"{name}.gz") if p.is_file()), None)
 
 
-def _layout_root(cls: type, data_dir: Path) -> Path:
+def _files(folder: Path) -> dict[str, Path] | None:
+    """The four files in ``folder`` by their names, or ``None`` if one is missing."""
+    files = {n: _file(folder, n) for n in _names()}
+    return None if None in files.values() else files
+
+
+def _read(files: dict[str, Path]) -> tuple[_Pair, _Pair]:
+    """The training and test sets: images flattened to ``(N, 784)`` in [0, 1], and labels."""
+    pairs = (read_mnist_split(files[images], files[labels]) for images, labels in MNIST_FILES.values())
+    return tuple((x.reshape(len(x), -1).float() / 255.0, y) for x, y in pairs)
+
+
+def _layout_root(data_dir: Path, cls_name: str) -> Path:
     """torchvision's root folder for ``data_dir``, also when that is the ``<Class>`` or ``<Class>/raw`` folder."""
-    if data_dir.name == "raw" and data_dir.parent.name == cls.__name__:
+    if data_dir.name == "raw" and data_dir.parent.name == cls_name:
         return data_dir.parent.parent
-    return data_dir.parent if data_dir.name == cls.__name__ else data_dir
+    return data_dir.parent if data_dir.name == cls_name else data_dir
 
 
-def _where(cls: type, raw: Path) -> str:
-    """How to fix a missing file: what to put where, in torchvision's layout."""
-    return (
-        f"Put these files in {raw}/: {', '.join(_gz_names(cls))} (torchvision's layout; pass the parent of "
-        f"'{cls.__name__}/' as data_dir / --data-dir)"
-    )
+def _download(cls_name: str, paths: list[Path], what: str, put: str) -> None:
+    """Download the gzipped files ``paths`` with torchvision (from its mirrors, checked against its md5 sums).
+
+    :raises FileNotFoundError: ``what``, the errors of every mirror for the first file that failed, and ``put``."""
+    import torchvision
+    from torchvision.datasets.utils import download_url
+
+    cls = getattr(torchvision.datasets, cls_name)
+    md5 = {os.path.basename(url): digest for url, digest in cls.resources}
+    for path in paths:
+        errors = []
+        for mirror in cls.mirrors:
+            try:
+                download_url(f"{mirror}{path.name}", path.parent, path.name, md5[path.name])
+                break
+            except (RuntimeError, OSError) as e:  # urllib's URLError is an OSError
+                errors.append(f"{mirror}{path.name}: {str(e).strip()}")
+        else:
+            raise FileNotFoundError(f"{what} ({'; '.join(errors)}). {put}")
 
 
 @contextmanager
-def _cleanup_on_error(folder: Path, *, tree: Path | None = None) -> Iterator[None]:
-    """On an error in the block, delete the folder ``tree`` (with its files), then ``folder`` and its parents if
-    the block created them (they did not exist before) and they are empty: a failed load leaves nothing new."""
+def _cleanup_on_error(folder: Path, files: list[Path]) -> Iterator[None]:
+    """On an error in the block, delete ``files``, then ``folder`` and its parents if the block created them (they
+    did not exist before) and they are empty: a failed load leaves nothing new."""
     new = list(takewhile(lambda p: not p.exists(), (folder, *folder.parents)))
     try:
         yield
     except BaseException:
-        if tree is not None:
-            shutil.rmtree(tree, ignore_errors=True)
+        for f in files:
+            f.unlink(missing_ok=True)
         for p in new:
             with suppress(OSError):
                 p.rmdir()
         raise
-
-
-def _read(cls: type, root: Path, *, download: bool, fix: str) -> tuple[_Pair, _Pair]:
-    """Both splits through torchvision from ``root``; its errors become a FileNotFoundError ending with ``fix``."""
-    try:
-        train, test = (cls(str(root), train=train, download=download) for train in (True, False))
-    except _LOAD_ERRORS as e:
-        raise FileNotFoundError(
-            f"could not load {cls.__name__} from {root / cls.__name__ / 'raw'} ({str(e).strip()}). {fix}"
-        ) from e
-    return _x_y(train), _x_y(test)
-
-
-def _x_y(ds) -> _Pair:
-    """A torchvision dataset's images flattened to ``(N, 784)`` in [0, 1], and its labels."""
-    return ds.data.reshape(len(ds.data), -1).float() / 255.0, torch.as_tensor(ds.targets, dtype=torch.long)
-
-
-def _read_via_cache(cls: type, raw: Path) -> tuple[_Pair, _Pair]:
-    """Read the ``.gz`` files of ``raw`` from up-to-date copies in the cache, extracted there (``raw`` is left
-    untouched: it may be read-only or shared). If that fails, the cache copies are deleted and the error names
-    the bad file of ``raw``."""
-    root = _cache_dir() / "torchvision"
-    cached = root / cls.__name__ / "raw"
-    with _cleanup_on_error(cached, tree=root / cls.__name__):
-        _update_copies(cls, raw, cached)
-        fix = f"The copies were deleted: load again, or replace the files of {raw} with good copies"
-        try:
-            return _read(cls, root, download=True, fix=fix)  # extracts the verified copies; nothing is fetched
-        except FileNotFoundError:
-            _check_md5(cls, raw, _gz_names(cls))  # names the bad file of the data folder, when that is the cause
-            raise
-
-
-def _update_copies(cls: type, raw: Path, cached: Path) -> None:
-    """Copy the ``.gz`` files of ``raw`` that are missing from ``cached`` or differ from their copy there (in size
-    or modification time; copies keep it), after checking their md5, and delete the stale extracted files."""
-    changed = [f for f in _gz_names(cls) if not _same_stat(raw / f, cached / f)]
-    _check_md5(cls, raw, changed)
-    cached.mkdir(parents=True, exist_ok=True)
-    for f in changed:
-        (cached / os.path.splitext(f)[0]).unlink(missing_ok=True)
-        partial = cached / f".{f}.{os.getpid()}.partial"  # readers never see a half-copied file
-        shutil.copy2(raw / f, partial)
-        os.replace(partial, cached / f)
-
-
-def _same_stat(source: Path, copy: Path) -> bool:
-    if not copy.is_file():
-        return False
-    a, b = source.stat(), copy.stat()
-    return (a.st_size, a.st_mtime_ns) == (b.st_size, b.st_mtime_ns)
-
-
-def _check_md5(cls: type, folder: Path, names: list[str]) -> None:
-    """Raise a ValueError naming the files of ``folder`` (among ``names``) whose md5 is not torchvision's."""
-    from torchvision.datasets.utils import check_integrity
-
-    md5 = {os.path.basename(url): digest for url, digest in cls.resources}
-    bad = [folder / f for f in names if not check_integrity(str(folder / f), md5[f])]
-    if bad:
-        is_, it = ("is", "it") if len(bad) == 1 else ("are", "them")
-        raise ValueError(
-            f"{', '.join(map(str, bad))} {is_} corrupt or truncated (md5 mismatch with torchvision's {cls.__name__} "
-            f"files, or from another dataset): replace {it} with a good copy from {cls.mirrors[0]}, or delete {it} "
-            "and load with download allowed"
-        )
