@@ -90,7 +90,7 @@ class Dataset:
 
     def standardized(self, standardization: Standardization | None = None) -> Dataset:
         """This real-valued dataset with every split standardized by the training split's mean and standard deviation
-        per column (:class:`~pyrovae.data.standardize.Standardization`, kept as :attr:`standardization`).
+        per column (:class:`~pyrovae.data.standardize.Standardization`, kept as ``standardization``).
 
         :param standardization: the map to apply instead (e.g. the one a checkpoint stored); default: fitted to the
             training split.
