@@ -283,14 +283,12 @@ def _load_data(settings: dict, args: argparse.Namespace) -> Dataset:
                         download=not args.no_download)  # fmt: skip
 
 
-def _binarization(binarize: str, likelihood: str, own_data: bool = False) -> str:
+def _binarization(binarize: str, likelihood: str) -> str:
     """The binarization of a ``pyrovae train`` run: ``auto`` is ``dynamic`` for the Bernoulli likelihood and
-    ``none`` (grey levels) for the continuous ones, and with ``--likelihood auto`` ``dynamic`` for ``--dataset`` and
-    ``none`` for ``--data`` (``own_data``: the likelihood fits the values as they are); grey levels under a
-    Bernoulli likelihood are an error."""
+    ``none`` (grey levels) for the continuous ones and for ``--data --likelihood auto`` (the likelihood is chosen to
+    fit the values as they are); grey levels under a Bernoulli likelihood are an error."""
     if binarize == "auto":
-        bernoulli = likelihood == "bernoulli" or (likelihood == "auto" and not own_data)
-        return "dynamic" if bernoulli else "none"
+        return "dynamic" if likelihood == "bernoulli" else "none"
     if binarize == "none" and likelihood == "bernoulli":
         raise ValueError(
             "--binarize none keeps grey levels, but --likelihood bernoulli needs binary data: use --likelihood "
@@ -375,6 +373,8 @@ def train_command(args: argparse.Namespace) -> dict:
     """``pyrovae train``: returns a summary (last metrics and written files) that is also printed."""
     out = _out(args, Path("runs") / (args.dataset if args.data is None else Path(args.data).stem))
     model_defaults(args)
+    if args.likelihood == "auto" and args.data is None:
+        args.likelihood = "bernoulli"  # the named datasets' choice: binarized images
     return _training(args, out, _train)
 
 
@@ -385,7 +385,7 @@ def _train(args: argparse.Namespace, out: Path, device: str, rank: int) -> dict:
         with malformed(out / CHECKPOINT):
             config = TrainConfig(**{**train, "epochs": args.epochs, "device": device})
     else:
-        settings = _data_settings(args, _binarization(args.binarize, args.likelihood, args.data is not None))
+        settings = _data_settings(args, _binarization(args.binarize, args.likelihood))
         vae_config = {"model": args.model, "z_dim": args.z_dim, "hidden": args.hidden, "activation": args.activation,
                       "likelihood": args.likelihood, "scale": args.scale}  # fmt: skip
         if args.flow == "iaf":
