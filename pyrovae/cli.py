@@ -318,10 +318,13 @@ def two_layer_config(args: argparse.Namespace) -> dict:
 
 def model_defaults(args: argparse.Namespace) -> argparse.Namespace:
     """Fill ``--z-dim``, ``--hidden`` and ``--activation`` left out of the command line with the defaults of
-    ``--model`` (:data:`MODEL_DEFAULTS`), in place; returns ``args``."""
+    ``--model`` (:data:`MODEL_DEFAULTS`), and ``--likelihood auto`` of a ``--dataset`` with ``bernoulli``, in place;
+    returns ``args``."""
     for key, value in MODEL_DEFAULTS.get(args.model, MODEL_DEFAULTS["vae"]).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.likelihood == "auto" and getattr(args, "data", None) is None:
+        args.likelihood = "bernoulli"  # the named datasets' choice: binarized images (--data: chosen once loaded)
     return args
 
 
@@ -373,8 +376,6 @@ def train_command(args: argparse.Namespace) -> dict:
     """``pyrovae train``: returns a summary (last metrics and written files) that is also printed."""
     out = _out(args, Path("runs") / (args.dataset if args.data is None else Path(args.data).stem))
     model_defaults(args)
-    if args.likelihood == "auto" and args.data is None:
-        args.likelihood = "bernoulli"  # the named datasets' choice: binarized images
     return _training(args, out, _train)
 
 
