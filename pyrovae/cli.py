@@ -30,14 +30,14 @@ import torch
 from pyrovae.checkpoint import load_checkpoint, malformed, save_json, section
 from pyrovae.data import BINARIZATIONS, DATASETS, Dataset, load_dataset
 from pyrovae.data.binarize import EVAL_SEED, binarize
-from pyrovae.data.files import choose_likelihood, load_file
+from pyrovae.data.files import load_file
 from pyrovae.data.standardize import Standardization
 from pyrovae.device import device_of, resolve_device
 from pyrovae.errors import PyrovaeError
 from pyrovae.infer.importance import MAX_MEMORY, log_marginal_likelihood
 from pyrovae.models.autoencoder import Autoencoder
 from pyrovae.models.features import ACTIVE_THRESHOLD, LatentFeatures, active_units
-from pyrovae.models.likelihoods import LIKELIHOODS
+from pyrovae.models.likelihoods import LIKELIHOODS, choose_likelihood
 from pyrovae.models.nets import ACTIVATIONS, NETS
 from pyrovae.models.registry import load_model, load_vae, model_from_config
 from pyrovae.models.ssvae import DEFAULT_ALPHA, SSVAE
@@ -434,7 +434,8 @@ def _train(args: argparse.Namespace, out: Path, device: str, rank: int) -> dict:
 
 
 def _chosen_likelihood(data: Dataset) -> str:
-    """The likelihood of ``--likelihood auto`` (:func:`pyrovae.data.files.choose_likelihood`), said on stderr."""
+    """The likelihood of ``--likelihood auto`` (:func:`pyrovae.models.likelihoods.choose_likelihood`), said on
+    stderr."""
     name, reason = choose_likelihood(data)
     standardized = ", on the values standardized per column" if data.standardization is not None else ""
     print(f"pyrovae: likelihood {name} ({reason}){standardized}; override with --likelihood", file=sys.stderr)

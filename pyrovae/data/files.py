@@ -27,10 +27,10 @@ Splits: the test split is the file's own (``x_test``) or ``test_size`` rows carv
 ``valid_size`` rows carved from the rest (each 10 % by default), with the generator seeded by ``split_seed``, so
 that the same call gives the same splits. Each split keeps its rows in the file's order.
 
-Likelihood: :func:`choose_likelihood` picks the observation model that fits the values as they are,
-:func:`~pyrovae.models.likelihoods.likelihood_for` applied to the splits: ``"bernoulli"`` when every value is 0
-or 1, ``"continuous-bernoulli"`` in [0, 1], else ``"normal"``. Real-valued data (``"normal"``) are
-standardized by default, per column with the training split's mean and standard deviation
+Likelihood: :func:`pyrovae.models.likelihoods.choose_likelihood` picks the observation model that fits the values
+as they are: ``"bernoulli"`` when every value is 0 or 1, ``"continuous-bernoulli"`` in [0, 1], else ``"normal"``.
+Data with values outside [0, 1] are real-valued (``Dataset.real``) and standardized by default, per column
+with the training split's mean and standard deviation
 (:class:`~pyrovae.data.standardize.Standardization`, kept as ``Dataset.standardization``): a log-density of the
 stored values plus ``standardization.log_abs_det_jacobian`` is the log-density of the data in their own units.
 Nothing is binarized unless asked: the chosen likelihood fits the values as they are.
@@ -49,7 +49,6 @@ import torch
 from pyrovae.data.binarize import check_binarization
 from pyrovae.data.datasets import Dataset, _finish
 from pyrovae.data.standardize import Standardization
-from pyrovae.models.likelihoods import LIKELIHOODS, likelihood_for
 
 #: the file suffixes :func:`load_file` reads (besides a folder of images)
 SUFFIXES = (".npy", ".npz", ".csv", ".parquet")
@@ -138,44 +137,17 @@ def load_file(
         raise ValueError(f"{path} holds its own test split (x_test): a test size carves one out of files without it; "
                          "leave it out")  # fmt: skip
     xs, ys = _splits(path, table, valid_size, test_size, split_seed)
-    name, reason = _choose(xs)
-    real = name == "normal"
+    low, high = min(x.min().item() for x in xs.values() if len(x)), max(x.max().item() for x in xs.values() if len(x))
+    real = low < 0 or high > 1
     if real and binarize != "none":
-        raise ValueError(f"{path}: {reason}, which cannot be binarized: use binarize 'none' (a normal likelihood)")
+        raise ValueError(f"{path}: the values lie outside [0, 1] ({low:g} .. {high:g}) and cannot be binarized: use "
+                         "binarize 'none' (a normal likelihood)")  # fmt: skip
     image_shape = table.image_shape or (1, 1, xs["train"].shape[-1])
     data = _finish(path.name, xs, ys, image_shape, table.num_classes, binarize, real=real)
     data = replace(data, class_names=table.class_names)
     if real and standardize is not False:
         data = data.standardized(standardize if isinstance(standardize, Standardization) else None)
     return data
-
-
-def choose_likelihood(data: Dataset) -> tuple[str, str]:
-    """The likelihood that fits the values of ``data`` as they are (in the data's own units, before any
-    standardization), and why: ``"bernoulli"`` for binarized data, else that of
-    :func:`~pyrovae.models.likelihoods.likelihood_for` for the training split, widened to the support the other
-    splits need (a test split with values outside [0, 1] makes it ``"normal"``).
-
-    :returns: ``(name, reason)``, the reason a phrase such as ``"every value is 0 or 1"``.
-    """
-    if data.binarize != "none":
-        return "bernoulli", f"the data are binarized ({data.binarize})"
-    xs = {key: getattr(data, key).x for key in ("train", "valid", "test")}
-    if data.standardization is not None:
-        xs = {key: data.standardization.inverse(x) for key, x in xs.items()}
-    return _choose(xs)
-
-
-def _choose(xs: dict[str, torch.Tensor]) -> tuple[str, str]:
-    """:func:`choose_likelihood` of the splits ``xs``: the training split's likelihood, widened where another split
-    has values outside its support."""
-    name, reason = likelihood_for(xs["train"])
-    for key in ("valid", "test"):
-        if len(xs[key]):
-            other, why = likelihood_for(xs[key])
-            if LIKELIHOODS.index(other) > LIKELIHOODS.index(name):
-                name, reason = other, f"in the {key} split {why}"
-    return name, reason
 
 
 def _splits(path: Path, table: _Table, valid_size, test_size, split_seed: int) -> tuple[dict, dict]:

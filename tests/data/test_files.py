@@ -5,8 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
-from pyrovae.data.files import choose_likelihood, load_file
+from pyrovae.data.files import load_file
 from pyrovae.data.standardize import Standardization
+from pyrovae.models.likelihoods import choose_likelihood
 
 
 def real_rows(n: int = 60, d: int = 5, seed: int = 0) -> np.ndarray:
