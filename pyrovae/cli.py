@@ -6,6 +6,7 @@ Example::
     pyrovae train                                   # embedded 8x8 digits, CPU, well under a minute
     pyrovae train --dataset mnist --data-dir ../shared/data --epochs 50 --z-dim 50
     pyrovae train --out runs/mnist --resume --epochs 100   # continue a run with its saved settings
+    pyrovae train --data table.csv --label-column kind   # your own data; the likelihood chosen from the values
     pyrovae evaluate runs/mnist/checkpoint.pt --data-dir ../shared/data   # test NLL, 5000 samples
 """
 
@@ -19,7 +20,7 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +28,17 @@ import pyro
 import torch
 
 from pyrovae.checkpoint import atomic_write, load_checkpoint, malformed, save_json, section
-from pyrovae.data import BINARIZATIONS, DATASETS, Dataset, load_dataset
+from pyrovae.data import BINARIZATIONS, DATASETS, Dataset, Split, load_dataset
 from pyrovae.data.binarize import EVAL_SEED, binarize
 from pyrovae.data.datasets import IMAGE_SHAPES
+from pyrovae.data.files import load_file
+from pyrovae.data.standardize import Standardization
 from pyrovae.device import device_of, resolve_device
 from pyrovae.errors import PyrovaeError
 from pyrovae.infer.importance import MAX_MEMORY, log_marginal_likelihood
 from pyrovae.models.autoencoder import Autoencoder
 from pyrovae.models.features import ACTIVE_THRESHOLD, LatentFeatures, active_units
-from pyrovae.models.likelihoods import LIKELIHOODS
+from pyrovae.models.likelihoods import LIKELIHOODS, choose_likelihood
 from pyrovae.models.nets import ACTIVATIONS, NETS
 from pyrovae.models.registry import load_model, load_vae, model_from_config
 from pyrovae.models.ssvae import DEFAULT_ALPHA, SSVAE
@@ -87,7 +90,7 @@ DATA_DIR = "data"
 DEBUG_ENV = "PYROVAE_DEBUG"
 #: the errors the command line reports as ``pyrovae: error: <message>`` without a traceback: pyrovae's own, and the
 #: built-in ones its checks raise for bad settings, data and files
-USER_ERRORS = (PyrovaeError, ValueError, TypeError, OSError)
+USER_ERRORS = (PyrovaeError, ValueError, TypeError, OSError, ImportError)
 
 
 def _add_source_args(p) -> None:
@@ -99,16 +102,54 @@ def _add_source_args(p) -> None:
     p.add_argument("--no-download", action="store_true", help="never try to download missing files")
 
 
-def _add_data_args(p: argparse.ArgumentParser, auto_binarize: bool = False) -> None:
-    """The data group; with ``auto_binarize``, ``--binarize auto`` (the default) follows ``--likelihood``."""
+def rows_or_fraction(text: str) -> int | float:
+    """``argparse`` type of a split size: a number of rows (an integer >= 0) or a fraction in [0, 1)."""
+    try:
+        value = float(text) if "." in text or "e" in text.lower() else int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number of rows nor a fraction") from None
+    if value < 0 or (isinstance(value, float) and value >= 1):
+        raise argparse.ArgumentTypeError(f"give a number of rows >= 0 or a fraction in [0, 1), got {text}")
+    return value
+
+
+def image_size(text: str) -> tuple[int, int]:
+    """``argparse`` type of ``--image-size``: ``S`` (square) or ``HxW``, in pixels."""
+    try:
+        sides = tuple(int(side) for side in text.lower().split("x"))
+    except ValueError:
+        sides = ()
+    if len(sides) not in (1, 2) or min(sides) < 1:
+        raise argparse.ArgumentTypeError(f"give the image size as S or HxW in pixels, e.g. 28 or 32x48, got {text!r}")
+    return (sides[0], sides[-1])
+
+
+def _add_data_args(p: argparse.ArgumentParser, auto_binarize: bool = False, own_data: bool = False) -> None:
+    """The data group; with ``auto_binarize``, ``--binarize auto`` (the default) follows ``--likelihood``; with
+    ``own_data``, ``--data FILE`` (instead of ``--dataset``) and its options."""
     data = p.add_argument_group("data")
-    data.add_argument("--dataset", default="digits", choices=DATASETS,
-                      help="'digits' is embedded (scikit-learn's 8x8 digits, no files needed); the others "
-                      "are read from --data-dir")
+    source = data.add_mutually_exclusive_group() if own_data else data
+    source.add_argument("--dataset", default="digits", choices=DATASETS,
+                        help="'digits' is embedded (scikit-learn's 8x8 digits, no files needed); the others "
+                        "are read from --data-dir")
+    if own_data:
+        source.add_argument("--data", default=None, metavar="FILE",
+                            help="your own data instead of --dataset: an .npy, .npz (x, y, x_test, y_test), .csv or "
+                            ".parquet file (pandas; numeric columns), or a folder of PNG/JPEG images (class "
+                            "sub-folders give labels); see pyrovae.data.files")  # fmt: skip
+        data.add_argument("--label-column", default=None, metavar="NAME",
+                          help="--data .csv/.parquet: the column holding the labels (classes sorted, 0..C-1)")
+        data.add_argument("--image-size", type=image_size, default=None, metavar="S|HxW",
+                          help="--data folder: resize every image to S x S or H x W (default: the first image's "
+                          "size, which all must have)")  # fmt: skip
+        data.add_argument("--test-size", type=rows_or_fraction, default=None,
+                          help="--data: test rows carved out at random (a count or a fraction; default 0.1) unless "
+                          "the file has x_test")  # fmt: skip
     _add_source_args(data)
-    data.add_argument("--valid-size", type=int, default=None,
+    data.add_argument("--valid-size", type=rows_or_fraction, default=None,
                       help="training images held out for validation (default: 200 for digits, 10000 for the "
-                      "28x28 sets; 0 trains on the whole official training set)")
+                      "28x28 sets, 0.1 of the rows for --data (a count or a fraction); 0 trains on the whole "
+                      "training set)")
     auto = "auto: dynamic for --likelihood bernoulli, none for the continuous likelihoods; " if auto_binarize else ""
     data.add_argument("--binarize", default="auto" if auto_binarize else "dynamic",
                       choices=("auto", *BINARIZATIONS) if auto_binarize else BINARIZATIONS,
@@ -126,7 +167,7 @@ def _add_train_parser(command: Callable[..., argparse.ArgumentParser]) -> None:
         "validation ELBO), metrics.jsonl, samples.png, reconstructions.png and elbo.png (and with --tensorboard, "
         "event files in tensorboard/).",
     )
-    _add_data_args(p, auto_binarize=True)
+    _add_data_args(p, auto_binarize=True, own_data=True)
     model = p.add_argument_group("model")
     model.add_argument("--z-dim", type=int, default=None,
                        help="latent dimension; None: 16, or with --model two-layer 50 (the top layer z2; z1 is "
@@ -141,9 +182,10 @@ def _add_train_parser(command: Callable[..., argparse.ArgumentParser]) -> None:
                        help="vae, a deterministic autoencoder with the same nets (pyrovae.Autoencoder), or a VAE with "
                        "two stochastic layers z1, z2 (pyrovae.TwoLayerVAE; the defaults are Burda et al.'s MNIST "
                        "model, 784-200-200-100-100-100-50, tanh)")
-    model.add_argument("--likelihood", default="bernoulli", choices=LIKELIHOODS,
+    model.add_argument("--likelihood", default="auto", choices=("auto", *LIKELIHOODS),
                        help="p(x|z): bernoulli (binary data), continuous-bernoulli (grey levels in [0, 1]) or normal "
-                       "(Gaussian, mean = decoder output); see pyrovae.models.likelihoods")
+                       "(Gaussian, mean = decoder output); see pyrovae.models.likelihoods. auto: bernoulli for "
+                       "--dataset (binarized), for --data the one the values call for (printed)")
     model.add_argument("--scale", type=float, default=None,
                        help="--likelihood normal only: fixed standard deviation of every pixel; None learns one "
                        "per pixel")
@@ -190,10 +232,29 @@ def _add_train_parser(command: Callable[..., argparse.ArgumentParser]) -> None:
 
 def _data_settings(args: argparse.Namespace, binarize: str) -> dict:
     """What a new run records of its data (``extra["data"]`` of the checkpoint): the dataset, its binarization, the
-    validation size and, for the datasets read from files, the absolute data folder."""
+    validation size and, for the datasets read from files, the absolute data folder; for ``--data``, the absolute
+    file and the options it is read with (:func:`_data_record` adds what it gave)."""
+    if getattr(args, "data", None) is not None:
+        return {"name": Path(args.data).name, "file": str(Path(args.data).resolve()), "binarize": binarize,
+                "valid_size": args.valid_size, "test_size": args.test_size, "split_seed": 0,
+                "label_column": args.label_column, "image_size": args.image_size}  # fmt: skip
+    if isinstance(args.valid_size, float):
+        raise ValueError(f"--valid-size {args.valid_size} is a fraction, which only --data takes: give a number of "
+                         "images")  # fmt: skip
+    for flag in ("label_column", "image_size", "test_size"):
+        if getattr(args, flag, None) is not None:
+            raise ValueError(f"--{flag.replace('_', '-')} is an option of --data FILE, not of --dataset")
     files = args.dataset != "digits"
     return {"name": args.dataset, "binarize": binarize, "valid_size": args.valid_size,
             "data_dir": str(Path(args.data_dir or DATA_DIR).resolve()) if files else None}  # fmt: skip
+
+
+def _data_record(data: Dataset) -> dict:
+    """What a ``--data`` run records of the data it read, beside :func:`_data_settings`: the image shape, the class
+    names and the standardization (tensors: the checkpoint loads with ``weights_only=True``)."""
+    return {"image_shape": list(data.image_shape),
+            "class_names": None if data.class_names is None else list(data.class_names),
+            "standardization": None if data.standardization is None else data.standardization.state()}  # fmt: skip
 
 
 def _saved_data(state: dict, path: str | os.PathLike) -> dict:
@@ -204,7 +265,24 @@ def _saved_data(state: dict, path: str | os.PathLike) -> dict:
 
 
 def _load_data(settings: dict, args: argparse.Namespace) -> Dataset:
-    """The dataset described by a run's ``settings``, from ``--data-dir`` or else the folder they record."""
+    """The dataset described by a run's ``settings``, from ``--data-dir`` or else the folder they record; for a
+    ``--data`` run, the file they record (or ``--data`` of a resumed run) read as it was, with the standardization
+    recorded, and checked to give the image shape and classes recorded."""
+    if settings.get("file") is not None:
+        path = getattr(args, "data", None) or settings["file"]
+        stored = settings.get("standardization")
+        data = load_file(path, label_column=settings.get("label_column"), image_size=settings.get("image_size"),
+                         valid_size=settings["valid_size"], test_size=settings.get("test_size"),
+                         split_seed=settings.get("split_seed", 0), binarize=settings["binarize"],
+                         standardize=True if stored is None else Standardization.from_state(stored))  # fmt: skip
+        now = _data_record(data)
+        # the stored standardization was applied again; whether there is one says whether the values are real
+        changed = [key for key, value in now.items() if key in settings and (
+            (settings[key] is None) != (value is None) if key == "standardization" else settings[key] != value)]
+        if changed:
+            raise ValueError(f"{path} is not the data this run was trained on (its {', '.join(changed)} differ): "
+                             "give the file it was trained on")  # fmt: skip
+        return data
     data_dir = args.data_dir or settings.get("data_dir") or DATA_DIR
     return load_dataset(settings["name"], data_dir, binarize=settings["binarize"], valid_size=settings["valid_size"],
                         download=not args.no_download)  # fmt: skip
@@ -212,7 +290,8 @@ def _load_data(settings: dict, args: argparse.Namespace) -> Dataset:
 
 def _binarization(binarize: str, likelihood: str) -> str:
     """The binarization of a ``pyrovae train`` run: ``auto`` is ``dynamic`` for the Bernoulli likelihood and
-    ``none`` (grey levels) for the continuous ones; grey levels under a Bernoulli likelihood are an error."""
+    ``none`` (grey levels) for the continuous ones and for ``--data --likelihood auto`` (the likelihood is chosen to
+    fit the values as they are); grey levels under a Bernoulli likelihood are an error."""
     if binarize == "auto":
         return "dynamic" if likelihood == "bernoulli" else "none"
     if binarize == "none" and likelihood == "bernoulli":
@@ -244,10 +323,13 @@ def two_layer_config(args: argparse.Namespace) -> dict:
 
 def model_defaults(args: argparse.Namespace) -> argparse.Namespace:
     """Fill ``--z-dim``, ``--hidden`` and ``--activation`` left out of the command line with the defaults of
-    ``--model`` (:data:`MODEL_DEFAULTS`), in place; returns ``args``."""
+    ``--model`` (:data:`MODEL_DEFAULTS`), and ``--likelihood auto`` of a ``--dataset`` with ``bernoulli``, in place;
+    returns ``args``."""
     for key, value in MODEL_DEFAULTS.get(args.model, MODEL_DEFAULTS["vae"]).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.likelihood == "auto" and getattr(args, "data", None) is None:
+        args.likelihood = "bernoulli"  # the named datasets' choice: binarized images (--data: chosen once loaded)
     return args
 
 
@@ -297,7 +379,7 @@ def _training(args: argparse.Namespace, out: Path, train: Callable[[argparse.Nam
 
 def train_command(args: argparse.Namespace) -> dict:
     """``pyrovae train``: returns a summary (last metrics and written files) that is also printed."""
-    out = _out(args, Path("runs") / args.dataset)
+    out = _out(args, Path("runs") / (args.dataset if args.data is None else Path(args.data).stem))
     model_defaults(args)
     return _training(args, out, _train)
 
@@ -330,6 +412,10 @@ def _train(args: argparse.Namespace, out: Path, device: str, rank: int) -> dict:
         if args.overwrite:
             shutil.rmtree(out / "tensorboard", ignore_errors=True)  # the replaced run's event files
     data = _load_data(settings, args)
+    if not args.resume and settings.get("file") is not None:
+        settings = {**settings, **_data_record(data)}
+    if vae_config.get("likelihood") == "auto":
+        vae_config = {**vae_config, "likelihood": _chosen_likelihood(data)}
     pyro.clear_param_store()
     if vae_config.get("net", "mlp") != "mlp":
         vae_config = {"image_shape": data.image_shape, **vae_config}
@@ -350,6 +436,15 @@ def _train(args: argparse.Namespace, out: Path, device: str, rank: int) -> dict:
     summary = {**history[-1], "checkpoint": str(out / CHECKPOINT), **files}
     print(json.dumps(summary, indent=2))
     return summary
+
+
+def _chosen_likelihood(data: Dataset) -> str:
+    """The likelihood of ``--likelihood auto`` (:func:`pyrovae.models.likelihoods.choose_likelihood`), said on
+    stderr."""
+    name, reason = choose_likelihood(data)
+    standardized = ", on the values standardized per column" if data.standardization is not None else ""
+    print(f"pyrovae: likelihood {name} ({reason}){standardized}; override with --likelihood", file=sys.stderr)
+    return name
 
 
 def _add_evaluate_parser(command: Callable[..., argparse.ArgumentParser]) -> None:
@@ -422,7 +517,7 @@ def evaluate_command(args: argparse.Namespace) -> dict:
     means = {site: posterior_means(guide, x.to(device), site=site) for site in sites}
     units = {site: int((m.var(0) > ACTIVE_THRESHOLD).sum()) for site, m in means.items()}
     summary = {
-        **estimate.summary(),
+        **_in_data_units(estimate.summary(), data),
         "active_units": sum(units.values()) if means else None,
         "latent_dim": sum(m.shape[-1] for m in means.values()) if means else None,
         **({"active_units_per_layer": units} if len(units) > 1 else {}),
@@ -444,6 +539,18 @@ def evaluate_command(args: argparse.Namespace) -> dict:
         raise OSError(e.errno, f"{e.strerror}; the figures printed above were not saved: pass --out FILE to write "
                       "them elsewhere") from e  # fmt: skip
     return summary
+
+
+def _in_data_units(summary: dict, data: Dataset) -> dict:
+    """The log-densities of an evaluation ``summary`` in the data's own units: for standardized data, plus the
+    standardization's ``log_abs_det_jacobian`` (``nll`` minus it), which is recorded, and said on stderr."""
+    if data.standardization is None:
+        return summary
+    jacobian = data.standardization.log_abs_det_jacobian
+    print(f"pyrovae: log p(x) in the data's own units: the model's log-density of the standardized values plus the "
+          f"standardization's log|det J| = {jacobian:.4f} nats per point", file=sys.stderr)  # fmt: skip
+    shifted = {"nll": summary["nll"] - jacobian, "elbo": summary["elbo"] + jacobian, "iwae": summary["iwae"] + jacobian}
+    return {**summary, **shifted, "log_abs_det_jacobian": jacobian}
 
 
 def _add_train_ss_parser(command: Callable[..., argparse.ArgumentParser]) -> None:
@@ -751,26 +858,41 @@ def _save_array(path: Path, **arrays: torch.Tensor) -> None:
 
 
 def _generative(path: str, device: torch.device) -> tuple:
-    """``(vae, checkpoint, data settings)`` of a ``pyrovae train`` checkpoint of a model with a prior."""
+    """``(vae, checkpoint)`` of a checkpoint of a model with a prior (``pyrovae train``, a model object's ``save``)."""
     vae, state = load_vae(path, map_location=device)
     if isinstance(vae, Autoencoder):
         raise ValueError(f"{path} is a deterministic autoencoder: it has no prior p(z) to generate data from")
-    return vae, state, _saved_data(state, path)
+    return vae, state
+
+
+def _recorded(state: dict, path: str | os.PathLike) -> tuple[tuple[int, ...] | None, Standardization | None]:
+    """The image shape of a run's data (``None`` when the checkpoint says none) and the standardization between
+    the data's units and the model's (``None``: the model sees the data as they are), from ``extra["data"]``."""
+    record = state.get("extra", {}).get("data") or {}
+    with malformed(path):
+        shape = record.get("image_shape") or IMAGE_SHAPES.get(record.get("name"))
+        scale = record.get("standardization")
+        return (None if shape is None else tuple(shape)), (None if scale is None else Standardization.from_state(scale))
 
 
 def sample_command(args: argparse.Namespace) -> list[str]:
     """``pyrovae sample``: writes the samples and returns (and prints) the files written."""
     outputs = _outputs(args.out, (".npy", ".png"))
     device = resolve_device(args.device)
-    vae, _, settings = _generative(args.checkpoint, device)
+    vae, state = _generative(args.checkpoint, device)
+    shape, scale = _recorded(state, args.checkpoint)
+    if any(out.suffix.lower() == ".png" for out in outputs) and (shape is None or shape[1] == 1):
+        raise ValueError(f"{args.checkpoint} is a model of data that are not images (no image shape recorded, or "
+                         "rows of 1 x D): write the samples as .npy")  # fmt: skip
     set_seed(args.seed)
     x = prior_samples(vae.model, args.num_samples, vae.site("x"), mean=not args.draw)
+    x = x if scale is None else scale.inverse(x)  # in the data's own units
     for out in outputs:
         if out.suffix.lower() == ".npy":
             _save_array(out, x=x.float())
         else:
             out.parent.mkdir(parents=True, exist_ok=True)
-            save_rows(x, out, IMAGE_SHAPES[settings["name"]])
+            save_rows(x, out, shape)
         print(out)
     return [str(out) for out in outputs]
 
@@ -778,35 +900,52 @@ def sample_command(args: argparse.Namespace) -> list[str]:
 def _add_encode_parser(command: Callable[..., argparse.ArgumentParser]) -> None:
     p = command(
         "encode",
-        help="write the posterior means E[z|x] of a split's data under a trained VAE as .npy / .npz",
-        description="Encode every point of --split of the dataset the VAE in CHECKPOINT (pyrovae train) was trained "
-        "on, as the model sees it (binarized once with the evaluation seed when it trained on binary data), into "
-        "the posterior means E_q[z|x] (for a two-layer VAE, of --site). Writes --out: .npy, an (N, z_dim) float32 "
-        "array, or .npz with the arrays 'z' and, where the split has labels, 'y'; rows in the split's order.",
+        help="write the posterior means E[z|x] of data under a trained VAE as .npy / .npz",
+        description="Encode data into the posterior means E_q[z|x] of the VAE in CHECKPOINT (for a two-layer VAE, "
+        "of --site): every point of --split of the data the run was trained on, or with --data every row of a file "
+        "(the formats of pyrovae train --data; x of an .npz), as the model sees them: standardized as the run's data "
+        "were, and binarized once with the evaluation seed when it trained on binary data. Writes --out: .npy, an "
+        "(N, z_dim) float32 array, or .npz with the arrays 'z' and, where the data have labels, 'y'; rows in the "
+        "data's order.",
     )
-    p.add_argument("checkpoint", help="checkpoint.pt written by pyrovae train")
+    p.add_argument("checkpoint", help="checkpoint.pt written by pyrovae train (or a model object's save)")
     p.add_argument("--out", required=True, help="FILE.npy (codes) or FILE.npz (codes 'z' and labels 'y')")
     p.add_argument("--split", default="test", choices=("test", "valid", "train"), help="which split to encode")
+    p.add_argument("--data", default=None, metavar="FILE", help="encode the rows of this file instead of --split")
+    p.add_argument("--label-column", default=None, metavar="NAME", help="--data .csv/.parquet: the labels' column")
     _add_source_args(p)
     p.add_argument("--site", default=None, help="the latent site (default: z; z1 or z2 of a two-layer VAE: z1)")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
     p.set_defaults(func=encode_command)
 
 
+def _new_data(path: str, state: dict, checkpoint: str, label_column: str | None) -> Split:
+    """The rows of the file ``path`` as the model of ``checkpoint`` sees its data: standardized as the run's data were,
+    binarized once with the evaluation seed if it trained on binary data."""
+    _, scale = _recorded(state, checkpoint)
+    binarized = state.get("extra", {}).get("data", {}).get("binarize", "none") != "none"
+    data = load_file(path, label_column=label_column, valid_size=0, test_size=0,
+                     binarize="static" if binarized else "none", standardize=scale or False)  # fmt: skip
+    return data.train
+
+
 def encode_command(args: argparse.Namespace) -> str:
     """``pyrovae encode``: writes the codes and returns (and prints) the file written."""
     (out,) = _outputs([args.out], (".npy", ".npz"))
     device = resolve_device(args.device)
-    vae, _, settings = _generative(args.checkpoint, device)
+    vae, state = _generative(args.checkpoint, device)
     sites = getattr(vae, "latent_sites", (vae.site("z"),))
     site = sites[0] if args.site is None else vae.site(args.site)
     if site not in sites:
         raise ValueError(f"--site {args.site}: the model's latent sites are {', '.join(sites)}")
-    data = _load_data(settings, args)
-    split = getattr(data, args.split)
-    if not len(split):
-        raise ValueError(f"the {args.split} split of {data.name} is empty: choose another --split")
-    z = posterior_means(vae.guide, data.fixed_x(args.split).to(device), site=site)
+    if args.data is not None:
+        split = _new_data(args.data, state, args.checkpoint, args.label_column)
+    else:
+        data = _load_data(_saved_data(state, args.checkpoint), args)
+        split = replace(getattr(data, args.split), x=data.fixed_x(args.split))
+        if not len(split):
+            raise ValueError(f"the {args.split} split of {data.name} is empty: choose another --split")
+    z = posterior_means(vae.guide, split.x.to(device), site=site)
     _save_array(out, z=z.float(), **({} if split.y is None else {"y": split.y}))
     print(out)
     return str(out)

@@ -62,6 +62,8 @@ class Dataset:
     :ivar standardization: the map that made the stored values out of the data's own
         (:class:`~pyrovae.data.standardize.Standardization`, from the training split), or ``None``: log-densities
         of the stored values plus its ``log_abs_det_jacobian`` are log-densities of the data.
+    :ivar class_names: the name of each class index ``0 .. num_classes - 1`` where the data name them (a table's
+        label column, an image folder's class sub-folders), else ``None``.
     """
 
     name: str
@@ -73,6 +75,7 @@ class Dataset:
     binarize: str = "none"
     real: bool = False
     standardization: Standardization | None = None
+    class_names: tuple[str, ...] | None = None
 
     @property
     def x_dim(self) -> int:
@@ -87,16 +90,19 @@ class Dataset:
         x = self.train.x[idx]
         return torch.bernoulli(x) if self.binarize == "dynamic" else x
 
-    def standardized(self) -> Dataset:
+    def standardized(self, standardization: Standardization | None = None) -> Dataset:
         """This real-valued dataset with every split standardized by the training split's mean and standard deviation
-        per column (:class:`~pyrovae.data.standardize.Standardization`, kept as :attr:`standardization`).
+        per column (:class:`~pyrovae.data.standardize.Standardization`, kept as ``standardization``).
+
+        :param standardization: the map to apply instead (e.g. the one a checkpoint stored); default: fitted to the
+            training split.
 
         :raises ValueError: if the dataset is not real-valued (``real=False``: grey levels or binary values, which
             the Bernoulli likelihoods model as they are) or is standardized already."""
         if not self.real or self.standardization is not None:
             why = "is standardized already" if self.real else "is not real-valued (real=False)"
             raise ValueError(f"dataset {self.name!r} {why}: only raw real-valued data are standardized")
-        scale = Standardization.fit(self.train.x)
+        scale = Standardization.fit(self.train.x) if standardization is None else standardization
         splits = {k: replace(s, x=scale(s.x)) for k, s in (("train", self.train), ("valid", self.valid),
                                                              ("test", self.test))}  # fmt: skip
         return replace(self, **splits, standardization=scale)

@@ -60,6 +60,7 @@ Bernoulli model's numbers on binarized data.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import pyro.distributions as dist
 import torch
@@ -67,6 +68,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyrovae.models.distributions import IndependentBernoulli
+
+if TYPE_CHECKING:
+    from pyrovae.data.datasets import Dataset
 
 #: the observation models, by name
 LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "normal")
@@ -194,3 +198,25 @@ def likelihood_for(x: torch.Tensor) -> tuple[str, str]:
     if 0 <= low and high <= 1:
         return "continuous-bernoulli", f"the values lie in [0, 1] ({low:g} .. {high:g}), not only 0 and 1"
     return "normal", f"the values are real numbers outside [0, 1] ({low:g} .. {high:g})"
+
+
+def choose_likelihood(data: Dataset) -> tuple[str, str]:
+    """The likelihood that fits the values of the dataset ``data`` as they are (in the data's own units, before any
+    standardization), and why: ``"bernoulli"`` for binarized data, else that of :func:`likelihood_for` for the
+    training split, widened to the support the other splits need (a test split with values outside [0, 1] makes it
+    ``"normal"``).
+
+    :returns: ``(name, reason)``, the reason a phrase such as ``"every value is 0 or 1"``.
+    """
+    if data.binarize != "none":
+        return "bernoulli", f"the data are binarized ({data.binarize})"
+    xs = {key: getattr(data, key).x for key in ("train", "valid", "test")}
+    if data.standardization is not None:
+        xs = {key: data.standardization.inverse(x) for key, x in xs.items()}
+    name, reason = likelihood_for(xs["train"])
+    for key in ("valid", "test"):
+        if len(xs[key]):
+            other, why = likelihood_for(xs[key])
+            if LIKELIHOODS.index(other) > LIKELIHOODS.index(name):
+                name, reason = other, f"in the {key} split {why}"
+    return name, reason
