@@ -97,7 +97,8 @@ def load_file(
         default: the first image's size, and all must have it).
     :param valid_size: validation rows carved out of the training rows: a count, or a fraction in [0, 1)
         (default :data:`DEFAULT_FRACTION`).
-    :param test_size: test rows carved out likewise, for files without their own ``x_test``.
+    :param test_size: test rows carved out likewise, for files without their own ``x_test`` (0: none; files with
+        it take only 0).
     :param int split_seed: seed of the carving.
     :param str binarize: ``"none"`` (default), ``"dynamic"`` or ``"static"`` (values in [0, 1] only); see
         :class:`~pyrovae.data.datasets.Dataset`.
@@ -133,9 +134,9 @@ def load_file(
         table = _image_folder(path, image_size)
     else:
         table = _table(path, label_column)
-    if table.test is not None and test_size is not None:
+    if table.test is not None and test_size:
         raise ValueError(f"{path} holds its own test split (x_test): a test size carves one out of files without it; "
-                         "leave it out")  # fmt: skip
+                         "leave it out (or give 0)")  # fmt: skip
     xs, ys = _splits(path, table, valid_size, test_size, split_seed)
     low, high = min(x.min().item() for x in xs.values() if len(x)), max(x.max().item() for x in xs.values() if len(x))
     real = low < 0 or high > 1

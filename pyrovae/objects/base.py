@@ -36,14 +36,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from pyro import poutine
 from pyro.params import param_with_module_name
 
 from pyrovae.checkpoint import CheckpointError, malformed, save_checkpoint
 from pyrovae.data.datasets import Dataset
 from pyrovae.data.standardize import Standardization
 from pyrovae.data.validation import parameter_dtype
-from pyrovae.device import device_of, evaluating
+from pyrovae.device import device_of
 from pyrovae.infer.importance import log_marginal_likelihood
 from pyrovae.models.base import ObservedModel
 from pyrovae.models.likelihoods import LIKELIHOODS, likelihood_for
@@ -51,6 +50,7 @@ from pyrovae.models.registry import load_model
 from pyrovae.seeding import seeded
 from pyrovae.train.loop import LoopConfig
 from pyrovae.train.rundir import CHECKPOINT
+from pyrovae.viz.plots import prior_samples
 
 #: what a model object takes as data
 DataLike = Dataset | torch.Tensor | np.ndarray | str | os.PathLike
@@ -282,14 +282,14 @@ class ModelObject:
 
     def sample(self, n: int, *, seed: int | None = None, mean: bool = True) -> torch.Tensor:
         r"""``n`` new rows from the model, in the data's units, ``(n, x_dim)``: the mean of :math:`p(x|\cdot)` at
-        latents drawn from the prior (``mean=True``), or draws of :math:`p(x|\cdot)` itself.
+        latents drawn from the prior (``mean=True``), or draws of :math:`p(x|\cdot)` itself
+        (:func:`~pyrovae.viz.plots.prior_samples`).
 
         :param int seed: seeds the draws (:func:`pyrovae.seeding.seeded`); ``None`` draws from torch's generator."""
         if int(n) < 1:
             raise ValueError(f"n must be a positive number of rows, got {n}")
-        with seeded(seed), torch.no_grad(), evaluating(self.model):
-            node = poutine.trace(self.model).get_trace(None, num_data=int(n)).nodes[self.module.site("x")]
-        return self.outputs(node["fn"].mean if mean else node["value"])
+        with seeded(seed):
+            return self.outputs(prior_samples(self.model, int(n), self.module.site("x"), mean=mean))
 
     # ------------------------------------------------------------------ saving and loading
 
@@ -324,25 +324,25 @@ class ModelObject:
     @classmethod
     def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu"):
         """The object saved by :meth:`save` (or trained with ``out_dir``) in ``path`` (the folder or its
-        ``checkpoint.pt``), without training data; :meth:`train` is then an error.
+        ``checkpoint.pt``), without training data; :meth:`train` is then an error. A checkpoint of ``pyrovae train``
+        loads too, with the standardization its run recorded (``pyrovae train --data``); one of :func:`pyrovae.fit`
+        without a record of its data (``extra["data"]``) takes and gives the data as the model saw them.
 
-        :raises CheckpointError: if the checkpoint holds another kind of model or was not written by a model
-            object (then load it with :func:`pyrovae.load_model`)."""
+        :raises CheckpointError: if the checkpoint holds another kind of model (load it with the model object of its
+            kind, or :func:`pyrovae.load_model`), or its record of the data is damaged."""
         path = Path(path)
         file = path / CHECKPOINT if path.is_dir() else path
         module, state, _ = load_model(file, map_location)
         if not isinstance(module, cls.module_class):
             raise CheckpointError(f"{file} holds a {module.kind!r} model, not one of {cls.__name__}: load it with "
                                   "the model object of its kind, or pyrovae.load_model")  # fmt: skip
-        if not isinstance(state.get("extra", {}).get("data"), dict):
-            raise CheckpointError(f"{file} has no entry ['extra']['data']: it was not written by a model object "
-                                  "(save, or train with out_dir); load it with pyrovae.load_model")  # fmt: skip
-        saved = state["extra"]["data"]
+        saved = state.get("extra", {}).get("data") or {}
         with malformed(file):
             obj = cls.__new__(cls)
-            ModelObject.__init__(obj, module, None, saved["likelihood_reason"], saved["seed"])
-            scale = saved["standardization"]
+            reason = saved.get("likelihood_reason", "recorded in the checkpoint")
+            ModelObject.__init__(obj, module, None, reason, saved.get("seed", state.get("config", {}).get("seed", 0)))
+            scale = saved.get("standardization")
             obj.standardization = None if scale is None else Standardization.from_state(scale)
-            obj.image_shape = None if saved["image_shape"] is None else tuple(saved["image_shape"])
+            obj.image_shape = None if saved.get("image_shape") is None else tuple(saved["image_shape"])
             obj.history = list(state.get("history", []))
         return obj
