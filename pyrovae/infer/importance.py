@@ -235,16 +235,16 @@ def log_marginal_likelihood(
         raise ValueError(f"iwae_k must be between 1 and num_samples={num_samples}, got {iwae_k}")
     fixed, device = dict(fixed or {}), device_of(model, guide, default=args[0].device)
 
-    def rows(start: int, stop: int) -> list[torch.Tensor]:  # on the model's device, wherever the data are
+    def on_device(start: int, stop: int) -> list[torch.Tensor]:  # on the model's device, wherever the data are
         return [a[start:stop].to(device, non_blocking=True) for a in args]
 
     with torch.no_grad(), evaluating(model, guide), collect_young_only():
-        data_plate, nesting = _structure(model, guide, rows(0, min(2, num_points)), data_plate, max_plate_nesting,
+        data_plate, nesting = _structure(model, guide, on_device(0, min(2, num_points)), data_plate, max_plate_nesting,
                                          fixed)  # fmt: skip
         if fixed:  # both programs at the fixed values, and those sites out of both traces
             model, guide = (_at(p, fixed, hide_fixed=True) for p in (model, guide))
         if data_chunk is None or sample_chunk is None:
-            pair_bytes = bytes_per_pair(model, guide, rows(0, 2), data_plate, nesting, seed)
+            pair_bytes = bytes_per_pair(model, guide, on_device(0, 2), data_plate, nesting, seed)
         else:
             pair_bytes = 1.0  # both sizes given: nothing to size
         data_chunk, sample_chunk = chunk_sizes(
@@ -255,7 +255,7 @@ def log_marginal_likelihood(
             # over all samples then run without per-chunk checks, which slow every chunk
             pairs = data_chunk * sample_chunk
             for start in range(0, num_points, pairs):
-                log_weights(model, guide, rows(start, start + pairs), 1, data_plate, nesting)
+                log_weights(model, guide, on_device(start, start + pairs), 1, data_plate, nesting)
         results = []
         bar = tqdm(
             total=num_points * num_samples,
@@ -266,7 +266,7 @@ def log_marginal_likelihood(
         )
         with pyro.validation_enabled(False), bar:
             for start in range(0, num_points, data_chunk):
-                chunk = rows(start, start + data_chunk)
+                chunk = on_device(start, start + data_chunk)
                 rows = index[start : start + data_chunk].tolist()
                 log_w = []
                 for first in range(0, num_samples, sample_chunk):
