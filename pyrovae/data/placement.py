@@ -38,9 +38,8 @@ def parse_size(size: int | str) -> int:
     1000; KiB, MiB, GiB, TiB: of 1024; case-insensitive; a bare number is bytes).
 
     :raises ValueError: for a negative size, a size that is not a number of bytes, or an unknown unit."""
-    if isinstance(size, bool) or not isinstance(size, int | str):
-        raise ValueError(f"a size must be a number of bytes or a string like '2GB', got {size!r}")
-    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*", str(size))
+    text = str(size) if isinstance(size, int | str) and not isinstance(size, bool) else ""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*", text)
     unit = match and (match[2].lower() or "b")
     if match is None or unit not in SIZE_UNITS:
         raise ValueError(
