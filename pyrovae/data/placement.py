@@ -69,7 +69,7 @@ class HostDataset(Dataset):
     device: torch.device = torch.device("cpu")
 
     def train_batch(self, idx: torch.Tensor) -> torch.Tensor:
-        """Training rows ``idx`` (indices on the CPU, in the order wanted) on :attr:`device`, as a training step sees
+        """Training rows ``idx`` (indices on the CPU, in the order wanted) on ``device``, as a training step sees
         them (:meth:`~pyrovae.data.Dataset.as_trained`: a dynamic binarization is drawn on the device)."""
         return self.as_trained(gather(self.train.x, idx, self.device))
 
