@@ -32,6 +32,7 @@ from pyrovae.data import BINARIZATIONS, DATASETS, Dataset, Split, load_dataset
 from pyrovae.data.binarize import EVAL_SEED, binarize
 from pyrovae.data.datasets import IMAGE_SHAPES
 from pyrovae.data.files import load_file
+from pyrovae.data.placement import parse_size
 from pyrovae.data.standardize import Standardization
 from pyrovae.device import device_of, resolve_device
 from pyrovae.errors import PyrovaeError
@@ -80,8 +81,8 @@ from pyrovae.viz.tensorboard import TensorBoardLogger
 
 DEFAULTS = TrainConfig()
 RESUME_HELP = ("continue the run in --out with its saved settings; only --epochs (the total, epochs already trained "
-               "included), --device and where the data are (--data-dir, --no-download; by default the folder the run "
-               "was trained from) are taken from this command line")
+               "included), --device, --device-data-limit and where the data are (--data-dir, --no-download; by default "
+               "the folder the run was trained from) are taken from this command line")
 OVERWRITE_HELP = ("replace the run already in --out (its checkpoints, metrics and TensorBoard logs are deleted); "
                   "without it, a new run refuses a folder that holds one")
 #: ``--data-dir`` of a new run when not given
@@ -217,6 +218,7 @@ def _add_train_parser(command: Callable[..., argparse.ArgumentParser]) -> None:
                        help="raise the KL weight linearly from 0 to --beta over this many epochs")
     train.add_argument("--seed", type=int, default=DEFAULTS.seed, help="random seed")
     train.add_argument("--device", default=DEFAULTS.device, help="auto (CUDA if available), cpu, cuda or cuda:N")
+    _add_device_data_limit_arg(train)
     out = p.add_argument_group("output")
     out.add_argument("--out", default=None,
                      help="output folder (default: runs/DATASET, or for a new run the first of runs/DATASET-2, -3, ... "
@@ -389,7 +391,7 @@ def _train(args: argparse.Namespace, out: Path, device: str, rank: int) -> dict:
     if args.resume:
         settings, vae_config, train = _saved(out, "data", "vae", "train")
         with malformed(out / CHECKPOINT):
-            config = TrainConfig(**{**train, "epochs": args.epochs, "device": device})
+            config = TrainConfig(**{**train, "epochs": args.epochs, "device": device, **_device_data_limit(args)})
     else:
         settings = _data_settings(args, _binarization(args.binarize, args.likelihood))
         vae_config = {"model": args.model, "z_dim": args.z_dim, "hidden": args.hidden, "activation": args.activation,
@@ -407,7 +409,7 @@ def _train(args: argparse.Namespace, out: Path, device: str, rank: int) -> dict:
         config = TrainConfig(
             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_decay=args.lr_decay, elbo=args.elbo,
             jit=args.jit, num_particles=args.particles, seed=args.seed, device=device, beta=args.beta,
-            kl_warmup_epochs=args.kl_warmup_epochs, validate=args.validate, dreg=args.dreg,
+            kl_warmup_epochs=args.kl_warmup_epochs, validate=args.validate, dreg=args.dreg, **_device_data_limit(args),
         )
         if args.overwrite:
             shutil.rmtree(out / "tensorboard", ignore_errors=True)  # the replaced run's event files
@@ -614,6 +616,7 @@ def _add_train_ss_parser(command: Callable[..., argparse.ArgumentParser]) -> Non
                        "pixels (pyrovae.train.consistency; 0: none, plain M2)")  # fmt: skip
     train.add_argument("--seed", type=int, default=0, help="random seed of the training")
     train.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
+    _add_device_data_limit_arg(train)
     out = p.add_argument_group("output")
     out.add_argument("--out", default=None,
                      help="output folder (default: runs/ss-DATASET-LABELS, or for a new run the first of "
@@ -623,6 +626,19 @@ def _add_train_ss_parser(command: Callable[..., argparse.ArgumentParser]) -> Non
     out.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     _add_distributed_arg(train)
     p.set_defaults(func=train_ss_command)
+
+
+def _add_device_data_limit_arg(group: Any) -> None:
+    """``--device-data-limit``: above it, the data stay in host memory and minibatches are copied to the device."""
+    group.add_argument("--device-data-limit", type=byte_size, default=None, metavar="SIZE",
+                       help="the most bytes of data moved to the device, e.g. 2GB, 500MB, 1.5GiB; larger data stay in "
+                            "host memory and each minibatch is copied to the device; 0 always streams (default: 2GiB, "
+                            "or on --resume the run's)")  # fmt: skip
+
+
+def _device_data_limit(args: argparse.Namespace) -> dict:
+    """``{"device_data_limit": ...}`` when ``--device-data-limit`` is given, else nothing (the default or the run's)."""
+    return {} if args.device_data_limit is None else {"device_data_limit": args.device_data_limit}
 
 
 def _add_distributed_arg(group: Any) -> None:
@@ -661,7 +677,8 @@ def _train_ss(args: argparse.Namespace, out: Path, device: str, rank: int) -> di
         settings, model_config, train, m1 = _saved(out, "data", "ssvae", "train", "m1")
         with malformed(out / CHECKPOINT):
             m1_path = (m1 or {}).get("checkpoint")
-            config = SemiSupervisedConfig(**{**train, "epochs": args.epochs, "device": device, **schedule})
+            config = SemiSupervisedConfig(**{**train, "epochs": args.epochs, "device": device, **schedule,
+                                             **_device_data_limit(args)})  # fmt: skip
     else:
         if args.m1 and args.likelihood != "bernoulli":
             raise ValueError(f"--likelihood {args.likelihood} is for pixels: with --m1, M2 models the VAE's codes "
@@ -676,6 +693,7 @@ def _train_ss(args: argparse.Namespace, out: Path, device: str, rank: int) -> di
             labelled_batch_size=args.labelled_batch_size, labelled_every=args.labelled_every, lr=args.lr,
             seed=args.seed, label_seed=args.label_seed, device=device, jit=args.jit, schedule=args.schedule,
             lr_decay=args.lr_decay, shift=args.shift, consistency=args.consistency, **schedule,
+            **_device_data_limit(args),
         )  # fmt: skip
     data = _load_data(settings, args)
     if model_config["alpha"] is None:
@@ -949,6 +967,14 @@ def encode_command(args: argparse.Namespace) -> str:
     _save_array(out, z=z.float(), **({} if split.y is None else {"y": split.y}))
     print(out)
     return str(out)
+
+
+def byte_size(text: str) -> int:
+    """``argparse`` type of a size in bytes, e.g. ``2GB`` (:func:`pyrovae.data.placement.parse_size`)."""
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def positive_int(text: str) -> int:

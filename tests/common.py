@@ -135,3 +135,18 @@ def fake_files(seed: int) -> dict[str, bytes]:
         files[f"{split}-images-idx3-ubyte.gz"] = idx_gz(torch.randint(256, (n, 28, 28), generator=g, dtype=torch.uint8))
         files[f"{split}-labels-idx1-ubyte.gz"] = idx_gz(torch.randint(10, (n,), generator=g, dtype=torch.uint8))
     return files
+
+
+def mapped_file(tensor: torch.Tensor) -> str | None:
+    """The file whose memory map holds ``tensor``'s data (from ``/proc/self/maps``), or ``None``; the test is skipped
+    where there is no ``/proc`` (not Linux)."""
+    maps = Path("/proc/self/maps")
+    if not maps.exists():
+        pytest.skip("needs /proc/self/maps (Linux) to see memory maps")
+    ptr = tensor.data_ptr()
+    for line in maps.read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        start, end = (int(a, 16) for a in fields[0].split("-"))
+        if start <= ptr < end:
+            return fields[5] if len(fields) == 6 else None
+    return None

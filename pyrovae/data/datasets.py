@@ -9,6 +9,7 @@ never a per-item Python loop.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -20,7 +21,7 @@ import torch
 
 from pyrovae.data.binarize import EVAL_SEED, binarize, check_binarization
 from pyrovae.data.idx import MNIST_FILES, read_mnist_split
-from pyrovae.data.standardize import Standardization
+from pyrovae.data.standardize import CHUNK_ROWS, Standardization
 
 #: torchvision dataset classes by the names pyrovae uses for them
 TORCHVISION_DATASETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
@@ -85,9 +86,12 @@ class Dataset:
         return replace(self, train=self.train.to(device), valid=self.valid.to(device), test=self.test.to(device))
 
     def train_batch(self, idx: torch.Tensor) -> torch.Tensor:
-        """Training rows ``idx`` as a training step sees them: with ``binarize="dynamic"`` a fresh Bernoulli draw
-        (from torch's global RNG), otherwise the rows as stored."""
-        x = self.train.x[idx]
+        """Training rows ``idx`` as a training step sees them (:meth:`as_trained`)."""
+        return self.as_trained(self.train.x[idx])
+
+    def as_trained(self, x: torch.Tensor) -> torch.Tensor:
+        """Training rows ``x`` as a training step sees them: with ``binarize="dynamic"`` a fresh Bernoulli draw
+        (from torch's global RNG, or the RNG of their device), otherwise the rows as stored."""
         return torch.bernoulli(x) if self.binarize == "dynamic" else x
 
     def standardized(self, standardization: Standardization | None = None) -> Dataset:
@@ -223,16 +227,21 @@ def _check_values(key: str, x: torch.Tensor, real: bool) -> None:
 
     :raises ValueError: naming the split, its rows with NaN or infinite values or the range of its values, and the
         fix."""
-    finite = torch.isfinite(x)
-    if not finite.all():
-        rows = (~finite).any(-1).nonzero().squeeze(-1)
+    bad, low, high = [], math.inf, -math.inf
+    for start in range(0, len(x), CHUNK_ROWS):  # a chunk at a time: a memory-mapped split is never read in full
+        chunk = x[start : start + CHUNK_ROWS]
+        bad.append((~torch.isfinite(chunk)).reshape(len(chunk), -1).any(-1).nonzero().squeeze(-1) + start)
+        if chunk.numel() and not real:
+            low, high = min(low, chunk.min().item()), max(high, chunk.max().item())
+    rows = torch.cat(bad) if bad else torch.zeros(0, dtype=torch.long)
+    if len(rows):
         raise ValueError(
             f"{key} holds NaN or infinite values in {len(rows)} row(s) (e.g. row {int(rows[0])}): remove or impute them"
         )
-    if real or not x.numel() or (x.min() >= 0 and x.max() <= 1):
+    if real or (low >= 0 and high <= 1):
         return
     raise ValueError(
-        f"{key} has values in [{x.min().item():g}, {x.max().item():g}], not in [0, 1]: rescale grey levels to [0, 1] "
+        f"{key} has values in [{low:g}, {high:g}], not in [0, 1]: rescale grey levels to [0, 1] "
         "(e.g. divide 8-bit images by 255), or for real-valued data (likelihood='normal') pass real=True"
     )
 

@@ -27,6 +27,12 @@ Splits: the test split is the file's own (``x_test``) or ``test_size`` rows carv
 ``valid_size`` rows carved from the rest (each 10 % by default), with the generator seeded by ``split_seed``, so
 that the same call gives the same splits. Each split keeps its rows in the file's order.
 
+Memory: a split is a copy of its rows, except the training split of an ``.npy`` file of float32 rows ``(N, D)``
+of which nothing is carved (``valid_size=0, test_size=0``: give the held-out data as files of their own), which
+stays the file's memory map (:func:`pyrovae.data.memmap.open_npy`): checked a chunk of rows at a time and, above
+the device data limit (:mod:`pyrovae.data.placement`), streamed a minibatch at a time, never read whole. Binarized
+(``"static"``) and standardized (real-valued) splits are computed, and so held in memory.
+
 Likelihood: :func:`pyrovae.models.likelihoods.choose_likelihood` picks the observation model that fits the values
 as they are: ``"bernoulli"`` when every value is 0 or 1, ``"continuous-bernoulli"`` in [0, 1], else ``"normal"``.
 Data with values outside [0, 1] are real-valued (``Dataset.real``) and standardized by default, per column
@@ -48,6 +54,7 @@ import torch
 
 from pyrovae.data.binarize import check_binarization
 from pyrovae.data.datasets import Dataset, _finish
+from pyrovae.data.memmap import open_npy
 from pyrovae.data.standardize import Standardization
 
 #: the file suffixes :func:`load_file` reads (besides a folder of images)
@@ -192,6 +199,8 @@ def _tensor(path: Path, table: _Table, x, idx: np.ndarray, array: str) -> torch.
     """Rows ``idx`` of ``x`` as a float32 tensor (scaled by ``table.scale``), checked to be finite.
 
     :raises ValueError: naming the file's row and column of the first NaN or infinite value."""
+    if isinstance(x, np.memmap) and len(idx) == len(x) and x.dtype == np.float32 and table.scale == 1.0:
+        return open_npy(x.filename)  # every row, in order: the file's memory map (its values checked by chunks later)
     values = torch.from_numpy(np.asarray(x[idx], dtype=np.float32))
     if table.scale != 1.0:
         values = values * table.scale

@@ -89,7 +89,7 @@ from pyro.ops.stats import fit_generalized_pareto
 from pyro.poutine.indep_messenger import CondIndepStackFrame
 from tqdm.auto import tqdm
 
-from pyrovae.device import evaluating
+from pyrovae.device import device_of, evaluating
 from pyrovae.infer.memory import PeakMemory
 from pyrovae.infer.noise import NOISE_BLOCK, IndexedNoise
 from pyrovae.infer.traces import (
@@ -194,7 +194,9 @@ def log_marginal_likelihood(
     :math:`\\log p(x_n | \\theta_0)` and :math:`\\log p(\\theta_0)` is left out (see
     :mod:`pyrovae.infer.importance`).
 
-    :param x: data ``(N, ...)``, or a tuple of tensors with the same ``N`` passed as positional arguments.
+    :param x: data ``(N, ...)``, or a tuple of tensors with the same ``N`` passed as positional arguments; on the
+        model's device or in host memory (e.g. memory-mapped): each chunk is moved to the device of the modules
+        owning ``model`` and ``guide`` (:func:`pyrovae.device.device_of`).
     :param int num_samples: importance samples per data point (papers use 5000).
     :param int iwae_k: samples per group of the reported IWAE bound (default ``min(50, num_samples)``).
     :param int seed: seed of the noise; with the same seed, results are identical for any chunk sizes.
@@ -231,15 +233,18 @@ def log_marginal_likelihood(
     iwae_k = min(50, num_samples) if iwae_k is None else int(iwae_k)
     if not 1 <= iwae_k <= num_samples:
         raise ValueError(f"iwae_k must be between 1 and num_samples={num_samples}, got {iwae_k}")
-    fixed = dict(fixed or {})
+    fixed, device = dict(fixed or {}), device_of(model, guide, default=args[0].device)
+
+    def on_device(start: int, stop: int) -> list[torch.Tensor]:  # on the model's device, wherever the data are
+        return [a[start:stop].to(device, non_blocking=True) for a in args]
+
     with torch.no_grad(), evaluating(model, guide), collect_young_only():
-        data_plate, nesting = _structure(
-            model, guide, [a[: min(2, num_points)] for a in args], data_plate, max_plate_nesting, fixed
-        )
+        data_plate, nesting = _structure(model, guide, on_device(0, min(2, num_points)), data_plate, max_plate_nesting,
+                                         fixed)  # fmt: skip
         if fixed:  # both programs at the fixed values, and those sites out of both traces
             model, guide = (_at(p, fixed, hide_fixed=True) for p in (model, guide))
         if data_chunk is None or sample_chunk is None:
-            pair_bytes = bytes_per_pair(model, guide, [a[:2] for a in args], data_plate, nesting, seed)
+            pair_bytes = bytes_per_pair(model, guide, on_device(0, 2), data_plate, nesting, seed)
         else:
             pair_bytes = 1.0  # both sizes given: nothing to size
         data_chunk, sample_chunk = chunk_sizes(
@@ -250,7 +255,7 @@ def log_marginal_likelihood(
             # over all samples then run without per-chunk checks, which slow every chunk
             pairs = data_chunk * sample_chunk
             for start in range(0, num_points, pairs):
-                log_weights(model, guide, [a[start : start + pairs] for a in args], 1, data_plate, nesting)
+                log_weights(model, guide, on_device(start, start + pairs), 1, data_plate, nesting)
         results = []
         bar = tqdm(
             total=num_points * num_samples,
@@ -261,7 +266,7 @@ def log_marginal_likelihood(
         )
         with pyro.validation_enabled(False), bar:
             for start in range(0, num_points, data_chunk):
-                chunk = [a[start : start + data_chunk] for a in args]
+                chunk = on_device(start, start + data_chunk)
                 rows = index[start : start + data_chunk].tolist()
                 log_w = []
                 for first in range(0, num_samples, sample_chunk):

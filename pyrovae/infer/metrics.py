@@ -7,7 +7,7 @@ import torch
 from pyro.infer import Trace_ELBO
 
 from pyrovae.data.validation import check_not_nan
-from pyrovae.device import evaluating
+from pyrovae.device import device_of, evaluating
 from pyrovae.infer.traces import log_prob_sum, model_and_guide_traces
 
 
@@ -27,15 +27,16 @@ def elbo_per_datapoint(
     subsampling, so the plate is the chunk itself; the chunks' ELBOs are summed and divided by ``N``. The modules
     owning ``model`` and ``guide`` are in evaluation mode meanwhile (:func:`pyrovae.device.evaluating`).
 
-    :param torch.Tensor x: data ``(N, ...)``.
+    :param torch.Tensor x: data ``(N, ...)``, on the model's device or in host memory (e.g. memory-mapped): each
+        chunk is moved to the device of the modules owning ``model`` and ``guide`` (:func:`pyrovae.device.device_of`).
     :param pyro.infer.ELBO elbo: the estimator (default ``Trace_ELBO()``, one particle); must not be a JIT ELBO,
         since the last chunk may have another shape.
     """
     if len(x) == 0:
         raise ValueError("cannot evaluate the ELBO of an empty dataset")
-    elbo = Trace_ELBO() if elbo is None else elbo
+    elbo, device = Trace_ELBO() if elbo is None else elbo, device_of(model, guide, default=x.device)
     with torch.no_grad(), evaluating(model, guide):
-        total = sum(elbo.loss(model, guide, chunk) for chunk in x.split(batch_size))
+        total = sum(elbo.loss(model, guide, chunk.to(device, non_blocking=True)) for chunk in x.split(batch_size))
     return check_not_nan("the ELBO", -float(total) / len(x), x)
 
 
@@ -70,7 +71,8 @@ def elbo_terms(model, guide, x: torch.Tensor, *, batch_size: int = 1000) -> dict
     Log-probabilities include any ``poutine.scale`` and mask the model applies. The modules owning ``model`` and
     ``guide`` are in evaluation mode meanwhile (:func:`pyrovae.device.evaluating`).
 
-    :param torch.Tensor x: data ``(N, ...)``.
+    :param torch.Tensor x: data ``(N, ...)``, on the model's device or in host memory: each chunk is moved to the
+        model's device (:func:`pyrovae.device.device_of`).
     :param int batch_size: rows per chunk.
     :returns: ``{"elbo": ..., "reconstruction": ..., "kl": ...}`` in nats per data point.
     :raises ValueError: if ``x`` is empty.
@@ -78,9 +80,10 @@ def elbo_terms(model, guide, x: torch.Tensor, *, batch_size: int = 1000) -> dict
     if len(x) == 0:
         raise ValueError("cannot compute the ELBO terms of an empty dataset")
     reconstruction = kl = 0.0
+    device = device_of(model, guide, default=x.device)
     with torch.no_grad(), evaluating(model, guide):
         for chunk in x.split(batch_size):
-            model_trace, guide_trace = model_and_guide_traces(model, guide, chunk)
+            model_trace, guide_trace = model_and_guide_traces(model, guide, chunk.to(device, non_blocking=True))
             reconstruction += float(log_prob_sum(model_trace, observed=True))
             kl -= float(log_prob_sum(model_trace, observed=False))
             kl += float(log_prob_sum(guide_trace, observed=False))

@@ -56,6 +56,7 @@ from pyrovae.checkpoint import (
     rng_state,
     set_rng_state,
 )
+from pyrovae.data.placement import DEVICE_DATA_LIMIT, parse_size
 from pyrovae.device import training_mode
 from pyrovae.seeding import set_seed
 from pyrovae.train.distributed import gather_rng_states, mean_over_ranks, rank_and_world
@@ -79,6 +80,10 @@ class LoopConfig:
     :ivar int seed: seed of the training noise (:mod:`pyrovae.seeding`): minibatch order, dynamic binarization, the
         draws of the latents. The initial weights are the model's (e.g. ``VAE(..., seed=S)``).
     :ivar str device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda[:N]"``.
+    :ivar int device_data_limit: the most bytes of data moved to the device (:mod:`pyrovae.data.placement`); larger
+        data stay in host memory and each minibatch is copied to the device; 0 always streams. Given as bytes or
+        a string such as ``"2GB"`` or ``"500MB"`` (:func:`~pyrovae.data.placement.parse_size`); default 2 GiB. It
+        may change on resume: the placement does not change the minibatches.
     :ivar int eval_batch_size: rows per evaluation batch.
     :ivar str validate: ``"first-epoch"`` (Pyro's validation during the first epoch this process trains, off
         after it) or ``"always"``; with Pyro's validation off globally, never.
@@ -88,7 +93,7 @@ class LoopConfig:
     """
 
     #: the settings that may change when a run is resumed
-    RESUMABLE: ClassVar[tuple[str, ...]] = ("epochs", "device", "divergence")
+    RESUMABLE: ClassVar[tuple[str, ...]] = ("epochs", "device", "divergence", "device_data_limit")
 
     epochs: int = 50
     batch_size: int = 128
@@ -99,9 +104,11 @@ class LoopConfig:
     eval_batch_size: int = 1000
     validate: str = "first-epoch"
     divergence: float = DIVERGENCE
+    device_data_limit: int = DEVICE_DATA_LIMIT
 
     def __post_init__(self) -> None:
         check_factor(self.divergence)
+        self.device_data_limit = parse_size(self.device_data_limit)
         if self.validate not in VALIDATE:
             raise ValueError(f"unknown validate {self.validate!r}: choose one of {VALIDATE}")
         for name in ("epochs", "batch_size", "eval_batch_size"):

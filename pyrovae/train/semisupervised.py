@@ -57,6 +57,7 @@ from torch import nn
 
 from pyrovae.checkpoint import CheckpointError, check_resumable
 from pyrovae.data.datasets import Dataset, Split
+from pyrovae.data.placement import place
 from pyrovae.data.validation import check_labels
 from pyrovae.device import resolve_device
 from pyrovae.models.ssvae import SSVAE
@@ -75,7 +76,7 @@ class SemiSupervisedConfig(LoopConfig):
     r"""Settings of :func:`fit_semisupervised`, validated on construction: those of
     :class:`~pyrovae.train.loop.LoopConfig` (``epochs``, ``batch_size``: unlabelled rows per step, ``lr``,
     ``lr_decay``, ``seed``, ``device``, ``eval_batch_size``, ``validate``, ``divergence``: judged on
-    ``unlabelled_elbo``) and
+    ``unlabelled_elbo``, ``device_data_limit``) and
 
     :ivar int num_labels: labelled training points, the same number from every class.
     :ivar int label_seed: seed of the choice of labelled points (the split is part of the experiment).
@@ -258,7 +259,7 @@ def accuracy(classify: Callable[[torch.Tensor], torch.Tensor], split: Split, bat
     for x, y in zip(split.x.split(batch_size), split.y.split(batch_size), strict=True):
         scores = classify(x)
         check_labels(y, len(x), scores.shape[-1])  # a label no class has would count as wrong, silently
-        correct += int((scores.argmax(-1) == y).sum())
+        correct += int((scores.argmax(-1) == y.to(scores.device)).sum())
     return correct / len(split)
 
 
@@ -281,9 +282,10 @@ class SemiSupervisedTask(Task):
         check_shift(data.image_shape, config.shift)
         self.config, self.device = config, resolve_device(config.device)
         self.ssvae, self.features = ssvae.to(self.device), (features or nn.Identity()).to(self.device)
-        self.data = data.to(self.device)
+        self.data = place(data, self.device, config.device_data_limit)
+        self.rows_device = self.data.train.x.device  # where minibatch indices index the training rows
         self.rank, self.world = rank_and_world()
-        is_labelled = torch.zeros(len(data.train), dtype=torch.bool, device=self.device)
+        is_labelled = torch.zeros(len(data.train), dtype=torch.bool, device=self.rows_device)
         is_labelled[labelled_subset(self.data.train.y, config.num_labels, data.num_classes, config.label_seed)] = True
         #: indices of the labelled and unlabelled training rows
         self.labelled, self.unlabelled = is_labelled.nonzero()[:, 0], (~is_labelled).nonzero()[:, 0]
@@ -310,7 +312,7 @@ class SemiSupervisedTask(Task):
         self.elbo = (JitTraceEnum_ELBO(max_plate_nesting=1, ignore_jit_warnings=True) if config.jit
                      else TraceEnum_ELBO(max_plate_nesting=1))  # fmt: skip
         example = self.labelled[:1]
-        params = owned_params(self.model, self.guide, [ssvae], self.view(example), self.data.train.y[example])
+        params = owned_params(self.model, self.guide, [ssvae], self.view(example), self.labels(example))
         loss = data_parallel_loss([ssvae], params, self.loss) if self.world > 1 else self.loss
         self.stepper = AdamStep(params, loss, config.lr)
         self.unlabelled_loss = torch.zeros((), device=self.device)
@@ -322,6 +324,10 @@ class SemiSupervisedTask(Task):
         if shift and self.config.shift:
             x = random_shift(x, self.data.image_shape, self.config.shift)
         return self.features(x)
+
+    def labels(self, rows: torch.Tensor) -> torch.Tensor:
+        """The labels of the training rows ``rows`` on the training device."""
+        return self.data.train.y[rows].to(self.device, non_blocking=True)
 
     def loss(
         self, unlabelled: torch.Tensor | None, labelled: torch.Tensor | None, scale_u: float, scale_l: float
@@ -340,7 +346,7 @@ class SemiSupervisedTask(Task):
                 )
             terms.append(scale_u * loss_u)
         if labelled is not None:
-            batch = (self.view(labelled, shift=True), self.data.train.y[labelled])
+            batch = (self.view(labelled, shift=True), self.labels(labelled))
             terms.append(scale_l * semisupervised_loss(self.model, self.guide, self.elbo, batch, None))
         return sum(terms)
 
@@ -361,8 +367,8 @@ class SemiSupervisedTask(Task):
     def train_epoch(self, epoch: int, tick: Callable[[torch.Tensor, int], None]) -> tuple[torch.Tensor, int]:
         config, world, rank = self.config, self.world, self.rank
         generator = epoch_generator(config.seed, epoch)  # the same minibatches on every rank
-        batches = minibatches(len(self.unlabelled), config.batch_size, self.device, generator, self.drop_last)
-        labelled = _cycle(len(self.labelled), self.labelled_size, self.device, generator)
+        batches = minibatches(len(self.unlabelled), config.batch_size, self.rows_device, generator, self.drop_last)
+        labelled = _cycle(len(self.labelled), self.labelled_size, self.rows_device, generator)
         total, seen = torch.zeros((), device=self.device), 0
         for step, idx in enumerate(batches, 1):
             rows = self.unlabelled[idx.tensor_split(world)[rank]]
@@ -382,15 +388,15 @@ class SemiSupervisedTask(Task):
     def evaluate(self, row: dict[str, Any]) -> None:
         eval_batch_size = self.config.eval_batch_size
         row["labelled_elbo"], row["labelled_log_q"] = labelled_metrics(
-            self.ssvae, self.view(self.labelled), self.data.train.y[self.labelled], eval_batch_size
+            self.ssvae, self.view(self.labelled), self.labels(self.labelled), eval_batch_size
         )
         self.ssvae.eval()
         self.features.eval()
         for name in ("valid", "test"):
             split = getattr(self.data, name)
             if split.y is not None and len(split):
-                row[f"{name}_accuracy"] = accuracy(lambda x: self.ssvae.predict(self.features(x)), split,
-                                                   eval_batch_size)  # fmt: skip
+                row[f"{name}_accuracy"] = accuracy(lambda x: self.ssvae.predict(self.features(x.to(self.device))),
+                                                   split, eval_batch_size)  # fmt: skip
         self.ssvae.train()
         self.features.train()
 

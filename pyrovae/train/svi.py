@@ -10,8 +10,9 @@ does, with one fused Adam for all parameters). Each minibatch of ``B`` rows is p
 so that the data plate scales its terms by ``N / B``: every step's loss is an unbiased estimate of
 :math:`-\mathcal{L}` over the whole training set (Hoffman et al. 2013).
 
-The training set lives on the training device; each epoch draws a random permutation there and indexes
-it, and dynamically binarized data get a fresh Bernoulli draw for every minibatch.
+The training set lives on the training device when it fits under ``device_data_limit`` (else it stays in host
+memory and each minibatch is copied to the device: :mod:`pyrovae.data.placement`); each epoch draws a random
+permutation and indexes it, and dynamically binarized data get a fresh Bernoulli draw for every minibatch.
 
 **Validation.** While Pyro's validation is on (its default), every step checks the data (shape, values in the
 likelihood's support) and Pyro checks every distribution's arguments and the model against the guide. By
@@ -40,6 +41,7 @@ import pyro.infer
 import torch
 
 from pyrovae.data.datasets import Dataset
+from pyrovae.data.placement import place
 from pyrovae.device import owners, resolve_device, training_mode
 from pyrovae.infer.iwae import TraceIWAE_ELBO
 from pyrovae.infer.jit import JitTrace_ELBO, JitTraceMeanField_ELBO
@@ -69,7 +71,7 @@ ELBOS = {
 class TrainConfig(LoopConfig):
     """Settings of :func:`fit`, validated on construction: those of :class:`~pyrovae.train.loop.LoopConfig`
     (``epochs``, ``batch_size``, ``lr``, ``lr_decay``, ``seed``, ``device``, ``eval_batch_size``, ``validate``,
-    ``divergence``) and
+    ``divergence``, ``device_data_limit``) and
 
     :ivar str elbo: the training objective: ``"trace"`` (``Trace_ELBO``, Monte-Carlo KL), ``"meanfield"``
         (``TraceMeanField_ELBO``, analytic KL where available) or ``"iwae"`` (the importance-weighted bound
@@ -145,7 +147,9 @@ class SVITask(Task):
         self.modules = modules = tuple(owners(model, guide))
         for owner in modules:
             owner.to(self.device)
-        self.model, self.guide, self.data = model, guide, data.to(self.device)
+        self.model, self.guide = model, guide
+        self.data = place(data, self.device, config.device_data_limit)
+        self.rows_device = self.data.train.x.device  # where minibatch indices index the training rows
         self.num_data = num_data = len(self.data.train)
         self.rank, self.world = rank_and_world()
         self.drop_last = config.jit or self.world > 1  # compiled steps have fixed shapes; ranks need equal shares
@@ -164,7 +168,7 @@ class SVITask(Task):
         train_model, train_guide = (self.kl(model), self.kl(guide)) if self.scaled else (model, guide)
         self.elbo = make_elbo(config)
         with training_mode(modules, False):  # a probe: BatchNorm's running statistics are left alone
-            example = self.data.train_batch(torch.arange(1, device=self.device))
+            example = self.data.train_batch(torch.arange(1, device=self.rows_device))
             params = owned_params(model, guide, modules, example, num_data=num_data)
         loss = partial(self.elbo.differentiable_loss, train_model, train_guide)
         if self.world > 1:
@@ -186,18 +190,18 @@ class SVITask(Task):
     def initial_elbo(self) -> float:
         if len(self.data.valid):
             return self._evaluate(self.data.valid.x)
-        rows = torch.arange(min(self.num_data, self.config.eval_batch_size), device=self.device)
+        rows = torch.arange(min(self.num_data, self.config.eval_batch_size), device=self.rows_device)
         return self._evaluate(self.data.train_batch(rows))
 
     def train_epoch(self, epoch: int, tick: Callable[[torch.Tensor, int], None]) -> tuple[torch.Tensor, int]:
         config, total, seen = self.config, torch.zeros((), device=self.device), 0
         warmup_steps = config.kl_warmup_epochs * self.steps_per_epoch
-        batches = minibatches(self.num_data, config.batch_size, self.device, epoch_generator(config.seed, epoch),
-                              self.drop_last)  # fmt: skip
+        batches = minibatches(self.num_data, config.batch_size, self.rows_device,
+                              epoch_generator(config.seed, epoch), self.drop_last)  # fmt: skip
         for step, idx in enumerate(batches):
             self.kl.scale = warmup_scale(epoch * self.steps_per_epoch + step, warmup_steps, config.beta)
             share = idx.tensor_split(self.world)[self.rank]
-            rows = {"subsample": share} if self.pass_subsample else {}
+            rows = {"subsample": share.to(self.device, non_blocking=True)} if self.pass_subsample else {}
             loss = self.stepper(self.data.train_batch(share), num_data=self.num_data, **rows)
             total, seen = total + loss * (len(idx) / self.num_data), seen + len(idx)
             tick(loss, self.num_data)
@@ -235,10 +239,12 @@ def fit(
     ``subsample`` keyword (pyrovae's models do, and Pyro's autoguides pass keywords on), ``subsample=`` the
     minibatch's row indices in ``data.train`` (not with ``jit``), so that a guide with per-point parameters
     (``AutoNormal(vae.model, create_plates=vae.data_plate)``) sees the right rows. If they are
-    methods of an ``nn.Module`` (as ``vae.model`` is), that module is moved to the device; the data
-    always are. Such a module is in training mode during the steps and in evaluation mode while it is evaluated
-    and during ``callback`` (BatchNorm layers use and keep their running statistics, dropout is off); ``fit`` leaves
-    it in the mode it had before. Parameters live in Pyro's global param store: clear it
+    methods of an ``nn.Module`` (as ``vae.model`` is), that module is moved to the device; so are the data when
+    they hold at most ``config.device_data_limit`` bytes, else they stay in host memory (a memory-mapped split
+    stays memory-mapped) and each minibatch is copied to the device (:mod:`pyrovae.data.placement`), with the same
+    rows in the same order. Such a module is in training mode during the steps and in evaluation mode while it is
+    evaluated and during ``callback`` (BatchNorm layers use and keep their running statistics, dropout is off);
+    ``fit`` leaves it in the mode it had before. Parameters live in Pyro's global param store: clear it
     (``pyro.clear_param_store()``) before training a new model with the same site names.
 
     Each epoch appends a row to the returned history (and to ``out_dir/metrics.jsonl``):

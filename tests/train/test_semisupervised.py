@@ -139,7 +139,7 @@ def test_lr_milestones_step_the_rate_and_may_be_added_on_resume(tmp_path):
         digits_run(tmp_path, epochs=5, resume=True, lr=0.01, lr_milestones=(1, 2, 3), lr_gamma=0.5)
     with pytest.raises(CheckpointError, match="epoch 3 .* from 4 on"):
         digits_run(tmp_path, epochs=5, resume=True, lr=0.01, lr_milestones=(2, 3), lr_gamma=0.1)
-    changeable = "only epochs, device, divergence, lr_milestones, lr_gamma may change"
+    changeable = "only epochs, device, divergence, device_data_limit, lr_milestones, lr_gamma may change"
     with pytest.raises(CheckpointError, match=f"lr=0.01, not 0.02: {changeable}"):
         digits_run(tmp_path, epochs=5, resume=True, lr=0.02, lr_milestones=(2, 3), lr_gamma=0.5)
     for milestones in ((0,), (3, 2), (2, 2), (1.5,)):
