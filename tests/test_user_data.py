@@ -13,6 +13,7 @@ from PIL import Image
 from pyrovae import VAEModel
 from pyrovae.cli import main
 from pyrovae.data.files import load_file
+from tests.common import mapped_file
 
 QUICK = ["--device", "cpu", "--quiet", "--z-dim", "2", "--hidden", "16", "--batch-size", "16"]
 
@@ -79,3 +80,25 @@ def test_a_file_trains_through_the_cli_and_the_model_object_and_reloads(tmp_path
     main(["sample", str(tmp_path / "object" / "checkpoint.pt"), "-n", "7", "--seed", "2", "--out",
           str(tmp_path / "samples.npy")])  # fmt: skip
     assert torch.equal(torch.from_numpy(np.load(tmp_path / "samples.npy")), m.sample(7, seed=2))
+
+
+def test_a_memory_mapped_file_above_the_device_limit_trains_through_the_cli_and_the_model_object(tmp_path, capsys):
+    """A 1 MiB float32 ``.npy`` file of which nothing is carved stays the file's memory map, and with a device data
+    limit of 100 kB it is streamed a minibatch at a time, through ``pyrovae train`` and through the model object."""
+    path = tmp_path / "big.npy"
+    np.save(path, np.random.default_rng(4).uniform(size=(4096, 64)).astype(np.float32))  # 1 MiB > 100 kB
+    held_out = ["--valid-size", "0", "--test-size", "0"]
+    run = tmp_path / "run"
+    main(["train", "--data", str(path), "--epochs", "2", "--device-data-limit", "100kB", "--out", str(run), *held_out,
+          *QUICK])  # fmt: skip
+    main(["encode", str(run / "checkpoint.pt"), "--split", "train", "--out", str(tmp_path / "codes.npy")])
+    cli = VAEModel.load(run)
+    rows = load_file(path, valid_size=0, test_size=0)
+    assert mapped_file(rows.train.x) == str(path)  # the file's memory map, not a copy
+    torch.testing.assert_close(torch.from_numpy(np.load(tmp_path / "codes.npy")), cli.latent(rows.train.x))
+    m = VAEModel(path, z_dim=2, hidden=[16], data_options={"valid_size": 0, "test_size": 0})
+    assert mapped_file(m.data.train.x) == str(path)
+    m.train(epochs=2, batch_size=256, device_data_limit="100kB", verbose=False)
+    assert mapped_file(m.data.train.x) == str(path)  # trained on, never copied
+    m.save(tmp_path / "object")
+    assert torch.equal(VAEModel.load(tmp_path / "object").latent(rows.train.x[:100]), m.latent(rows.train.x[:100]))

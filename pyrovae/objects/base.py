@@ -40,12 +40,13 @@ from pyro.params import param_with_module_name
 
 from pyrovae.checkpoint import CheckpointError, malformed, save_checkpoint
 from pyrovae.data.datasets import Dataset
+from pyrovae.data.files import load_file
 from pyrovae.data.standardize import Standardization
 from pyrovae.data.validation import parameter_dtype
 from pyrovae.device import device_of
 from pyrovae.infer.importance import log_marginal_likelihood
 from pyrovae.models.base import ObservedModel
-from pyrovae.models.likelihoods import LIKELIHOODS, likelihood_for
+from pyrovae.models.likelihoods import LIKELIHOODS, choose_likelihood, likelihood_for
 from pyrovae.models.registry import load_model
 from pyrovae.seeding import seeded
 from pyrovae.train.loop import LoopConfig
@@ -70,11 +71,14 @@ def intake(
     """The data as a :class:`~pyrovae.data.Dataset`, the likelihood to model them with and why (see the module
     docstring).
 
-    :param data: a Dataset; an ``(N, D)`` tensor or NumPy array (:meth:`Dataset.from_tensors`, real-valued when the
-        likelihood is ``"normal"``); or a path, read by :func:`pyrovae.data.files.load_file` with ``data_options``.
+    :param data: a Dataset; an ``(N, D)`` tensor or NumPy array (:meth:`Dataset.from_tensors`, real-valued when
+        values lie outside [0, 1], as :func:`pyrovae.data.files.load_file` has it); or a path, read by ``load_file``
+        with ``data_options``.
     :param str likelihood: ``"auto"`` or one of :data:`~pyrovae.models.likelihoods.LIKELIHOODS`.
-    :param str binarize: of a tensor: ``"none"`` (default), ``"dynamic"`` or ``"static"`` (see :class:`Dataset`).
-    :param bool standardize: standardize real-valued data (``Dataset.real``) by the training split.
+    :param str binarize: of a tensor or a file: ``"none"`` (default), ``"dynamic"`` or ``"static"`` (see
+        :class:`Dataset`).
+    :param bool standardize: standardize real-valued data (``Dataset.real``) by the training split (for a path,
+        ``load_file``'s ``standardize``, unless ``data_options`` give one).
     :param image_shape: of a tensor: ``(C, H, W)`` of its rows.
     :param dict data_options: keyword arguments of ``load_file``, for a path only.
     :returns: ``(dataset, likelihood, reason)``.
@@ -87,29 +91,24 @@ def intake(
     if data_options and not isinstance(data, (str, os.PathLike)):
         raise TypeError("data_options are the options of reading a file: give them with a path only")
     if isinstance(data, (str, os.PathLike)):
-        from pyrovae.data.files import load_file  # noqa: PLC0415 (the file formats load only when asked for)
-
-        data = load_file(data, **(data_options or {}))
-    if isinstance(data, Dataset):
-        if binarize != "none" or image_shape is not None:
-            raise TypeError("binarize and image_shape are settings of a tensor's Dataset: set them on the Dataset")
-        found = ("bernoulli", f"the training images are binarized (binarize={data.binarize!r})") \
-            if data.binarize != "none" else ("normal", "the data set is real-valued (real=True)") \
-            if data.real else likelihood_for(data.train.x)  # fmt: skip
-    else:
+        if image_shape is not None:
+            raise TypeError("image_shape is a setting of a tensor's rows: a file's image shape is read from it")
+        data = load_file(data, **{"standardize": standardize, "binarize": binarize, **(data_options or {})})
+    elif not isinstance(data, Dataset):
         x = as_tensor(data, "data")
-        found = (("bernoulli", f"binarize={binarize!r} draws binary training data") if binarize != "none"
-                 else likelihood_for(x))  # fmt: skip
+        real = binarize == "none" and likelihood_for(x)[0] == "normal"  # values outside [0, 1], as load_file says
+        data = Dataset.from_tensors(x, binarize=binarize, real=real, image_shape=image_shape)
+    elif binarize != "none" or image_shape is not None:
+        raise TypeError("binarize and image_shape are settings of a tensor's Dataset: set them on the Dataset")
+    if standardize and data.real and data.standardization is None:
+        data = data.standardized()
+    found = choose_likelihood(data)
     chosen = found if likelihood == "auto" else (likelihood, "given")
     if LIKELIHOODS.index(chosen[0]) < LIKELIHOODS.index(found[0]):  # each likelihood models a subset of the next's
         hint = " (or binarize='dynamic' for a Bernoulli of grey levels)" if chosen[0] == "bernoulli" else ""
         raise ValueError(
             f"likelihood={chosen[0]!r} cannot model these data: {found[1]}; use likelihood={found[0]!r} or 'auto'{hint}"
         )
-    if not isinstance(data, Dataset):
-        data = Dataset.from_tensors(x, binarize=binarize, real=chosen[0] == "normal", image_shape=image_shape)
-    if standardize and data.real and data.standardization is None:
-        data = data.standardized()
     return data, *chosen
 
 

@@ -33,8 +33,8 @@ class VAEModel(ModelObject):
     :param int z_dim: latent dimension.
     :param str likelihood: ``"auto"`` (default: what the values call for, ``likelihood_reason`` says why) or one
         of ``"bernoulli"``, ``"continuous-bernoulli"``, ``"normal"``.
-    :param str binarize: of a tensor: ``"none"`` (default: the values as they are), ``"dynamic"`` or ``"static"``
-        (grey levels made binary, for a Bernoulli likelihood).
+    :param str binarize: of a tensor or a file: ``"none"`` (default: the values as they are), ``"dynamic"`` or
+        ``"static"`` (grey levels made binary, for a Bernoulli likelihood).
     :param bool standardize: standardize real-valued data (default); the methods still take and return the data's
         units.
     :param image_shape: of a tensor: ``(C, H, W)`` of a row, needed by ``net="conv"``.
