@@ -116,3 +116,16 @@ def test_latent_space_example_tsne(tmp_path):
     assert result["paths"]["manifold"] is None and not (tmp_path / "manifold.png").exists()
     assert png_size(tmp_path / "latent_map.png") == (600, 600)
     assert png_size(tmp_path / "attribute.png")[0] > 0
+
+
+def test_your_data_example(tmp_path):
+    """The CSV it writes trains through the model object, which reports log p(x) of the held-out rows in the data's
+    units: the importance-sampled estimate above the ELBO, and a diagonal Gaussian below a full one (the measurements
+    are strongly correlated)."""
+    pytest.importorskip("pandas")
+    example = load("your_data")
+    args = ["--dataset", "wine", "--epochs", "3", "--num-samples", "50", "--out", str(tmp_path)]
+    result = example.main(example.parser().parse_args(args))
+    assert (tmp_path / "wine.csv").is_file()
+    assert result["vae"] > result["test_elbo"]
+    assert result["gaussian_full"] > result["gaussian_diagonal"]
