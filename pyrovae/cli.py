@@ -147,6 +147,9 @@ def _add_data_args(p: argparse.ArgumentParser, auto_binarize: bool = False, own_
                           help="--data: test rows carved out at random (a count or a fraction; default 0.1) unless "
                           "the file has x_test")  # fmt: skip
     _add_source_args(data)
+    data.add_argument("--split-seed", type=int, default=0,
+                      help="seed of the random carving of the validation rows (and, for --data, the test rows; for "
+                      "digits, of its test set)")  # fmt: skip
     data.add_argument("--valid-size", type=rows_or_fraction, default=None,
                       help="training images held out for validation (default: 200 for digits, 10000 for the "
                       "28x28 sets, 0.1 of the rows for --data (a count or a fraction); 0 trains on the whole "
@@ -238,7 +241,7 @@ def _data_settings(args: argparse.Namespace, binarize: str) -> dict:
     file and the options it is read with (:func:`_data_record` adds what it gave)."""
     if getattr(args, "data", None) is not None:
         return {"name": Path(args.data).name, "file": str(Path(args.data).resolve()), "binarize": binarize,
-                "valid_size": args.valid_size, "test_size": args.test_size, "split_seed": 0,
+                "valid_size": args.valid_size, "test_size": args.test_size, "split_seed": args.split_seed,
                 "label_column": args.label_column, "image_size": args.image_size}  # fmt: skip
     if isinstance(args.valid_size, float):
         raise ValueError(f"--valid-size {args.valid_size} is a fraction, which only --data takes: give a number of "
@@ -248,6 +251,7 @@ def _data_settings(args: argparse.Namespace, binarize: str) -> dict:
             raise ValueError(f"--{flag.replace('_', '-')} is an option of --data FILE, not of --dataset")
     files = args.dataset != "digits"
     return {"name": args.dataset, "binarize": binarize, "valid_size": args.valid_size,
+            "split_seed": getattr(args, "split_seed", 0),
             "data_dir": str(Path(args.data_dir or DATA_DIR).resolve()) if files else None}  # fmt: skip
 
 
@@ -287,7 +291,7 @@ def _load_data(settings: dict, args: argparse.Namespace) -> Dataset:
         return data
     data_dir = args.data_dir or settings.get("data_dir") or DATA_DIR
     return load_dataset(settings["name"], data_dir, binarize=settings["binarize"], valid_size=settings["valid_size"],
-                        download=not args.no_download)  # fmt: skip
+                        split_seed=settings.get("split_seed", 0), download=not args.no_download)  # fmt: skip
 
 
 def _binarization(binarize: str, likelihood: str) -> str:

@@ -89,3 +89,12 @@ def test_plot_never_replaces_a_picture_no_out_named(run, capsys):
     assert (run / "samples.png").read_bytes() == trained  # training's picture is kept
     main(["plot", "samples", checkpoint, "--out", str(run / "samples.png"), "--seed", "5"])  # named: replaced
     assert (run / "samples.png").read_bytes() != trained
+
+
+def test_the_split_seed_is_recorded_and_reloaded(tmp_path):
+    """``--split-seed`` carves other test digits; ``encode`` reloads the run's own (its labels say which)."""
+    main(["train", "--epochs", "1", "--z-dim", "2", "--split-seed", "3", "--out", str(tmp_path / "run"), "--quiet"])
+    main(["encode", str(tmp_path / "run" / "checkpoint.pt"), "--out", str(tmp_path / "codes.npz")])
+    labels = torch.from_numpy(np.load(tmp_path / "codes.npz")["y"])
+    assert torch.equal(labels, load_dataset("digits", split_seed=3).test.y)
+    assert not torch.equal(labels, load_dataset("digits").test.y)
