@@ -28,10 +28,12 @@ class SSVAEModel(ModelObject):
 
     :param data: the training data, as for :class:`~pyrovae.objects.vae.VAEModel`; a Dataset (or a file) brings
         its labels (``data.train.y``).
-    :param labels: with a tensor or array ``data``: the class index of every row, ``(N,)`` integers from 0.
-    :param int num_labels: how many labels training uses, the same number from every class
-        (:func:`pyrovae.labelled_subset`); the other rows count as unlabelled. A setting of
-        :meth:`~pyrovae.objects.base.ModelObject.train`, which may give another.
+    :param labels: with a tensor or array ``data``: the class index of every row, ``(N,)`` integers from 0, or -1
+        where the label is missing.
+    :param int num_labels: with every label known, how many of them training uses, the same number from every class
+        (:func:`pyrovae.labelled_subset`), the other rows counting as unlabelled (a setting of
+        :meth:`~pyrovae.objects.base.ModelObject.train`, which may give another); with labels missing (-1), ignored:
+        training uses the labels given.
     :param int num_classes: the number of classes (default: the Dataset's, or the largest label plus one).
     :param int z_dim: dimension of the style latent.
     :param str likelihood: as for :class:`~pyrovae.objects.vae.VAEModel`.
@@ -68,14 +70,18 @@ class SSVAEModel(ModelObject):
                                              image_shape=image_shape, data_options=data_options)  # fmt: skip
         if labels is not None:
             y = torch.as_tensor(labels)
-            check_labels(y, len(dataset.train), int(y.max()) + 1 if len(y) else 1, name="labels")
+            check_labels(y, len(dataset.train), int(y.max()) + 1 if len(y) else 1, name="labels", missing=True)
             dataset = replace(dataset, train=Split(dataset.train.x, y.to(dataset.train.x.device)),
                               num_classes=int(y.max()) + 1)  # fmt: skip
         if dataset.train.y is None:
             raise ValueError("the SSVAE learns from labels: give labels=(N,) class indices, or a labelled Dataset")
         if num_classes is not None:
-            check_labels(dataset.train.y, len(dataset.train), num_classes, name="labels")
+            check_labels(dataset.train.y, len(dataset.train), num_classes, name="labels", missing=True)
             dataset = replace(dataset, num_classes=int(num_classes))
+        missing = dataset.train.y < 0
+        if bool(missing.all()):
+            raise ValueError("every label is -1 (missing): give the labels of some rows")
+        num_labels = int((~missing).sum()) if bool(missing.any()) else num_labels  # the labels given
         ssvae = SSVAE(dataset.x_dim, dataset.num_classes, z_dim=z_dim, likelihood=likelihood, seed=seed,
                       **model_options)  # fmt: skip
         super().__init__(ssvae, dataset, reason, seed)

@@ -187,6 +187,25 @@ def labelled_subset(y: torch.Tensor, num_labels: int, num_classes: int, seed: in
     return torch.cat(chosen).sort().values.to(y.device)
 
 
+def given_labels(y: torch.Tensor, num_labels: int, num_classes: int, seed: int = 0) -> torch.Tensor:
+    """The boolean mask of the training rows whose label semi-supervised training uses: with every label of ``y``
+    known, a class-balanced subset of ``num_labels`` (:func:`labelled_subset`); with some missing (``-1``), exactly
+    the rows whose label is given, which must then be ``num_labels`` rows.
+
+    :raises ValueError: for labels out of range, or a ``num_labels`` other than the number of labels given."""
+    check_labels(y, len(y), num_classes, name="data.train.y", missing=True)
+    given = y >= 0
+    if bool(given.all()):
+        given = torch.zeros_like(given)
+        given[labelled_subset(y, num_labels, num_classes, seed)] = True
+    elif int(given.sum()) != num_labels:
+        raise ValueError(
+            f"data.train.y gives {int(given.sum())} labels (the others are -1, missing) and num_labels is {num_labels}:"
+            f" the labelled points are those whose label is given; set num_labels={int(given.sum())}"
+        )
+    return given
+
+
 def split_batch(
     x: torch.Tensor, y: torch.Tensor, observed: torch.Tensor
 ) -> tuple[tuple[torch.Tensor, torch.Tensor] | None, torch.Tensor | None]:
@@ -285,8 +304,7 @@ class SemiSupervisedTask(Task):
         self.data = place(data, self.device, config.device_data_limit)
         self.rows_device = self.data.train.x.device  # where minibatch indices index the training rows
         self.rank, self.world = rank_and_world()
-        is_labelled = torch.zeros(len(data.train), dtype=torch.bool, device=self.rows_device)
-        is_labelled[labelled_subset(self.data.train.y, config.num_labels, data.num_classes, config.label_seed)] = True
+        is_labelled = given_labels(self.data.train.y, config.num_labels, data.num_classes, config.label_seed)
         #: indices of the labelled and unlabelled training rows
         self.labelled, self.unlabelled = is_labelled.nonzero()[:, 0], (~is_labelled).nonzero()[:, 0]
         if not len(self.unlabelled):
@@ -438,8 +456,8 @@ def fit_semisupervised(
     callback: Callable[[dict[str, float]], None] | None = None,
 ) -> list[dict[str, float]]:
     """Train ``ssvae`` on ``data.train`` with ``config.num_labels`` of its labels (chosen by
-    :func:`labelled_subset` with ``config.label_seed``) and the rest unlabelled, in the one training loop
-    (:mod:`pyrovae.train.loop`).
+    :func:`labelled_subset` with ``config.label_seed``; or, when some labels are ``-1``, missing, those given) and the
+    rest unlabelled, in the one training loop (:mod:`pyrovae.train.loop`).
 
     Each epoch appends to the history (and ``out_dir/metrics.jsonl``): ``epoch``, ``unlabelled_elbo``
     (nats per point over the epoch's steps), ``labelled_elbo`` and ``labelled_log_q`` (per point on the
@@ -452,8 +470,8 @@ def fit_semisupervised(
     not saved. Inside a ``torch.distributed`` process group (``torchrun``), it trains data-parallel as
     :func:`pyrovae.fit` does (:mod:`pyrovae.train.distributed`; no JIT).
 
-    :param Dataset data: with labels on the training split (e.g. :func:`pyrovae.load_dataset`); labels of the
-        validation and test splits, where given, are checked too.
+    :param Dataset data: with labels on the training split (e.g. :func:`pyrovae.load_dataset`), ``-1`` where a label
+        is missing (:func:`given_labels`); labels of the validation and test splits, where given, are checked too.
     :param out_dir: the run folder (:mod:`pyrovae.train.rundir`): ``checkpoint.pt`` (atomic, every epoch), ``best.pt``
         (the epoch of the best ``valid_accuracy``) and ``metrics.jsonl``, locked for as long as this run trains.
     :param bool resume: continue from ``out_dir/checkpoint.pt`` (weights, optimizer, RNG, history) with the

@@ -45,3 +45,14 @@ def test_labels_are_needed_and_checked(digits):
         SSVAEModel(digits.train.x, labels=digits.train.y[:10])
     with pytest.raises(TypeError, match="own labels"):
         SSVAEModel(digits, labels=digits.train.y)
+
+
+def test_missing_labels_are_minus_one_and_training_uses_the_given_ones(digits):
+    x, y = digits.train.x[:300], digits.train.y[:300].clone()
+    y[60:] = -1  # 60 labels given
+    m = SSVAEModel(x, labels=y, num_labels=100, z_dim=2, hidden=(16,))  # num_labels: ignored, the labels given count
+    assert m.train_defaults["num_labels"] == 60 and m.module.num_classes == 10
+    history = m.train(epochs=1, verbose=False, batch_size=60)
+    assert torch.isfinite(torch.tensor(history[-1]["labelled_elbo"]))
+    with pytest.raises(ValueError, match="every label is -1"):
+        SSVAEModel(x, labels=torch.full((300,), -1), num_classes=10)

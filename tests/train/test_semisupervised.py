@@ -374,3 +374,23 @@ def test_a_run_saved_by_pyrovae_0_1_resumes(tmp_path):
     main(["train-ss", "--out", str(run), "--resume", "--epochs", "2", "--device", "cpu", "--quiet"])
     resumed = load_checkpoint(run / "checkpoint.pt")
     assert resumed["epoch"] == 2 and resumed["history"][0] == state["history"][0] and "params" in resumed
+
+
+def test_missing_labels_train_on_the_labels_given_as_a_chosen_subset_does():
+    """Labels -1 (missing) but for a subset: training uses exactly the given ones, so with the subset that
+    labelled_subset would choose, the run is the one with every label known (the same steps on the same rows)."""
+    data = load_dataset("digits", binarize="none")
+    subset = labelled_subset(data.train.y, 50, 10, seed=0)
+    y = torch.full_like(data.train.y, -1)
+    y[subset] = data.train.y[subset]
+    partial = replace(data, train=replace(data.train, y=y))
+    config = SemiSupervisedConfig(num_labels=50, epochs=1, batch_size=200, device="cpu")
+    runs = []
+    for dataset in (data, partial):
+        pyro.clear_param_store()
+        history = fit_semisupervised(SSVAE(data.x_dim, z_dim=2, hidden=(16,), likelihood="normal", seed=0),
+                                     dataset, config, verbose=False)  # fmt: skip
+        runs.append([{k: v for k, v in row.items() if k != "seconds"} for row in history])
+    assert runs[0] == runs[1]
+    with pytest.raises(ValueError, match="gives 50 labels .* set num_labels=50"):
+        fit_semisupervised(SSVAE(data.x_dim, hidden=(8,)), partial, replace(config, num_labels=60), verbose=False)
