@@ -12,6 +12,7 @@ from PIL import Image
 
 from pyrovae import VAEModel
 from pyrovae.cli import main
+from pyrovae.data.binarize import EVAL_SEED, binarize
 from pyrovae.data.files import load_file
 from tests.common import mapped_file
 
@@ -102,3 +103,21 @@ def test_a_memory_mapped_file_above_the_device_limit_trains_through_the_cli_and_
     assert mapped_file(m.data.train.x) == str(path)  # trained on, never copied
     m.save(tmp_path / "object")
     assert torch.equal(VAEModel.load(tmp_path / "object").latent(rows.train.x[:100]), m.latent(rows.train.x[:100]))
+
+
+def test_encode_sees_new_rows_as_the_model_object_saw_its_data(tmp_path):
+    """A model object trained on dynamically binarized grey levels records it; ``pyrovae encode --data`` binarizes
+    new rows once with the evaluation seed, as every evaluation split is (the grey levels as they are would be an
+    error: not binary)."""
+    grey = np.random.default_rng(5).uniform(size=(80, 6)).astype(np.float32)
+    np.save(tmp_path / "grey.npy", grey)
+    m = VAEModel(grey, z_dim=2, hidden=[16], binarize="dynamic")
+    assert m.likelihood == "bernoulli"
+    m.train(epochs=1, batch_size=16, verbose=False)
+    m.save(tmp_path / "object")
+    main(["encode", str(tmp_path / "object" / "checkpoint.pt"), "--data", str(tmp_path / "grey.npy"), "--out",
+          str(tmp_path / "codes.npy")])  # fmt: skip
+    seen = binarize(torch.from_numpy(grey), seed=EVAL_SEED)
+    torch.testing.assert_close(torch.from_numpy(np.load(tmp_path / "codes.npy")), m.latent(seen))
+    with pytest.raises(ValueError, match=r"outside \{0, 1\}"):  # the grey rows as they are: refused, not encoded
+        m.latent(grey)

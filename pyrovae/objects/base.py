@@ -21,10 +21,10 @@ uninterrupted run.
 
 **Saving**: :meth:`ModelObject.save` writes ``checkpoint.pt`` (atomically) with the model's settings in
 ``extra["vae"]`` (``extra["ssvae"]``) and its parameters as training saves them, so that
-:func:`pyrovae.load_model` reads it too, plus ``extra["data"]``: the likelihood and why, the image shape and the
-standardization (tensors and plain values only: it loads with ``weights_only=True``). The ``checkpoint.pt`` of a
-run folder written by :meth:`~ModelObject.train` is such a file as well. :meth:`ModelObject.load` rebuilds the
-object without its training data; what needs them (training) says so.
+:func:`pyrovae.load_model` reads it too, plus ``extra["data"]``: the likelihood and why, the image shape, the
+binarization and the standardization (tensors and plain values only: it loads with ``weights_only=True``). The
+``checkpoint.pt`` of a run folder written by :meth:`~ModelObject.train` is such a file as well.
+:meth:`ModelObject.load` rebuilds the object without its training data; what needs them (training) says so.
 """
 
 from __future__ import annotations
@@ -155,6 +155,9 @@ class ModelObject:
         self.likelihood, self.likelihood_reason = module.likelihood, likelihood_reason
         self.standardization: Standardization | None = None if data is None else data.standardization
         self.image_shape = None if data is None else tuple(data.image_shape)
+        #: how the training data were made binary (:class:`~pyrovae.data.Dataset`'s ``binarize``), which
+        #: ``pyrovae encode --data`` repeats on new rows
+        self.binarize = "none" if data is None else data.binarize
         self.history: list[dict[str, Any]] = []
         #: training settings the object gives :meth:`train` unless the call does (e.g. the SSVAE's ``num_labels``)
         self.train_defaults: dict[str, Any] = {}
@@ -298,6 +301,7 @@ class ModelObject:
             "likelihood": self.likelihood,
             "likelihood_reason": self.likelihood_reason,
             "image_shape": None if self.image_shape is None else [int(s) for s in self.image_shape],
+            "binarize": self.binarize,
             "standardization": None if self.standardization is None else self.standardization.state(),
             "seed": self.seed,
         }
@@ -343,5 +347,6 @@ class ModelObject:
             scale = saved.get("standardization")
             obj.standardization = None if scale is None else Standardization.from_state(scale)
             obj.image_shape = None if saved.get("image_shape") is None else tuple(saved["image_shape"])
+            obj.binarize = saved.get("binarize", "none")
             obj.history = list(state.get("history", []))
         return obj
