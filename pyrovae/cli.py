@@ -67,6 +67,7 @@ from pyrovae.viz.latent import (
     traversal_images,
 )
 from pyrovae.viz.plots import (
+    are_images,
     plot_curves,
     plot_latent_map,
     prior_samples,
@@ -805,6 +806,9 @@ def plot_command(args: argparse.Namespace) -> str:
         )
     settings = _saved_data(state, args.checkpoint)
     data = _load_data({**settings, "binarize": "none"}, args)  # grey levels: ink is measured on them
+    if args.kind != "latent-map" and not are_images(data.image_shape):
+        raise ValueError(f"plot {args.kind} draws images, and {data.name} holds rows of {data.x_dim} numbers, not "
+                         "images: plot latent-map, or write samples with pyrovae sample --out FILE.npy")  # fmt: skip
     split = getattr(data, args.split)
     if not len(split):
         raise ValueError(f"the {args.split} split of {data.name} is empty: choose another --split")
@@ -903,7 +907,7 @@ def sample_command(args: argparse.Namespace) -> list[str]:
     device = resolve_device(args.device)
     vae, state = _generative(args.checkpoint, device)
     shape, scale = _recorded(state, args.checkpoint)
-    if any(out.suffix.lower() == ".png" for out in outputs) and (shape is None or shape[1] == 1):
+    if any(out.suffix.lower() == ".png" for out in outputs) and not are_images(shape):
         raise ValueError(f"{args.checkpoint} is a model of data that are not images (no image shape recorded, or "
                          "rows of 1 x D): write the samples as .npy")  # fmt: skip
     set_seed(args.seed)

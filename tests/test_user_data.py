@@ -14,7 +14,7 @@ from pyrovae import VAEModel
 from pyrovae.cli import main
 from pyrovae.data.binarize import EVAL_SEED, binarize
 from pyrovae.data.files import load_file
-from tests.common import mapped_file
+from tests.common import cli_error, mapped_file
 
 QUICK = ["--device", "cpu", "--quiet", "--z-dim", "2", "--hidden", "16", "--batch-size", "16"]
 
@@ -54,7 +54,7 @@ FORMATS = {"npy": npy, "npz": npz, "csv": csv, "images": images}
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_a_file_trains_through_the_cli_and_the_model_object_and_reloads(tmp_path, fmt):
+def test_a_file_trains_through_the_cli_and_the_model_object_and_reloads(tmp_path, capsys, fmt):
     if fmt == "csv":
         pytest.importorskip("pandas")
     path, options = FORMATS[fmt](tmp_path)
@@ -63,6 +63,10 @@ def test_a_file_trains_through_the_cli_and_the_model_object_and_reloads(tmp_path
     run = tmp_path / "run"
     flags = ["--label-column", options["label_column"]] if options else []
     main(["train", "--data", str(path), "--epochs", "2", "--out", str(run), *flags, *QUICK])
+    assert (run / "samples.png").exists() == (fmt == "images")  # pictures of images only; of every run its curve
+    assert (run / "elbo.png").exists()
+    if fmt != "images":
+        assert "not images" in cli_error(capsys, ["plot", "samples", str(run / "checkpoint.pt")])
     main(["encode", str(run / "checkpoint.pt"), "--data", str(path), "--out", str(tmp_path / "codes.npz"), *flags])
     codes = np.load(tmp_path / "codes.npz")
     reloaded = VAEModel.load(run)  # the same checkpoint as a model object: the run's standardization with it

@@ -115,14 +115,23 @@ def save_figures(
     model: Callable, guide: Callable, data: Dataset, history: Sequence[dict], out_dir: str | os.PathLike
 ) -> dict[str, str]:
     """Write ``samples.png``, ``reconstructions.png`` (16 test images, or training images if there is no
-    test set) and ``elbo.png`` into ``out_dir``; returns their paths by name."""
+    test set) and ``elbo.png`` into ``out_dir``, the first two for images only (:func:`are_images`); returns their
+    paths by name."""
     device = data.train.x.device
     x = data.fixed_x("test" if len(data.test) else "train")[:16]
-    paths = {name: os.path.join(out_dir, f"{name}.png") for name in ("samples", "reconstructions", "elbo")}
-    save_samples(model, paths["samples"], data.image_shape)
-    save_reconstructions(model, guide, x.to(device), paths["reconstructions"], data.image_shape)
+    names = ("samples", "reconstructions", "elbo") if are_images(data.image_shape) else ("elbo",)
+    paths = {name: os.path.join(out_dir, f"{name}.png") for name in names}
+    if "samples" in paths:
+        save_samples(model, paths["samples"], data.image_shape)
+        save_reconstructions(model, guide, x.to(device), paths["reconstructions"], data.image_shape)
     plot_elbo(history, paths["elbo"])
     return paths
+
+
+def are_images(image_shape: Sequence[int] | None) -> bool:
+    """Whether rows of ``image_shape`` ``(C, H, W)`` are pictures worth drawing: not ``None`` and more than one
+    row of pixels (a table's rows are ``(1, 1, D)``)."""
+    return image_shape is not None and image_shape[1] > 1
 
 
 def save_grid(images: torch.Tensor, path: str | os.PathLike, image_shape: Sequence[int]) -> torch.Tensor:
