@@ -67,6 +67,8 @@ NPZ_ARRAYS = ("x", "y", "x_test", "y_test")
 DEFAULT_FRACTION = 0.1
 #: Pillow's modes without colour: their images are read as grey
 GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F")
+#: Pillow's modes of more than 8 bits per pixel, which an 8-bit conversion would clip
+DEEP_MODES = ("I", "I;16", "I;16B", "I;16L", "F")
 
 
 @dataclass(frozen=True)
@@ -350,6 +352,11 @@ def _image_folder(path: Path, image_size: int | tuple[int, int] | None) -> _Tabl
                 headers.append((im.mode, im.size))
         except (OSError, UnidentifiedImageError) as err:
             raise ValueError(f"{f} is not a readable image ({err}): replace or remove it") from err
+    deep = next((k for k, (mode, _) in enumerate(headers) if mode in DEEP_MODES), None)
+    if deep is not None:  # Pillow's conversion to 8 bits would clip every level above 255 to white, silently
+        raise ValueError(f"{files[deep][0]} has more than 8 bits per pixel (mode {headers[deep][0]}): save the images "
+                         "with 8 bits (e.g. Pillow: Image.fromarray((numpy.asarray(im) >> 8).astype('uint8')) for "
+                         "16 bits)")  # fmt: skip
     colour = any(mode not in GREY_MODES for mode, _ in headers)
     if image_size is None:
         size = headers[0][1]

@@ -189,6 +189,10 @@ def test_bad_image_folders_are_named(tmp_path):
         load_file(tmp_path / "both")
     with pytest.raises(ValueError, match="label column names a column of a .csv"):
         load_file(tmp_path / "both", label_column="kind")
+    (tmp_path / "deep").mkdir()  # 16-bit grey levels: an 8-bit conversion would clip all above 255 to white
+    Image.fromarray((np.arange(64).reshape(8, 8) * 1000).astype(np.uint16)).save(tmp_path / "deep" / "a.png")
+    with pytest.raises(ValueError, match=r"a.png has more than 8 bits per pixel \(mode I;16\)"):
+        load_file(tmp_path / "deep")
 
 
 def test_a_given_standardization_is_applied_as_it_is(tmp_path):
