@@ -13,11 +13,12 @@ so every log-likelihood or ELBO computed on standardized data is reported in the
 compared.
 
 A column that is constant on the training split has :math:`\sigma_d = 0`; it is centred but not scaled
-(:math:`\sigma_d` is taken as 1), so that no value becomes infinite.
+(:math:`\sigma_d` is taken as 1), so that no value becomes infinite, and a warning says to drop it.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,7 +62,15 @@ class Standardization:
             squares += chunk.square().sum(0)
         mean = total / len(x)
         std = (squares / len(x) - mean.square()).clamp_min(0).sqrt()
-        std = torch.where(std > 1e-12 * mean.abs().clamp_min(1), std, torch.ones_like(std))
+        constant = ~(std > 1e-12 * mean.abs().clamp_min(1))
+        if constant.any():
+            warnings.warn(
+                f"{int(constant.sum())} column(s) are constant on the training rows (e.g. column "
+                f"{int(constant.nonzero()[0])}): a density of such a column is a spike, which a Gaussian likelihood "
+                "models only down to its smallest scale, so log p(x) grows with their number; drop them",
+                stacklevel=2,
+            )
+        std = torch.where(constant, torch.ones_like(std), std)
         return cls(mean.float(), std.float())
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
