@@ -30,9 +30,9 @@ import torch
 from pyrovae.checkpoint import atomic_write, load_checkpoint, malformed, save_json, section
 from pyrovae.data import BINARIZATIONS, DATASETS, Dataset, Split, load_dataset
 from pyrovae.data.binarize import EVAL_SEED, binarize
-from pyrovae.data.datasets import IMAGE_SHAPES
 from pyrovae.data.files import load_file
 from pyrovae.data.placement import parse_size
+from pyrovae.data.record import DataRecord
 from pyrovae.data.standardize import Standardization
 from pyrovae.device import device_of, resolve_device
 from pyrovae.errors import PyrovaeError
@@ -257,11 +257,10 @@ def _data_settings(args: argparse.Namespace, binarize: str) -> dict:
 
 
 def _data_record(data: Dataset) -> dict:
-    """What a ``--data`` run records of the data it read, beside :func:`_data_settings`: the image shape, the class
-    names and the standardization (tensors: the checkpoint loads with ``weights_only=True``)."""
-    return {"image_shape": list(data.image_shape),
-            "class_names": None if data.class_names is None else list(data.class_names),
-            "standardization": None if data.standardization is None else data.standardization.state()}  # fmt: skip
+    """What a ``--data`` run records of the data it read, beside :func:`_data_settings`: how the model sees them
+    (:class:`pyrovae.data.record.DataRecord`: image shape, binarization, standardization) and the class names."""
+    return {**DataRecord.of(data).state(),
+            "class_names": None if data.class_names is None else list(data.class_names)}  # fmt: skip
 
 
 def _saved_data(state: dict, path: str | os.PathLike) -> dict:
@@ -891,34 +890,25 @@ def _generative(path: str, device: torch.device) -> tuple:
     return vae, state
 
 
-def _recorded(state: dict, path: str | os.PathLike) -> tuple[tuple[int, ...] | None, Standardization | None]:
-    """The image shape of a run's data (``None`` when the checkpoint says none) and the standardization between
-    the data's units and the model's (``None``: the model sees the data as they are), from ``extra["data"]``."""
-    record = state.get("extra", {}).get("data") or {}
-    with malformed(path):
-        shape = record.get("image_shape") or IMAGE_SHAPES.get(record.get("name"))
-        scale = record.get("standardization")
-        return (None if shape is None else tuple(shape)), (None if scale is None else Standardization.from_state(scale))
-
-
 def sample_command(args: argparse.Namespace) -> list[str]:
     """``pyrovae sample``: writes the samples and returns (and prints) the files written."""
     outputs = _outputs(args.out, (".npy", ".png"))
     device = resolve_device(args.device)
     vae, state = _generative(args.checkpoint, device)
-    shape, scale = _recorded(state, args.checkpoint)
-    if any(out.suffix.lower() == ".png" for out in outputs) and not are_images(shape):
+    record = DataRecord.read(state, args.checkpoint)
+    if any(out.suffix.lower() == ".png" for out in outputs) and not are_images(record.image_shape):
         raise ValueError(f"{args.checkpoint} is a model of data that are not images (no image shape recorded, or "
                          "rows of 1 x D): write the samples as .npy")  # fmt: skip
     set_seed(args.seed)
     x = prior_samples(vae.model, args.num_samples, vae.site("x"), mean=not args.draw)
+    scale = record.standardization
     x = x if scale is None else scale.inverse(x)  # in the data's own units
     for out in outputs:
         if out.suffix.lower() == ".npy":
             _save_array(out, x=x.float())
         else:
             out.parent.mkdir(parents=True, exist_ok=True)
-            save_rows(x, out, shape)
+            save_rows(x, out, record.image_shape)
         print(out)
     return [str(out) for out in outputs]
 
@@ -948,10 +938,10 @@ def _add_encode_parser(command: Callable[..., argparse.ArgumentParser]) -> None:
 def _new_data(path: str, state: dict, checkpoint: str, label_column: str | None) -> Split:
     """The rows of the file ``path`` as the model of ``checkpoint`` sees its data: standardized as the run's data were,
     binarized once with the evaluation seed if it trained on binary data."""
-    _, scale = _recorded(state, checkpoint)
-    binarized = state.get("extra", {}).get("data", {}).get("binarize", "none") != "none"
+    record = DataRecord.read(state, checkpoint)
     data = load_file(path, label_column=label_column, valid_size=0, test_size=0,
-                     binarize="static" if binarized else "none", standardize=scale or False)  # fmt: skip
+                     binarize="none" if record.binarize == "none" else "static",
+                     standardize=record.standardization or False)  # fmt: skip
     return data.train
 
 
@@ -971,7 +961,7 @@ def encode_command(args: argparse.Namespace) -> str:
         split = replace(getattr(data, args.split), x=data.fixed_x(args.split))
         if not len(split):
             raise ValueError(f"the {args.split} split of {data.name} is empty: choose another --split")
-    z = posterior_means(vae.guide, split.x.to(device), site=site)
+    z = posterior_means(vae.guide, split.x, site=site)  # a chunk at a time on the device
     _save_array(out, z=z.float(), **({} if split.y is None else {"y": split.y}))
     print(out)
     return str(out)

@@ -52,6 +52,13 @@ def device_of(*fns: Callable, default: torch.device | None = None) -> torch.devi
     return torch.device(default)
 
 
+def chunks(x: torch.Tensor, size: int, device: torch.device) -> Iterator[torch.Tensor]:
+    """The rows of ``x``, ``size`` at a time, on ``device``: data in host memory (e.g. memory-mapped) are copied
+    there a chunk at a time, without blocking; data already there are not copied."""
+    for chunk in x.split(size):
+        yield chunk.to(device, non_blocking=True)
+
+
 @contextmanager
 def training_mode(modules: Sequence[nn.Module], training: bool) -> Iterator[None]:
     """Put ``modules`` and all their submodules in training mode (``training=True``) or evaluation mode for the

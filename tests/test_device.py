@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from pyrovae.device import evaluating, evaluation_method, owners, training_mode
+from pyrovae.device import chunks, evaluating, evaluation_method, owners, training_mode
 
 
 class Net(nn.Module):
@@ -51,3 +51,10 @@ def test_an_evaluation_method_runs_without_gradients_in_evaluation_mode():
     net.predict(x)
     assert net.training and net.inner[1].training and torch.is_grad_enabled()
     assert net.predict.__doc__ == "Outputs in evaluation mode."
+
+
+def test_chunks_come_in_order_and_are_not_copied_where_they_already_are():
+    x = torch.arange(10.0).reshape(5, 2)
+    parts = list(chunks(x, 2, torch.device("cpu")))
+    assert [len(p) for p in parts] == [2, 2, 1] and torch.equal(torch.cat(parts), x)
+    assert parts[1].data_ptr() == x[2:].data_ptr()  # a view of x: nothing copied on its own device

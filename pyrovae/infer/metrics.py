@@ -7,7 +7,7 @@ import torch
 from pyro.infer import Trace_ELBO
 
 from pyrovae.data.validation import check_not_nan
-from pyrovae.device import device_of, evaluating
+from pyrovae.device import chunks, device_of, evaluating
 from pyrovae.infer.traces import log_prob_sum, model_and_guide_traces
 
 
@@ -36,7 +36,7 @@ def elbo_per_datapoint(
         raise ValueError("cannot evaluate the ELBO of an empty dataset")
     elbo, device = Trace_ELBO() if elbo is None else elbo, device_of(model, guide, default=x.device)
     with torch.no_grad(), evaluating(model, guide):
-        total = sum(elbo.loss(model, guide, chunk.to(device, non_blocking=True)) for chunk in x.split(batch_size))
+        total = sum(elbo.loss(model, guide, chunk) for chunk in chunks(x, batch_size, device))
     return check_not_nan("the ELBO", -float(total) / len(x), x)
 
 
@@ -82,8 +82,8 @@ def elbo_terms(model, guide, x: torch.Tensor, *, batch_size: int = 1000) -> dict
     reconstruction = kl = 0.0
     device = device_of(model, guide, default=x.device)
     with torch.no_grad(), evaluating(model, guide):
-        for chunk in x.split(batch_size):
-            model_trace, guide_trace = model_and_guide_traces(model, guide, chunk.to(device, non_blocking=True))
+        for chunk in chunks(x, batch_size, device):
+            model_trace, guide_trace = model_and_guide_traces(model, guide, chunk)
             reconstruction += float(log_prob_sum(model_trace, observed=True))
             kl -= float(log_prob_sum(model_trace, observed=False))
             kl += float(log_prob_sum(guide_trace, observed=False))

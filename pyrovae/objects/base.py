@@ -41,6 +41,7 @@ from pyro.params import param_with_module_name
 from pyrovae.checkpoint import CheckpointError, malformed, save_checkpoint
 from pyrovae.data.datasets import Dataset
 from pyrovae.data.files import load_file
+from pyrovae.data.record import DataRecord
 from pyrovae.data.standardize import Standardization
 from pyrovae.data.validation import parameter_dtype
 from pyrovae.device import device_of
@@ -300,9 +301,7 @@ class ModelObject:
         return {
             "likelihood": self.likelihood,
             "likelihood_reason": self.likelihood_reason,
-            "image_shape": None if self.image_shape is None else [int(s) for s in self.image_shape],
-            "binarize": self.binarize,
-            "standardization": None if self.standardization is None else self.standardization.state(),
+            **DataRecord(self.image_shape, self.binarize, self.standardization).state(),
             "seed": self.seed,
         }
 
@@ -339,14 +338,12 @@ class ModelObject:
         if not isinstance(module, cls.module_class):
             raise CheckpointError(f"{file} holds a {module.kind!r} model, not one of {cls.__name__}: load it with "
                                   "the model object of its kind, or pyrovae.load_model")  # fmt: skip
-        saved = state.get("extra", {}).get("data") or {}
+        saved, record = state.get("extra", {}).get("data") or {}, DataRecord.read(state, file)
         with malformed(file):
             obj = cls.__new__(cls)
             reason = saved.get("likelihood_reason", "recorded in the checkpoint")
             ModelObject.__init__(obj, module, None, reason, saved.get("seed", state.get("config", {}).get("seed", 0)))
-            scale = saved.get("standardization")
-            obj.standardization = None if scale is None else Standardization.from_state(scale)
-            obj.image_shape = None if saved.get("image_shape") is None else tuple(saved["image_shape"])
-            obj.binarize = saved.get("binarize", "none")
+            obj.standardization, obj.image_shape = record.standardization, record.image_shape
+            obj.binarize = record.binarize
             obj.history = list(state.get("history", []))
         return obj

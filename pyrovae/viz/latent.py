@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 import pyro.poutine as poutine
 import torch
 
-from pyrovae.device import device_of, evaluating
+from pyrovae.device import chunks, device_of, evaluating
 
 #: draws averaged for the posterior mean of a guide without a closed-form mean
 MEAN_SAMPLES = 256
@@ -46,13 +46,14 @@ INTERPOLATIONS = ("linear", "spherical")
 def posterior_means(guide: Callable, x: torch.Tensor, site: str = "z", batch_size: int = 1000) -> torch.Tensor:
     """:math:`\\mathbb{E}_{q(z|x_n)}[z]` for every row of ``x``, ``(N, z_dim)``: the guide is traced on chunks of
     ``batch_size`` rows and the mean of ``site``'s distribution is read from the trace; where it has no
-    closed form (a flow guide, :mod:`pyrovae.models.iaf`), it is the average of :data:`MEAN_SAMPLES` draws.
+    closed form (a flow guide, :mod:`pyrovae.models.iaf`), it is the average of :data:`MEAN_SAMPLES` draws. Rows in
+    host memory go to the device of the module owning ``guide`` a chunk at a time (:func:`pyrovae.device.chunks`).
 
     :raises ValueError: if the guide has no site ``site``.
     """
-    means = []
+    means, device = [], device_of(guide, default=x.device)
     with torch.no_grad(), evaluating(guide):
-        for chunk in x.split(batch_size):
+        for chunk in chunks(x, batch_size, device):  # data in host memory: a chunk at a time to the guide's device
             trace = poutine.trace(guide).get_trace(chunk)
             if site not in trace.nodes:
                 raise ValueError(f"the guide has no site {site!r}; its sites are {sorted(trace.stochastic_nodes)}")
