@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from pyro.infer import ELBO, JitTraceEnum_ELBO, TraceEnum_ELBO
+from pyro.infer import ELBO, TraceEnum_ELBO
 from torch import nn
 
 from pyrovae.checkpoint import CheckpointError, check_resumable
@@ -60,6 +60,7 @@ from pyrovae.data.datasets import Dataset, Split
 from pyrovae.data.placement import place
 from pyrovae.data.validation import check_labels
 from pyrovae.device import resolve_device
+from pyrovae.infer.jit import JitTraceEnum_ELBO
 from pyrovae.models.ssvae import SSVAE
 from pyrovae.train.augment import check_shift, random_shift
 from pyrovae.train.consistency import consistency_loss

@@ -34,7 +34,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 import pyro
 import pyro.infer
@@ -43,6 +43,7 @@ import torch
 from pyrovae.data.datasets import Dataset
 from pyrovae.data.placement import place
 from pyrovae.device import owners, resolve_device, training_mode
+from pyrovae.infer.compiled import BACKEND, CompiledTrace_ELBO
 from pyrovae.infer.iwae import TraceIWAE_ELBO
 from pyrovae.infer.jit import JitTrace_ELBO, JitTraceMeanField_ELBO
 from pyrovae.infer.kl_scale import KLScaleMessenger, warmup_scale
@@ -59,11 +60,12 @@ from pyrovae.train.loop import (
 )
 from pyrovae.train.step import AdamStep, owned_params
 
-#: the objectives :func:`fit` knows, by name: (plain ELBO class, JIT-compiled class or ``None``)
+#: the objectives :func:`fit` knows, by name: (plain ELBO class, JIT-compiled class or ``None``, class compiled
+#: with ``torch.compile`` or ``None``)
 ELBOS = {
-    "trace": (pyro.infer.Trace_ELBO, JitTrace_ELBO),
-    "meanfield": (pyro.infer.TraceMeanField_ELBO, JitTraceMeanField_ELBO),
-    "iwae": (TraceIWAE_ELBO, None),
+    "trace": (pyro.infer.Trace_ELBO, JitTrace_ELBO, CompiledTrace_ELBO),
+    "meanfield": (pyro.infer.TraceMeanField_ELBO, JitTraceMeanField_ELBO, None),
+    "iwae": (TraceIWAE_ELBO, None, None),
 }
 
 
@@ -81,16 +83,28 @@ class TrainConfig(LoopConfig):
     :ivar bool dreg: with ``elbo="iwae"``, the doubly reparameterized gradient of Tucker et al. (2019) for the
         guide's parameters (same objective, lower-variance guide gradient; see
         :class:`~pyrovae.infer.iwae.TraceIWAE_ELBO`).
-    :ivar bool jit: use the JIT-compiled variant of the ELBO; the last, smaller minibatch of each epoch
-        is then dropped, since a compiled step has fixed shapes.
+    :ivar bool jit: use the JIT-compiled variant of the ELBO (``torch.jit.trace``, deprecated in torch but often
+        the fastest step on a CPU); the last, smaller minibatch of each epoch is then dropped, since a traced step has
+        fixed shapes.
+    :ivar compile: compile the ELBO's tensor computation with ``torch.compile``
+        (:class:`~pyrovae.infer.compiled.CompiledTrace_ELBO`; ``elbo="trace"`` only): ``True`` for the inductor
+        backend, or the name of another ``torch.compile`` backend (``"aot_eager"`` records and runs the graph
+        without generating code). The first step of each minibatch shape compiles (seconds to a minute); the last,
+        smaller minibatch of an epoch is kept and compiled once more. A compiled step draws the same noise as an
+        eager one and computes the same loss and gradient up to rounding, so a resumed run may switch it on or
+        off. Not with ``jit``, KL warm-up, a ``subsample``-reading guide's rows, or several ranks.
     :ivar int num_particles: samples of z per data point and step (vectorized).
     :ivar float beta: weight :math:`\beta` of the KL term (:mod:`pyrovae.infer.kl_scale`); 1 is the ELBO.
     :ivar int kl_warmup_epochs: raise the KL weight linearly from 0 to ``beta`` over this many epochs
         (per step); 0 for none.
     """
 
+    #: the settings that may change when a run is resumed: :class:`LoopConfig`'s and ``compile``
+    RESUMABLE: ClassVar[tuple[str, ...]] = (*LoopConfig.RESUMABLE, "compile")
+
     elbo: str = "trace"
     jit: bool = False
+    compile: bool | str = False
     num_particles: int = 1
     beta: float = 1.0
     kl_warmup_epochs: int = 0
@@ -110,14 +124,37 @@ class TrainConfig(LoopConfig):
             raise ValueError(f"dreg is a gradient estimator of the IWAE objective: use elbo='iwae', not {self.elbo!r}")
         if self.jit and ELBOS[self.elbo][1] is None:
             raise ValueError(f"elbo={self.elbo!r} has no JIT-compiled variant: drop jit")
+        if self.compile:
+            self._check_compile()
+
+    def _check_compile(self) -> None:
+        if self.jit:
+            raise ValueError("jit and compile are two ways of compiling the same ELBO: choose one of them")
+        if ELBOS[self.elbo][2] is None:
+            raise ValueError(f"elbo={self.elbo!r} has no torch.compile variant (elbo='trace' has): drop compile")
+        if self.kl_warmup_epochs:
+            raise ValueError("KL warm-up changes the KL weight every step, which a compiled ELBO cannot: drop compile")
+        backends = torch.compiler.list_backends(exclude_tags=())
+        if not isinstance(self.compile, bool) and self.compile not in backends:
+            raise ValueError(f"unknown torch.compile backend {self.compile!r}: use True (inductor) or one of "
+                             f"{backends}")
+
+    @property
+    def compile_backend(self) -> str | None:
+        """The ``torch.compile`` backend of the training ELBO, or ``None`` when it is not compiled."""
+        if not self.compile:
+            return None
+        return BACKEND if self.compile is True else self.compile
 
 
 def make_elbo(config: TrainConfig) -> pyro.infer.ELBO:
-    """The training objective named by ``config`` (``elbo``, ``jit``, ``num_particles``)."""
-    plain, jitted = ELBOS[config.elbo]
+    """The training objective named by ``config`` (``elbo``, ``jit``, ``compile``, ``num_particles``)."""
+    plain, jitted, compiled = ELBOS[config.elbo]
     if plain is TraceIWAE_ELBO:  # always vectorized over its particles
         return TraceIWAE_ELBO(num_particles=config.num_particles, dreg=config.dreg)
     options = {"num_particles": config.num_particles, "vectorize_particles": config.num_particles > 1}
+    if config.compile:
+        return compiled(backend=config.compile_backend, **options)
     return jitted(ignore_jit_warnings=True, **options) if config.jit else plain(**options)
 
 
@@ -153,10 +190,10 @@ class SVITask(Task):
         self.num_data = num_data = len(self.data.train)
         self.rank, self.world = rank_and_world()
         self.drop_last = config.jit or self.world > 1  # compiled steps have fixed shapes; ranks need equal shares
-        if self.world > 1 and (config.jit or config.batch_size % self.world):
+        if self.world > 1 and (config.jit or config.compile or config.batch_size % self.world):
             raise ValueError(
                 f"distributed training over {self.world} ranks needs a batch_size divisible by {self.world} (got "
-                f"{config.batch_size}) and no JIT"
+                f"{config.batch_size}), no JIT and no compile"
             )
         if config.batch_size > num_data and self.drop_last:
             raise ValueError(
@@ -181,7 +218,9 @@ class SVITask(Task):
         self.steps_per_epoch = num_batches(num_data, config.batch_size, drop_last=self.drop_last)
         # the minibatch's row indices go to model and guide that take them (the data plate's subsample, for guides
         # with per-point parameters); a compiled step takes no new tensors by keyword
-        self.pass_subsample = not config.jit and all(takes_keyword(fn, "subsample") for fn in (model, guide))
+        self.pass_subsample = not (config.jit or config.compile) and all(
+            takes_keyword(fn, "subsample") for fn in (model, guide)
+        )
 
     def _evaluate(self, x: torch.Tensor, objective: pyro.infer.ELBO | None = None) -> float:
         return elbo_per_datapoint(self.model, self.guide, x, batch_size=self.config.eval_batch_size,
