@@ -4,11 +4,12 @@ from dataclasses import replace
 import pyro
 import pytest
 import torch
-from pyro.infer import JitTraceEnum_ELBO, TraceEnum_ELBO
+from pyro.infer import TraceEnum_ELBO
 
 from pyrovae import CheckpointError, SemiSupervisedConfig, fit_semisupervised, labelled_subset, load_dataset
 from pyrovae.checkpoint import load_checkpoint, save_checkpoint
 from pyrovae.cli import main
+from pyrovae.infer.jit import JitTraceEnum_ELBO
 from pyrovae.models.adgm import ADGM
 from pyrovae.models.nets import mlp
 from pyrovae.models.registry import model_from_config
@@ -394,3 +395,11 @@ def test_missing_labels_train_on_the_labels_given_as_a_chosen_subset_does():
     assert runs[0] == runs[1]
     with pytest.raises(ValueError, match="gives 50 labels .* set num_labels=50"):
         fit_semisupervised(SSVAE(data.x_dim, hidden=(8,)), partial, replace(config, num_labels=60), verbose=False)
+
+
+@pytest.mark.filterwarnings("error")
+def test_a_jit_run_raises_no_warning():
+    """fit_semisupervised(jit=True) traces with pyrovae's JitTraceEnum_ELBO: torch's deprecation of torch.jit.trace
+    (or any other warning) does not reach the user."""
+    _, history = digits_run(epochs=1, jit=True)
+    assert len(history) == 1

@@ -206,3 +206,64 @@ def test_a_batchnorm_encoder_trains_in_training_mode_and_is_evaluated_in_evaluat
     running_mean = vae.encoder.norm.running_mean.clone()
     pyrovae.elbo_per_datapoint(vae.model, vae.guide, data.valid.x, batch_size=4)
     assert torch.equal(vae.encoder.norm.running_mean, running_mean) and vae.encoder.norm.training
+
+
+def _fit_tiny(out=None, resume=False, epochs=2, **settings):
+    """A tiny VAE trained on 40 rows in minibatches of 16 (the last of each epoch has 8), from the same weights and
+    seed whatever the settings."""
+    pyro.clear_param_store()
+    vae = tiny_vae(seed=0)
+    config = TrainConfig(epochs=epochs, batch_size=16, device="cpu", seed=3, **settings)
+    history = fit(vae.model, vae.guide, tiny_dataset(), config, out_dir=out, resume=resume, verbose=False)
+    return history, param_state()
+
+
+def test_a_compiled_run_is_the_eager_run_and_its_checkpoint_loads_into_an_eager_model(tmp_path):
+    """fit with compile (backend aot_eager: the recorded graph with eager kernels; inductor in the slow test below)
+    keeps the last, smaller minibatch and draws the same noise, so it reproduces the eager run: an epoch compiled,
+    then resumed eagerly (compile may change on resume), gives the eager run's ELBOs and parameters (rtol 1e-5: the
+    graph may add in another order); its checkpoint loads into an eager model under the same parameter names."""
+    eager, eager_params = _fit_tiny()
+    compiled, first_epoch = _fit_tiny(tmp_path, epochs=1, compile="aot_eager")
+    loaded = pyrovae.load_model(tmp_path / "checkpoint.pt").model
+    saved = {name.replace("$$$", "."): p for name, p in first_epoch.items()}
+    assert dict(loaded.named_parameters()).keys() == saved.keys()
+    assert all(torch.equal(p, saved[name]) for name, p in loaded.named_parameters())
+    resumed, resumed_params = _fit_tiny(tmp_path, resume=True)
+    for key in ("train_elbo", "test_elbo"):
+        assert [r[key] for r in resumed] == pytest.approx([r[key] for r in eager], rel=1e-5)
+    assert resumed_params.keys() == eager_params.keys()
+    for name in eager_params:
+        torch.testing.assert_close(resumed_params[name], eager_params[name], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_an_inductor_compiled_run_is_the_eager_run():
+    """As above with inductor's generated kernels (compiling takes seconds to a minute on a CPU)."""
+    eager, eager_params = _fit_tiny()
+    compiled, compiled_params = _fit_tiny(compile=True)
+    assert [r["train_elbo"] for r in compiled] == pytest.approx([r["train_elbo"] for r in eager], rel=1e-5)
+    for name in eager_params:
+        torch.testing.assert_close(compiled_params[name], eager_params[name], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "settings, match",
+    [
+        ({"compile": True, "jit": True}, "choose one of them"),
+        ({"compile": True, "elbo": "meanfield"}, "has no torch.compile variant"),
+        ({"compile": True, "elbo": "iwae"}, "has no torch.compile variant"),
+        ({"compile": True, "kl_warmup_epochs": 2}, "KL warm-up"),
+        ({"compile": "no-such-backend"}, "unknown torch.compile backend"),
+    ],
+)
+def test_compile_settings_are_validated(settings, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**settings)
+
+
+@pytest.mark.filterwarnings("error")
+def test_a_jit_run_raises_no_warning():
+    """fit --jit traces Pyro's JitTrace_ELBO: no deprecation warning (or any other) reaches the user."""
+    history, _ = _fit_tiny(jit=True)
+    assert len(history) == 2
