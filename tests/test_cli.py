@@ -52,7 +52,7 @@ def test_help_documents_every_flag(capsys):
         build_parser().parse_args(["train", "--help"])
     text = capsys.readouterr().out
     for flag in ("--dataset", "--data-dir", "--z-dim", "--hidden", "--epochs", "--batch-size", "--lr", "--elbo",
-                 "--jit", "--particles", "--dreg", "--lr-decay", "--seed", "--device", "--out", "--resume",
+                 "--jit", "--compile", "--particles", "--dreg", "--lr-decay", "--seed", "--device", "--out", "--resume",
                  "--binarize", "--valid-size"):
         assert flag in text
 
@@ -64,6 +64,7 @@ def test_bad_arguments_exit_with_a_message(tmp_path, capsys):
     assert re.search("no checkpoint", cli_error(capsys, ["evaluate", str(tmp_path / "none.pt")]))
     assert re.search("no checkpoint", cli_error(capsys, ["train", "--out", str(tmp_path / "none"), "--resume"]))
     assert not (tmp_path / "none").exists()  # nothing made for a run that does not exist
+    assert "choose one of them" in cli_error(capsys, ["train", "--jit", "--compile", "--out", str(tmp_path / "c")])
 
 
 def test_errors_print_one_line_and_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):
