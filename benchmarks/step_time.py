@@ -6,14 +6,18 @@ log-densities), with ``torch.optim.Adam``'s default implementation or the fused 
 ``VAE.model``/``guide``: under ``pyro.infer.SVI`` with ``pyro.optim.Adam`` (Pyro's textbook route, one
 optimizer per parameter), and as :func:`pyrovae.fit` steps them (:class:`pyrovae.train.step.AdamStep`: the ELBO's
 differentiable loss and one fused Adam) with Pyro's validation on (the first epoch), off (later epochs), and
-with ``JitTrace_ELBO`` (``--jit``: :class:`pyrovae.infer.jit.JitTrace_ELBO`, no host read per step). Last, Kingma et
+with ``JitTrace_ELBO`` (``--jit``: :class:`pyrovae.infer.jit.JitTrace_ELBO`, no host read per step), and compiled
+with ``torch.compile`` (``--compile``: :class:`pyrovae.infer.compiled.CompiledTrace_ELBO`, inductor). Last, Kingma et
 al.'s M2 (``SSVAE``, 784-400-50, 10 classes) on an
 unlabelled batch with the label enumerated in parallel, as ``fit_semisupervised`` steps it, eager and JIT.
 
 The configurations run **interleaved**: each round times ``--steps`` steps of every configuration in turn, and
 the ratios are medians over ``--rounds`` rounds of the per-round ratio, so that a machine whose speed drifts
-(shared cores, frequency scaling) moves numerator and denominator together. Prints a table and writes JSON
-(default ``benchmarks/results/step_time.json``).
+(shared cores, frequency scaling) moves numerator and denominator together. Each row also has the seconds its first
+step took (``first_step_s``: tracing and compiling, for the JIT and compiled rows; torch.compile's cache is wherever
+``TORCHINDUCTOR_CACHE_DIR`` points, so give it an empty folder to time a cold compile), and the compiled rows the
+number of steps after which compiling has paid for itself against the eager step of epochs 2+
+(``break_even_steps``). Prints a table and writes JSON (default ``benchmarks/results/step_time.json``).
 
 Run: ``python benchmarks/step_time.py`` (``--device cuda`` on a GPU)
 """
@@ -33,7 +37,7 @@ from pyro.infer import SVI, JitTrace_ELBO, JitTraceEnum_ELBO, Trace_ELBO, TraceE
 from pyrovae import SSVAE, VAE
 from pyrovae.checkpoint import save_json
 from pyrovae.device import resolve_device
-from pyrovae.infer import jit
+from pyrovae.infer import compiled, jit
 from pyrovae.train.step import AdamStep, adam
 
 NUM_DATA = 60000
@@ -98,6 +102,7 @@ def pyro_route(net, route, elbo, validate=True):
 
 JIT = functools.partial(JitTrace_ELBO, ignore_jit_warnings=True)
 FIT_JIT = functools.partial(jit.JitTrace_ELBO, ignore_jit_warnings=True)  # what fit --jit compiles
+FIT_COMPILE = compiled.CompiledTrace_ELBO  # what fit --compile compiles
 ENUM = functools.partial(TraceEnum_ELBO, max_plate_nesting=1)
 JIT_ENUM = functools.partial(JitTraceEnum_ELBO, max_plate_nesting=1, ignore_jit_warnings=True)
 
@@ -110,11 +115,14 @@ CONFIGS = {
     "pyrovae fit, Trace_ELBO, validation on (epoch 1)": pyro_route(_vae, "pyrovae", Trace_ELBO),
     "pyrovae fit, Trace_ELBO (epochs 2+)": pyro_route(_vae, "pyrovae", Trace_ELBO, validate=False),
     "pyrovae fit --jit, JitTrace_ELBO": pyro_route(_vae, "pyrovae", FIT_JIT, validate=False),
+    "pyrovae fit --compile, CompiledTrace_ELBO": pyro_route(_vae, "pyrovae", FIT_COMPILE, validate=False),
     "M2 unlabelled, TraceEnum_ELBO": pyro_route(_m2, "pyrovae", ENUM),
     "M2 unlabelled, JitTraceEnum_ELBO": pyro_route(_m2, "pyrovae", JIT_ENUM, validate=False),
 }
 #: the reference of each ratio column
 REFERENCES = {"ratio_to_plain": "plain PyTorch, torch Adam", "ratio_to_plain_fused": "plain PyTorch, fused Adam"}
+#: the eager step a compiled one is weighed against: (compiled configuration, eager configuration)
+BREAK_EVEN = {"pyrovae fit --compile, CompiledTrace_ELBO": "pyrovae fit, Trace_ELBO (epochs 2+)"}
 
 
 def timed(step, x, steps):
@@ -129,14 +137,22 @@ def timed(step, x, steps):
     return 1000 * (time.perf_counter() - start) / steps
 
 
+def break_even(first_s, ms, eager_first_s, eager_ms):
+    """The number of steps after which a step that costs ``first_s`` seconds the first time and ``ms`` after has
+    taken less time than the eager one (``eager_first_s``, ``eager_ms``); ``None`` if it never does."""
+    saved_ms = eager_ms - ms
+    return 1 + (first_s - eager_first_s) * 1000 / saved_ms if saved_ms > 0 else None
+
+
 def main(args):
     device = resolve_device(args.device)
     torch.manual_seed(0)
     pyro.clear_param_store()
     x = torch.bernoulli(torch.rand(args.batch_size, 784, device=device))
     names = [name for name in CONFIGS if args.only is None or any(o in name for o in args.only)]
-    names = list(dict.fromkeys([*REFERENCES.values(), *names]))
+    names = list(dict.fromkeys([*REFERENCES.values(), *names, *(BREAK_EVEN[n] for n in names if n in BREAK_EVEN)]))
     steps = {name: CONFIGS[name](f"c{i}", device) for i, name in enumerate(names)}
+    first = {name: timed(steps[name], x, 1) / 1000 for name in names}  # seconds: tracing, compiling
     for name in names:
         timed(steps[name], x, args.warmup)
     times = {name: [] for name in names}
@@ -145,12 +161,15 @@ def main(args):
             times[name].append(timed(steps[name], x, args.steps))
     rows = []
     for name in names:
-        row = {"config": name, "ms_per_step": statistics.median(times[name])}
+        row = {"config": name, "ms_per_step": statistics.median(times[name]), "first_step_s": first[name]}
         for column, ref in REFERENCES.items():
             row[column] = statistics.median(a / b for a, b in zip(times[name], times[ref], strict=True))
+        if name in BREAK_EVEN and BREAK_EVEN[name] in times:
+            row["break_even_steps"] = break_even(first[name], row["ms_per_step"], first[BREAK_EVEN[name]],
+                                                 statistics.median(times[BREAK_EVEN[name]]))  # fmt: skip
         rows.append(row)
         print(f"{name:>50s}  {row['ms_per_step']:7.2f} ms/step  {row['ratio_to_plain']:.2f}x plain  "
-              f"{row['ratio_to_plain_fused']:.2f}x plain fused")  # fmt: skip
+              f"{row['ratio_to_plain_fused']:.2f}x plain fused  first step {first[name]:.2f} s")  # fmt: skip
     result = {
         "network": "784-400-50 MLP, ReLU, Bernoulli",
         "batch_size": args.batch_size,
@@ -161,6 +180,7 @@ def main(args):
         "pyro": pyro.__version__,
         "rounds": args.rounds,
         "steps_per_round": args.steps,
+        "break_even": [f"{c} against {e}" for c, e in BREAK_EVEN.items()],
         "rows": rows,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
