@@ -1,9 +1,9 @@
-"""Pyro's JIT ELBOs compiled with ``torch.compile`` instead of ``torch.jit.trace``.
+"""Pyro's JIT ``Trace_ELBO`` compiled with ``torch.compile`` instead of ``torch.jit.trace``.
 
 Pyro's JIT ELBOs hand a pure tensor computation of the loss to ``pyro.ops.jit.trace``: a Python function of the
 data that runs the guide and the model under Pyro's effect handlers and adds up the log-densities of their sites,
 with no host read. TorchScript, which that function goes to, is deprecated; ``torch.compile`` run directly on Pyro's
-Python breaks its graph at every effect handler and recompiles as the traces change. The ELBOs here run that same
+Python breaks its graph at every effect handler and recompiles as the traces change. The ELBO here runs that same
 function once per set of arguments, with Pyro's Python, and record the tensor operations it performs as an FX graph
 (``torch.fx.experimental.proxy_tensor.make_fx``): a function of the parameters' unconstrained values and the data,
 with the latents' noise drawn inside it. ``torch.compile`` then compiles that graph, forward and backward (AOT
@@ -17,7 +17,10 @@ autograd), by default with inductor, which fuses the elementwise work of the log
 * **Fixed shapes, one graph per shape.** Like ``torch.jit.trace``, a recorded graph holds the shapes and the Python
   numbers of the run it was recorded from (the minibatch size, ``num_data``, a KL weight). A call with tensors of
   other shapes, or other keyword arguments, records and compiles another graph: a training epoch whose last
-  minibatch is smaller compiles twice, once, and keeps every row.
+  minibatch is smaller compiles a second graph, once, and keeps every row.
+* **Recording runs the model.** The two runs that find the parameters and record the graph update whatever the
+  model and guide update as they run, such as BatchNorm's running statistics; :func:`pyrovae.fit` refuses modules
+  with buffers under ``compile``.
 * **Parameters by name.** The graph takes the tensors Pyro's param store holds for the parameters the loss
   declares (found by running it once, as ``pyro.ops.jit`` does), so modules are not wrapped and their parameter
   names, and a checkpoint's, are those of the eager model.

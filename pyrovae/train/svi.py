@@ -92,7 +92,8 @@ class TrainConfig(LoopConfig):
         without generating code). The first step of each minibatch shape compiles (seconds to a minute); the last,
         smaller minibatch of an epoch is kept and compiled once more. A compiled step draws the same noise as an
         eager one and computes the same loss and gradient up to rounding, so a resumed run may switch it on or
-        off. Not with ``jit``, KL warm-up, a ``subsample``-reading guide's rows, or several ranks.
+        off. Not with ``jit``, KL warm-up, modules with buffers (BatchNorm), or several ranks; a guide that reads
+        ``subsample`` is not passed the rows.
     :ivar int num_particles: samples of z per data point and step (vectorized).
     :ivar float beta: weight :math:`\beta` of the KL term (:mod:`pyrovae.infer.kl_scale`); 1 is the ELBO.
     :ivar int kl_warmup_epochs: raise the KL weight linearly from 0 to ``beta`` over this many epochs
@@ -195,6 +196,12 @@ class SVITask(Task):
                 f"distributed training over {self.world} ranks needs a batch_size divisible by {self.world} (got "
                 f"{config.batch_size}), no JIT and no compile"
             )
+        if config.compile and any(True for owner in modules for _ in owner.buffers()):
+            raise ValueError(
+                "compile records the ELBO by running the model and guide, which would also update their modules' "
+                "buffers (BatchNorm's running statistics) outside the training steps: train a model with buffers "
+                "without compile"
+            )
         if config.batch_size > num_data and self.drop_last:
             raise ValueError(
                 f"batch_size ({config.batch_size}) is larger than the training set ({num_data} points) and "
@@ -276,7 +283,8 @@ def fit(
 
     ``model`` and ``guide`` take ``(x, num_data=N)``, like :meth:`pyrovae.VAE.model`, and, when both accept a
     ``subsample`` keyword (pyrovae's models do, and Pyro's autoguides pass keywords on), ``subsample=`` the
-    minibatch's row indices in ``data.train`` (not with ``jit``), so that a guide with per-point parameters
+    minibatch's row indices in ``data.train`` (not with ``jit`` or ``compile``, whose recorded steps take no new
+    tensors by keyword), so that a guide with per-point parameters
     (``AutoNormal(vae.model, create_plates=vae.data_plate)``) sees the right rows. If they are
     methods of an ``nn.Module`` (as ``vae.model`` is), that module is moved to the device; so are the data when
     they hold at most ``config.device_data_limit`` bytes, else they stay in host memory (a memory-mapped split

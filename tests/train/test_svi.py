@@ -262,6 +262,15 @@ def test_compile_settings_are_validated(settings, match):
         TrainConfig(**settings)
 
 
+def test_compile_refuses_modules_with_buffers():
+    """Recording the ELBO runs the model and guide, which would update BatchNorm's running statistics outside the
+    steps (measured: 5 updates for 3 steps): an error, not a silently different model."""
+    vae = tiny_vae(encoder=BatchNormEncoder(6, 2))
+    with pytest.raises(ValueError, match="buffers"):
+        fit(vae.model, vae.guide, tiny_dataset(), TrainConfig(epochs=1, compile="aot_eager", device="cpu"),
+            verbose=False)
+
+
 @pytest.mark.filterwarnings("error")
 def test_a_jit_run_raises_no_warning():
     """fit --jit traces Pyro's JitTrace_ELBO: no deprecation warning (or any other) reaches the user."""
