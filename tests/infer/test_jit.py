@@ -42,6 +42,7 @@ def loss_and_grads(elbo, model, guide, params, seed):
     return loss.detach(), torch.autograd.grad(loss, params)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace` is deprecated:FutureWarning")  # Pyro's class, compared
 def test_jit_trace_elbo_is_the_eager_loss_and_gradient_and_pyros_gradient_is_twice_that():
     """Once traced, the JIT ELBO draws the same noise as the eager ``Trace_ELBO``, so on the same seed it gives the
     same loss and gradient (to 1e-5: TorchScript runs the same operations, but may reorder sums). Pyro's own
@@ -99,6 +100,7 @@ def test_only_the_deprecation_is_ignored_and_only_while_tracing():
         torch.jit.trace(torch.sin, torch.zeros(2))
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace` is deprecated:FutureWarning")  # Pyro's class, compared
 @pytest.mark.parametrize("elbo", [JitTrace_ELBO(ignore_jit_warnings=True), TraceIWAE_ELBO(num_particles=3)],
                          ids=["jit", "iwae"])  # fmt: skip
 def test_a_training_step_never_reads_a_value_on_the_host(elbo):

@@ -55,7 +55,7 @@ def test_resume_rejects_other_settings_and_missing_or_corrupt_checkpoints(tmp_pa
     with pytest.warns(UserWarning, match="training starts from the values Pyro's param store held"):
         fit(vae.model, vae.guide, tiny_dataset(), TrainConfig(epochs=1, batch_size=16, seed=7), verbose=False)
     pyro.clear_param_store()
-    changeable = "only epochs, device, divergence, device_data_limit may"
+    changeable = "only epochs, device, divergence, device_data_limit, compile may"
     with pytest.raises(CheckpointError, match=f"trained with lr=0.001, not 0.1: {changeable}"):
         fit(vae.model, vae.guide, tiny_dataset(), TrainConfig(epochs=2, lr=0.1, batch_size=16, seed=7),
             out_dir=tmp_path, resume=True, verbose=False)
