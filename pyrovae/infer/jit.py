@@ -28,7 +28,7 @@ same as the eager ``Trace_ELBO``'s on the same noise.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pyro.infer
@@ -54,7 +54,8 @@ class QuietTracing:
     no warning filter (entering ``warnings.catch_warnings`` resets Python's record of warnings already shown, so a
     block around every step would repeat other code's once-only warnings)."""
 
-    def _quietly(self, method, model, guide, *args, **kwargs):
+    def _quietly(self, method: Callable, model: Callable, guide: Callable, *args, **kwargs):
+        """``method(model, guide, *args, **kwargs)``, under :func:`trace_deprecation_ignored` the first time."""
         seen = self.__dict__.setdefault("_traced_keys", set())
         key = (id(model), id(guide), _hashable_args_kwargs(args, kwargs))
         if key in seen:
