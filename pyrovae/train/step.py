@@ -48,25 +48,46 @@ def trained_params(model: Callable, guide: Callable, *args, **kwargs) -> dict[st
 
     :raises ValueError: if they declare none.
     """
-    with poutine.block(), poutine.trace(param_only=True) as capture:
-        Trace_ELBO().loss(model, guide, *args, **kwargs)
-    params = {name: pyro.param(name).unconstrained() for name in capture.trace.nodes}
+    params = {name: pyro.param(name).unconstrained() for name in _param_sites(model, guide, *args, **kwargs)}
     if not params:
         raise ValueError("the model and guide declare no parameters (pyro.param or pyro.module): nothing to train")
     return params
 
 
+def _param_sites(model: Callable, guide: Callable, *args, **kwargs) -> dict[str, dict]:
+    """The ``pyro.param`` / ``pyro.module`` sites that ``guide`` and ``model`` declare when run on ``*args,
+    **kwargs``, by name, in the order they appear (nothing is recorded; the RNG advances)."""
+    with poutine.block(), poutine.trace(param_only=True) as capture:
+        Trace_ELBO().loss(model, guide, *args, **kwargs)
+    return dict(capture.trace.nodes)
+
+
 def owned_params(
-    model: Callable, guide: Callable, owners: Sequence[nn.Module], *args, **kwargs
+    model: Callable, guide: Callable, owners: Sequence[nn.Module], *args, rows_given: bool = True, **kwargs
 ) -> dict[str, torch.Tensor]:
     """:func:`trained_params`, checked by :func:`check_owned`. A pyrovae model takes the values Pyro's param store
     holds under its names (:mod:`pyrovae.models.store`: loaded with ``pyro.get_param_store().load``, or left by an
     earlier model that is gone): a warning says so, since training then starts from them.
 
-    :raises ValueError: as :func:`check_owned`.
+    :param bool rows_given: whether the training steps pass each minibatch's rows to model and guide (as the data
+        plate's ``subsample``); if not, parameters **per data point** are an error: a ``pyro.param`` with an
+        ``event_dim`` inside a plate, which the plate slices at its subsample (as
+        ``AutoNormal(vae.model, create_plates=vae.data_plate)`` declares its locations and scales), would be read
+        and updated at the plate's default rows at every step, silently.
+    :raises ValueError: as :func:`check_owned`, and for parameters per data point without ``rows_given``.
     """
     initial = [{name: id(p) for name, p in owner.named_parameters()} for owner in owners]
-    params = trained_params(model, guide, *args, **kwargs)
+    sites = _param_sites(model, guide, *args, **kwargs)
+    per_point = [name for name, site in sites.items()
+                 if site["kwargs"].get("event_dim") is not None and site["cond_indep_stack"]]  # fmt: skip
+    if per_point and not rows_given:
+        raise ValueError(
+            f"the parameters {per_point[:3]} are per data point (pyro.param with event_dim inside a plate, as an "
+            "autoguide with create_plates declares them): each training step must pass the minibatch's rows as "
+            "subsample=, which a JIT-compiled or torch.compile'd step cannot, nor a model or guide without a "
+            "subsample keyword. Train without jit/compile, with a model and guide that take subsample"
+        )
+    params = {name: pyro.param(name).unconstrained() for name in sites}
     taken = [
         name
         for owner, before in zip(owners, initial, strict=True)

@@ -92,8 +92,8 @@ class TrainConfig(LoopConfig):
         without generating code). The first step of each minibatch shape compiles (seconds to a minute); the last,
         smaller minibatch of an epoch is kept and compiled once more. A compiled step draws the same noise as an
         eager one and computes the same loss and gradient up to rounding, so a resumed run may switch it on or
-        off. Not with ``jit``, KL warm-up, modules with buffers (BatchNorm), or several ranks; a guide that reads
-        ``subsample`` is not passed the rows.
+        off. Not with ``jit``, KL warm-up, modules with buffers (BatchNorm), several ranks, or parameters per data
+        point (a guide that needs the rows as ``subsample``: an error, as with ``jit``).
     :ivar int num_particles: samples of z per data point and step (vectorized).
     :ivar float beta: weight :math:`\beta` of the KL term (:mod:`pyrovae.infer.kl_scale`); 1 is the ELBO.
     :ivar int kl_warmup_epochs: raise the KL weight linearly from 0 to ``beta`` over this many epochs
@@ -211,9 +211,14 @@ class SVITask(Task):
         self.scaled = config.beta != 1 or config.kl_warmup_epochs > 0
         train_model, train_guide = (self.kl(model), self.kl(guide)) if self.scaled else (model, guide)
         self.elbo = make_elbo(config)
+        # the minibatch's row indices go to model and guide that take them (the data plate's subsample, for guides
+        # with per-point parameters); a compiled step takes no new tensors by keyword
+        self.pass_subsample = not (config.jit or config.compile) and all(
+            takes_keyword(fn, "subsample") for fn in (model, guide)
+        )
         with training_mode(modules, False):  # a probe: BatchNorm's running statistics are left alone
             example = self.data.train_batch(torch.arange(1, device=self.rows_device))
-            params = owned_params(model, guide, modules, example, num_data=num_data)
+            params = owned_params(model, guide, modules, example, num_data=num_data, rows_given=self.pass_subsample)
         loss = partial(self.elbo.differentiable_loss, train_model, train_guide)
         if self.world > 1:
             loss = data_parallel_loss(modules, params, loss)
@@ -223,11 +228,6 @@ class SVITask(Task):
         # divergence is judged on the validation ELBO, or on the training objective without a validation split
         self.monitor = "valid_elbo" if len(self.data.valid) else "train_elbo"
         self.steps_per_epoch = num_batches(num_data, config.batch_size, drop_last=self.drop_last)
-        # the minibatch's row indices go to model and guide that take them (the data plate's subsample, for guides
-        # with per-point parameters); a compiled step takes no new tensors by keyword
-        self.pass_subsample = not (config.jit or config.compile) and all(
-            takes_keyword(fn, "subsample") for fn in (model, guide)
-        )
 
     def _evaluate(self, x: torch.Tensor, objective: pyro.infer.ELBO | None = None) -> float:
         return elbo_per_datapoint(self.model, self.guide, x, batch_size=self.config.eval_batch_size,
@@ -283,9 +283,10 @@ def fit(
 
     ``model`` and ``guide`` take ``(x, num_data=N)``, like :meth:`pyrovae.VAE.model`, and, when both accept a
     ``subsample`` keyword (pyrovae's models do, and Pyro's autoguides pass keywords on), ``subsample=`` the
-    minibatch's row indices in ``data.train`` (not with ``jit`` or ``compile``, whose recorded steps take no new
-    tensors by keyword), so that a guide with per-point parameters
-    (``AutoNormal(vae.model, create_plates=vae.data_plate)``) sees the right rows. If they are
+    minibatch's row indices in ``data.train``, so that a guide with per-point parameters
+    (``AutoNormal(vae.model, create_plates=vae.data_plate)``) sees the right rows; such a guide is an error with
+    ``jit`` or ``compile``, whose recorded steps take no new tensors by keyword, or when model or guide takes no
+    ``subsample``. If they are
     methods of an ``nn.Module`` (as ``vae.model`` is), that module is moved to the device; so are the data when
     they hold at most ``config.device_data_limit`` bytes, else they stay in host memory (a memory-mapped split
     stays memory-mapped) and each minibatch is copied to the device (:mod:`pyrovae.data.placement`), with the same

@@ -110,3 +110,25 @@ def test_fit_passes_each_minibatch_rows_to_a_guide_with_per_point_parameters():
     assert locs.shape == (n, x_dim)
     error = (locs - x / 2).abs()  # at rows never trained: |x| / 2, 0.55 on average, up to 2.4
     assert error.mean() < 0.1 and error.max() < 0.4
+
+
+@pytest.mark.parametrize("settings", [{"jit": True}, {"compile": "aot_eager"}, {"own_functions": True}])
+def test_fit_refuses_per_point_parameters_it_cannot_give_the_rows(settings):
+    """A step that cannot pass the minibatch's rows (JIT, compile, or a model and guide without a subsample keyword)
+    would read and update the first rows' locations at every step, silently: fit refuses it, naming the
+    parameters; the amortized guide of the same VAE trains under the same settings."""
+    vae = pyrovae.VAE(2, z_dim=2, likelihood="normal", scale=1.0, decoder=Identity(), encoder=nn.Identity())
+    guide = AutoNormal(vae.model, create_plates=vae.data_plate, init_scale=0.5)
+    model = vae.model
+    if settings.pop("own_functions", False):
+        autoguide = guide
+        model = lambda x, num_data=None: vae.model(x, num_data)  # noqa: E731
+        guide = lambda x, num_data=None: autoguide(x, num_data)  # noqa: E731
+    empty = Split(torch.zeros(0, 2))
+    data = Dataset("gauss", Split(torch.randn(32, 2)), empty, empty, (1, 1, 2), 0)
+    config = TrainConfig(epochs=1, batch_size=8, seed=0, **settings)
+    with pytest.raises(ValueError, match=r"\['AutoNormal.locs.z', 'AutoNormal.scales.z'\] are per data point"):
+        fit(model, guide, data, config, verbose=False)
+    pyro.clear_param_store()
+    amortized = pyrovae.VAE(2, z_dim=2, likelihood="normal", scale=1.0, hidden=(4,))
+    assert len(fit(amortized.model, amortized.guide, data, config, verbose=False)) == 1
