@@ -72,7 +72,7 @@ def measure(args: argparse.Namespace, data: pyrovae.Dataset, quadrants: int) -> 
         save_completions(cvae, x[:10], args.figure, data.image_shape, num_samples=4)
     return {
         "quadrants": quadrants,
-        "baseline_nll": -pyrovae.elbo_per_datapoint(baseline.model, baseline.guide, x),  # exact: no latent
+        "baseline_nll": -baseline.log_prob(x).mean().item(),  # exact: no latent
         "cvae_neg_elbo": -monte_carlo,
         "cvae_nll": estimate.summary()["nll"],
         "cvae_nll_stderr": estimate.summary()["nll_stderr"],

@@ -116,6 +116,15 @@ class Baseline(QuadrantModel):
         return self.observation(x).mean
 
     @evaluation_method
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """The exact conditional log-likelihood :math:`\\log p(y | x)` of each image ``x`` ``(batch, D)``, ``(batch,)``,
+        computed without Pyro (so also while a :class:`~pyrovae.models.cvae.CVAE` holds this baseline's weights in
+        Pyro's param store under its own names, where running :meth:`model` would register them a second time). No
+        gradients; evaluation mode."""
+        self._check(x)
+        return self.observation(x).log_prob(self.target(x))
+
+    @evaluation_method
     def complete(self, x: torch.Tensor) -> torch.Tensor:
         """The images ``x`` ``(batch, D)`` with their hidden pixels replaced by the prediction :math:`\\hat y`. No
         gradients; evaluation mode."""

@@ -28,6 +28,8 @@ def test_elbo_is_the_masked_cross_entropy_of_the_prediction():
     expected = F.binary_cross_entropy_with_logits(logits, x[:, HIDDEN_4X4_Q1], reduction="sum")
     pyro.clear_param_store()
     assert Trace_ELBO().loss(baseline.model, baseline.guide, x) == pytest.approx(expected.item(), rel=1e-5)
+    per_image = F.binary_cross_entropy_with_logits(logits, x[:, HIDDEN_4X4_Q1], reduction="none").sum(-1)
+    assert torch.allclose(baseline.log_prob(x), -per_image, rtol=1e-5)
     # and the minibatch is scaled to the data set
     scaled = Trace_ELBO().loss(baseline.model, baseline.guide, x, num_data=50)
     assert scaled == pytest.approx(10 * expected.item(), rel=1e-5)
