@@ -803,13 +803,14 @@ def _train_cvae(args: argparse.Namespace, out: Path, device: str, rank: int) -> 
     if args.resume:  # the checkpoint holds the baseline's weights with the CVAE's
         cvae = model_from_config(cvae_config, seed=config.seed)
     else:
-        settings_of = {"hidden": args.hidden, "activation": args.activation, "likelihood": args.likelihood}
-        baseline = Baseline(data.image_shape, args.quadrants, **settings_of, seed=config.seed)
-        baseline_config = replace(config, epochs=args.baseline_epochs or args.epochs)
+        nets = {"hidden": args.hidden, "activation": args.activation, "likelihood": args.likelihood}
+        baseline = Baseline(data.image_shape, args.quadrants, **nets, seed=config.seed)
+        baseline_epochs = args.epochs if args.baseline_epochs is None else args.baseline_epochs
+        baseline_config = replace(config, epochs=baseline_epochs)
         fit(baseline.model, baseline.guide, data, baseline_config, out_dir=out / "baseline", overwrite=args.overwrite,
             extra={"data": settings, "train": asdict(baseline_config)}, verbose=not args.quiet)  # fmt: skip
         pyro.clear_param_store()
-        cvae = CVAE(data.image_shape, args.quadrants, args.z_dim, baseline=baseline, **settings_of, seed=config.seed)
+        cvae = CVAE(data.image_shape, args.quadrants, args.z_dim, baseline=baseline, **nets, seed=config.seed)
     extra = {"data": settings, "vae": cvae.config, "train": asdict(config)}
     history = fit(cvae.model, cvae.guide, data, config, out_dir=out, resume=args.resume, extra=extra,
                   verbose=not args.quiet)  # fmt: skip

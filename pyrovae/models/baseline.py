@@ -8,8 +8,8 @@ as a Pyro model with no latent variable:
 
 :math:`g_\theta` an MLP of the whole image with its hidden pixels set to -1 (``"continuous-bernoulli"``: the
 continuous Bernoulli of :math:`\sigma(g_\theta(x))` for grey levels). Its guide is empty, so the ELBO is the exact
-conditional log-likelihood :math:`\log p(y | x)`, minus the masked binary cross-entropy the tutorial trains the
-network with; :func:`pyrovae.fit` trains it like any model. The :class:`pyrovae.models.cvae.CVAE` feeds its
+conditional log-likelihood :math:`\log p(y | x)`: the negated masked binary cross-entropy that the tutorial trains
+the network with. :func:`pyrovae.fit` trains it like any model. The :class:`pyrovae.models.cvae.CVAE` feeds its
 prediction :math:`\hat y` to its prior network.
 
 Sites, with ``prefix="p"`` each ``"p/<name>"``:
