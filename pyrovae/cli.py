@@ -466,7 +466,9 @@ def _add_evaluate_parser(command: Callable[..., argparse.ArgumentParser]) -> Non
         "the ELBO, an IWAE bound, the gap and the number of active units (Burda et al.: variance of the posterior "
         "mean across the split above 0.01). The dataset and its binarization are those the checkpoint was "
         f"trained with; evaluation splits are binarized once with seed {EVAL_SEED}. For an SSVAE (pyrovae "
-        "train-ss) the label is summed out: log p(x) = log sum_y p(x, y), y proposed by the classifier q(y|x). "
+        "train-ss) the label is summed out: log p(x) = log sum_y p(x, y), y proposed by the classifier q(y|x). For a "
+        "CVAE (pyrovae train-cvae) it is the conditional log p(y|x) of the hidden quadrants y given the observed x, "
+        "proposed by its recognition network q(z|x, y). "
         "Prints the summary and writes it as JSON.",
     )
     p.add_argument("checkpoint", help="checkpoint.pt written by pyrovae train")
