@@ -38,9 +38,12 @@ from pyrovae.device import device_of, resolve_device
 from pyrovae.errors import PyrovaeError
 from pyrovae.infer.importance import MAX_MEMORY, log_marginal_likelihood
 from pyrovae.models.autoencoder import Autoencoder
+from pyrovae.models.baseline import Baseline
+from pyrovae.models.cvae import CVAE
 from pyrovae.models.features import ACTIVE_THRESHOLD, LatentFeatures, active_units
 from pyrovae.models.likelihoods import LIKELIHOODS, choose_likelihood
 from pyrovae.models.nets import ACTIVATIONS, NETS
+from pyrovae.models.quadrants import QUADRANTS
 from pyrovae.models.registry import load_model, load_vae, model_from_config
 from pyrovae.models.ssvae import DEFAULT_ALPHA, SSVAE
 from pyrovae.models.two_layer import TwoLayerVAE
@@ -72,6 +75,7 @@ from pyrovae.viz.plots import (
     plot_latent_map,
     prior_samples,
     save_analogies,
+    save_completions,
     save_figures,
     save_grid,
     save_reconstructions,
@@ -469,7 +473,9 @@ def _add_evaluate_parser(command: Callable[..., argparse.ArgumentParser]) -> Non
         "the ELBO, an IWAE bound, the gap and the number of active units (Burda et al.: variance of the posterior "
         "mean across the split above 0.01). The dataset and its binarization are those the checkpoint was "
         f"trained with; evaluation splits are binarized once with seed {EVAL_SEED}. For an SSVAE (pyrovae "
-        "train-ss) the label is summed out: log p(x) = log sum_y p(x, y), y proposed by the classifier q(y|x). "
+        "train-ss) the label is summed out: log p(x) = log sum_y p(x, y), y proposed by the classifier q(y|x). For a "
+        "CVAE (pyrovae train-cvae) it is the conditional log p(y|x) of the hidden quadrants y given the observed x, "
+        "proposed by its recognition network q(z|x, y). "
         "Prints the summary and writes it as JSON.",
     )
     p.add_argument("checkpoint", help="checkpoint.pt written by pyrovae train")
@@ -730,6 +736,104 @@ def _train_ss(args: argparse.Namespace, out: Path, device: str, rank: int) -> di
     if "valid_accuracy" in history[0]:
         best = max(history, key=lambda row: row["valid_accuracy"])
         summary["best_valid_epoch"], summary["test_accuracy_at_best_valid"] = best["epoch"], best.get("test_accuracy")
+    print(json.dumps(summary, indent=2))
+    return summary
+
+
+def _add_train_cvae_parser(command: Callable[..., argparse.ArgumentParser]) -> None:
+    p = command(
+        "train-cvae",
+        help="train the conditional VAE that completes images from 1, 2 or 3 observed quadrants",
+        description="Sohn et al.'s structured-output task, as Pyro's CVAE tutorial: cut every image into four "
+        "quadrants, observe --quadrants of them (1: bottom left; 2: the left half; 3: all but the bottom right) and "
+        "predict the rest. Trains the baseline network (pyrovae.models.baseline.Baseline) by SVI, then the "
+        "conditional VAE (pyrovae.models.cvae.CVAE) whose prior network reads the baseline's prediction, and "
+        "reports the test set's negative conditional log-likelihood -log p(y|x) of both, the CVAE's by importance "
+        "sampling. Writes into --out: baseline/ (the baseline's run), checkpoint.pt (the CVAE, every epoch), "
+        "best.pt, metrics.jsonl, cvae.png (rows: inputs with the hidden quadrants grey, the images, the baseline's "
+        "prediction, completions drawn by the CVAE) and nll_test.json. pyrovae evaluate on checkpoint.pt "
+        "estimates -log p(y|x) too.",
+    )
+    _add_data_args(p, auto_binarize=True)
+    model = p.add_argument_group("model")
+    model.add_argument("--quadrants", type=int, default=1, choices=QUADRANTS, help="observed quadrants")
+    model.add_argument("--z-dim", type=int, default=200, help="latent dimension (the tutorial's 200)")
+    model.add_argument("--hidden", type=int, nargs="+", default=[500, 500],
+                       help="hidden layer sizes of the baseline, prior and recognition networks (the generation "
+                       "network mirrors them)")  # fmt: skip
+    model.add_argument("--activation", default="relu", choices=sorted(ACTIVATIONS), help="hidden activation")
+    model.add_argument("--likelihood", default="bernoulli", choices=("bernoulli", "continuous-bernoulli"),
+                       help="p(y|x, z) of the hidden pixels: bernoulli (binarized images) or continuous-bernoulli "
+                       "(grey levels)")  # fmt: skip
+    train = p.add_argument_group("training")
+    train.add_argument("--epochs", type=int, default=50, help="passes of the CVAE over the training set")
+    train.add_argument("--baseline-epochs", type=int, default=None,
+                       help="passes of the baseline over the training set (default: --epochs)")  # fmt: skip
+    train.add_argument("--batch-size", type=int, default=128, help="minibatch size (the tutorial's 128)")
+    train.add_argument("--lr", type=float, default=DEFAULTS.lr, help="Adam learning rate")
+    train.add_argument("--validate", default=DEFAULTS.validate, choices=VALIDATE,
+                       help="Pyro's validation (data, distribution arguments): first epoch only, or always")
+    train.add_argument("--seed", type=int, default=DEFAULTS.seed, help="random seed")
+    train.add_argument("--device", default=DEFAULTS.device, help="auto (CUDA if available), cpu, cuda or cuda:N")
+    _add_device_data_limit_arg(train)
+    train.add_argument("--num-samples", type=positive_int, default=100,
+                       help="importance samples per test image of the CVAE's -log p(y|x)")  # fmt: skip
+    out = p.add_argument_group("output")
+    out.add_argument("--out", default=None,
+                     help="output folder (default: runs/cvae-DATASET-qQUADRANTS, or for a new run the first of "
+                     "runs/cvae-DATASET-qQUADRANTS-2, -3, ... that holds no run)")  # fmt: skip
+    out.add_argument("--resume", action="store_true",
+                     help=f"{RESUME_HELP}; the baseline is the one trained in OUT/baseline (a run stopped before "
+                     "the CVAE's first epoch cannot be resumed: start it again with --overwrite)")  # fmt: skip
+    out.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+    out.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    p.set_defaults(func=train_cvae_command, distributed=False)
+
+
+def train_cvae_command(args: argparse.Namespace) -> dict:
+    """``pyrovae train-cvae``: returns a summary (last metrics, test NLLs, files), also printed."""
+    out = _out(args, Path("runs") / f"cvae-{args.dataset}-q{args.quadrants}")
+    return _training(args, out, _train_cvae)
+
+
+def _train_cvae(args: argparse.Namespace, out: Path, device: str, rank: int) -> dict:
+    """:func:`train_cvae_command` in its locked run folder ``out``: the baseline (in ``out/baseline``, unless
+    resumed), then the CVAE."""
+    if args.resume:
+        settings, cvae_config, train = _saved(out, "data", "vae", "train")
+        with malformed(out / CHECKPOINT):
+            config = TrainConfig(**{**train, "epochs": args.epochs, "device": device, **_device_data_limit(args)})
+    else:
+        settings = _data_settings(args, _binarization(args.binarize, args.likelihood))
+        config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=device,
+                             validate=args.validate, **_device_data_limit(args))  # fmt: skip
+    data = _load_data(settings, args)
+    pyro.clear_param_store()
+    if args.resume:  # the checkpoint holds the baseline's weights with the CVAE's
+        cvae = model_from_config(cvae_config, seed=config.seed)
+    else:
+        nets = {"hidden": args.hidden, "activation": args.activation, "likelihood": args.likelihood}
+        baseline = Baseline(data.image_shape, args.quadrants, **nets, seed=config.seed)
+        baseline_epochs = args.epochs if args.baseline_epochs is None else args.baseline_epochs
+        baseline_config = replace(config, epochs=baseline_epochs)
+        fit(baseline.model, baseline.guide, data, baseline_config, out_dir=out / "baseline", overwrite=args.overwrite,
+            extra={"data": settings, "train": asdict(baseline_config)}, verbose=not args.quiet)  # fmt: skip
+        pyro.clear_param_store()
+        cvae = CVAE(data.image_shape, args.quadrants, args.z_dim, baseline=baseline, **nets, seed=config.seed)
+    extra = {"data": settings, "vae": cvae.config, "train": asdict(config)}
+    history = fit(cvae.model, cvae.guide, data, config, out_dir=out, resume=args.resume, extra=extra,
+                  verbose=not args.quiet)  # fmt: skip
+    split = "test" if len(data.test) else "train"
+    x = data.fixed_x(split).to(device_of(cvae))
+    estimate = log_marginal_likelihood(cvae.model, cvae.guide, x, args.num_samples, seed=args.seed, progress=False)
+    nll = {"split": split, "num_samples": args.num_samples, "nll": estimate.summary()["nll"],
+           "baseline_nll": -cvae.baseline.log_prob(x).mean().item()}  # fmt: skip
+    files = {"figure": str(out / "cvae.png"), "nll": str(out / f"nll_{split}.json")}
+    save_json(files["nll"], nll)
+    set_seed(args.seed)
+    save_completions(cvae, x[:10], files["figure"], data.image_shape)
+    summary = {**history[-1], f"{split}_nll": nll["nll"], f"baseline_{split}_nll": nll["baseline_nll"],
+               "checkpoint": str(out / CHECKPOINT), **files}  # fmt: skip
     print(json.dumps(summary, indent=2))
     return summary
 
@@ -1006,8 +1110,8 @@ def build_parser() -> argparse.ArgumentParser:
         return subparsers.add_parser(name, parents=[debug], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                                      **kwargs)  # fmt: skip
 
-    for add in (_add_train_parser, _add_evaluate_parser, _add_train_ss_parser, _add_plot_parser, _add_sample_parser,
-                _add_encode_parser):
+    for add in (_add_train_parser, _add_evaluate_parser, _add_train_ss_parser, _add_train_cvae_parser, _add_plot_parser,
+                _add_sample_parser, _add_encode_parser):
         add(command)
     return parser
 

@@ -1,8 +1,11 @@
-"""The models: Pyro model/guide pairs (the VAE family, the semi-supervised M2 and ADGM), nets and likelihoods."""
+"""The models: Pyro model/guide pairs (the VAE family, the semi-supervised M2 and ADGM, the conditional VAE), nets and
+likelihoods."""
 
 from pyrovae.models.adgm import ADGM
 from pyrovae.models.autoencoder import Autoencoder
 from pyrovae.models.base import ObservedModel
+from pyrovae.models.baseline import Baseline
+from pyrovae.models.cvae import CVAE
 from pyrovae.models.iaf import IAFVAE
 from pyrovae.models.nets import Decoder, Encoder
 from pyrovae.models.registry import MODELS, load_model, model_from_config
@@ -12,11 +15,13 @@ from pyrovae.models.vae import VAE
 
 __all__ = [
     "ADGM",
+    "CVAE",
     "IAFVAE",
     "MODELS",
     "SSVAE",
     "VAE",
     "Autoencoder",
+    "Baseline",
     "Decoder",
     "Encoder",
     "ObservedModel",

@@ -28,6 +28,8 @@ from pyrovae.checkpoint import CheckpointError, check_finite, load_checkpoint, m
 from pyrovae.models.adgm import ADGM
 from pyrovae.models.autoencoder import Autoencoder
 from pyrovae.models.base import ObservedModel
+from pyrovae.models.baseline import Baseline
+from pyrovae.models.cvae import CVAE
 from pyrovae.models.features import LatentFeatures
 from pyrovae.models.iaf import IAFVAE
 from pyrovae.models.ssvae import SSVAE
@@ -36,7 +38,9 @@ from pyrovae.models.two_layer import TwoLayerVAE
 from pyrovae.models.vae import VAE
 
 #: the model classes by ``kind`` (``config["model"]``)
-MODELS: dict[str, type[ObservedModel]] = {cls.kind: cls for cls in (VAE, Autoencoder, IAFVAE, TwoLayerVAE, SSVAE, ADGM)}
+MODELS: dict[str, type[ObservedModel]] = {
+    cls.kind: cls for cls in (VAE, Autoencoder, IAFVAE, TwoLayerVAE, SSVAE, ADGM, Baseline, CVAE)
+}
 #: the checkpoint sections that hold a model's settings (``extra[...]``), each with the kind of settings without
 #: ``"model"``
 SECTIONS = {"ssvae": SSVAE.kind, "vae": VAE.kind}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -22,6 +23,9 @@ from torchvision.utils import make_grid, save_image  # noqa: E402
 
 from pyrovae.data.datasets import Dataset  # noqa: E402
 from pyrovae.device import evaluating  # noqa: E402
+
+if TYPE_CHECKING:
+    from pyrovae.models.cvae import CVAE
 
 #: images smaller than this (e.g. the 8x8 digits) are enlarged with nearest-neighbour pixels
 MIN_PIXELS = 28
@@ -142,6 +146,18 @@ def save_grid(images: torch.Tensor, path: str | os.PathLike, image_shape: Sequen
     grid = as_images(images.reshape(-1, images.shape[-1]), image_shape)
     save_image(grid, path, nrow=images.shape[1], pad_value=1.0)
     return grid
+
+
+def save_completions(
+    cvae: CVAE, x: torch.Tensor, path: str | os.PathLike, image_shape: Sequence[int], num_samples: int = 4
+) -> torch.Tensor:
+    """Sohn et al.'s (and Pyro's CVAE tutorial's) figure of a :class:`pyrovae.models.cvae.CVAE`: one column per image
+    of ``x`` ``(N, D)``, and as rows the input (the hidden quadrants grey), the true image, the baseline's prediction
+    (:meth:`pyrovae.models.baseline.Baseline.complete`) and ``num_samples`` completions drawn from the prior network
+    (:meth:`pyrovae.models.cvae.CVAE.complete`; draws from torch's global generator); returns the saved pictures."""
+    inputs = x.masked_fill(~cvae.mask, 0.5)
+    rows = [inputs[None], x[None], cvae.baseline.complete(x)[None], cvae.complete(x, num_samples)]
+    return save_grid(torch.cat(rows).cpu(), path, image_shape)
 
 
 def save_analogies(

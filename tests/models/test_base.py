@@ -33,8 +33,13 @@ def test_the_standard_normal_prior():
     assert torch.allclose(prior.log_prob(z), expected)
 
 
+#: the models of images cut in quadrants (whole images in, site "y"), tested in test_baseline.py and test_cvae.py
+QUADRANT_KINDS = ("cvae", "cvae-baseline")
+
+
 def test_every_kind_is_a_model_of_the_registry():
-    assert sorted(MODELS) == sorted(SMALL) and all(issubclass(cls, ObservedModel) for cls in MODELS.values())
+    assert sorted(MODELS) == sorted([*SMALL, *QUADRANT_KINDS])
+    assert all(issubclass(cls, ObservedModel) for cls in MODELS.values())
 
 
 @pytest.mark.parametrize("kind", sorted(SMALL))

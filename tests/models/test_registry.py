@@ -36,6 +36,8 @@ CONFIGS = {
     "two-layer": {"x_dim": 6, "z1_dim": 3, "z2_dim": 2, "hidden1": [8], "hidden2": [4], "likelihood": "normal"},
     "ssvae": {"x_dim": 6, "num_classes": 3, "z_dim": 2, "hidden": [8], "likelihood": "normal"},
     "adgm": {"x_dim": 6, "num_classes": 3, "z_dim": 2, "hidden": [8], "a_dim": 2},
+    "cvae-baseline": {"image_shape": [1, 4, 4], "quadrants": 2, "hidden": [4]},
+    "cvae": {"image_shape": [1, 4, 4], "quadrants": 2, "z_dim": 2, "hidden": [4]},
 }
 
 
@@ -138,7 +140,7 @@ def test_the_old_names_still_work(tmp_path):
 
 
 def test_an_unknown_kind_is_named_with_the_kinds_there_are(tmp_path):
-    with pytest.raises(ValueError, match=r"unknown model 'gan': choose one of \['adgm', 'autoencoder', 'iaf', "):
+    with pytest.raises(ValueError, match=r"unknown model 'gan': choose one of \['adgm', 'autoencoder', 'cvae', "):
         model_from_config({"model": "gan", "x_dim": 6})
     save_checkpoint(tmp_path / "c.pt", {"weights": {}, "extra": {"ssvae": {"model": "gan", "x_dim": 6}}})
     with pytest.raises(CheckpointError, match="describes a model that cannot be built: unknown model 'gan'"):
