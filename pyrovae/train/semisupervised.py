@@ -257,6 +257,18 @@ def semisupervised_loss(
     return loss
 
 
+def step_elbos(jit: bool = False) -> tuple[ELBO, ELBO]:
+    """The ELBOs of :func:`fit_semisupervised`'s steps, ``(unlabelled, labelled)``: ``TraceEnum_ELBO``, which sums
+    the label out, and ``Trace_ELBO`` for labelled minibatches, which have no discrete latent to enumerate: there it
+    is ``TraceEnum_ELBO``'s estimator (the same loss on the same draws) without the enumeration machinery, 2.4 ms of
+    Python less per step (``benchmarks/step_time.py``). With ``jit``, ``JitTraceEnum_ELBO`` for both (one compiled
+    function each); compiled, the two cost the same."""
+    if jit:
+        elbo = JitTraceEnum_ELBO(max_plate_nesting=1, ignore_jit_warnings=True)
+        return elbo, elbo
+    return TraceEnum_ELBO(max_plate_nesting=1), Trace_ELBO(max_plate_nesting=1)
+
+
 @torch.no_grad()
 def labelled_metrics(ssvae: SSVAE, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> tuple[float, float]:
     r"""Per point, on a labelled set: the ELBO of :math:`\log p(x, y)` (one draw of the guide's latents,
@@ -329,12 +341,7 @@ class SemiSupervisedTask(Task):
                 "epoch: no labelled step would be taken"
             )
         self.model, self.guide = ssvae.model, ssvae.guide  # bound once: Pyro's JIT keys its compiled functions by ids
-        self.elbo = (JitTraceEnum_ELBO(max_plate_nesting=1, ignore_jit_warnings=True) if config.jit
-                     else TraceEnum_ELBO(max_plate_nesting=1))  # fmt: skip
-        # a labelled call has no discrete latent to enumerate: there Trace_ELBO is TraceEnum_ELBO's estimator (the same
-        # loss on the same draws), without the enumeration machinery, 2.4 ms of Python less per step; compiled, the
-        # two cost the same
-        self.labelled_elbo = self.elbo if config.jit else Trace_ELBO(max_plate_nesting=1)
+        self.elbo, self.labelled_elbo = step_elbos(config.jit)
         example = self.labelled[:1]
         params = owned_params(self.model, self.guide, [ssvae], self.view(example), self.labels(example))
         loss = data_parallel_loss([ssvae], params, self.loss) if self.world > 1 else self.loss
