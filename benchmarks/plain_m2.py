@@ -14,7 +14,9 @@ With the classifier :math:`q(y|x)`, the encoder :math:`q(z|x,y)`, the decoder :m
                    = \sum_y q(y|x)\,[\mathcal{L}(x, y) - \log q(y|x)],
 
 :math:`\mathcal{U}` computed for the :math:`C` classes at once (labels ``(C, 1)`` against a batch ``(B, ·)``,
-as Pyro's parallel enumeration lays them out), and the loss of a minibatch is
+as Pyro's parallel enumeration lays them out; the Bernoulli log-likelihood written
+:math:`\sum_d x_d l_d - \mathrm{softplus}(l_d)`, the Gaussian ones with ``torch.distributions.Normal`` as the plain
+VAE step of ``step_time.py`` writes them), and the loss of a minibatch is
 :math:`-\frac{N}{B}\sum_n [\mathcal{L}(x_n, y_n) + \alpha \log q(y_n|x_n)]` (labelled) or
 :math:`-\frac{N}{B}\sum_n \mathcal{U}(x_n)` (unlabelled), as pyrovae's model and guide scale it.
 
