@@ -11,6 +11,13 @@ with ``torch.compile`` (``--compile``: :class:`pyrovae.infer.compiled.CompiledTr
 al.'s M2 (``SSVAE``, 784-400-50, 10 classes) on an
 unlabelled batch with the label enumerated in parallel, as ``fit_semisupervised`` steps it, eager and JIT.
 
+The M2 rows have their own reference, M2 written out in plain PyTorch on the same networks
+(``benchmarks/plain_m2.py``: the enumerated unlabelled bound, the labelled bound with the classification term, one
+fused Adam), since one VAE step is a tenth of an unlabelled M2 step's arithmetic: ``ratio_to_m2_plain`` compares
+``fit_semisupervised``'s steps after the first epoch (validation off) with it, for an unlabelled minibatch, a labelled
+one, and the two in turn, as the default ``"alternate"`` schedule takes them (minibatch sums, labels the classes in
+turn).
+
 The configurations run **interleaved**: each round times ``--steps`` steps of every configuration in turn, and
 the ratios are medians over ``--rounds`` rounds of the per-round ratio, so that a machine whose speed drifts
 (shared cores, frequency scaling) moves numerator and denominator together. Each row also has the seconds its first
@@ -32,12 +39,14 @@ from pathlib import Path
 import pyro
 import torch
 import torch.distributions as td
-from pyro.infer import SVI, JitTrace_ELBO, JitTraceEnum_ELBO, Trace_ELBO, TraceEnum_ELBO
+from plain_m2 import plain_m2_step_fn
+from pyro.infer import SVI, JitTrace_ELBO, Trace_ELBO, TraceEnum_ELBO
 
 from pyrovae import SSVAE, VAE
 from pyrovae.checkpoint import save_json
 from pyrovae.device import resolve_device
 from pyrovae.infer import compiled, jit
+from pyrovae.train.semisupervised import semisupervised_loss, step_elbos
 from pyrovae.train.step import AdamStep, adam
 
 NUM_DATA = 60000
@@ -100,11 +109,59 @@ def pyro_route(net, route, elbo, validate=True):
     return build
 
 
+def m2_steps(what, step):
+    """``run(x)``: ``step(elbos, x, y)`` on ``x`` unlabelled (``y`` ``None``, ``elbos[0]``), labelled (``y`` the classes
+    in turn, ``elbos[1]``), or both in turn (``what`` ``"unlabelled"``, ``"labelled"``, ``"alternate"``)."""
+
+    def run(x):
+        if what != "labelled":
+            loss = step(0, x, None)
+        if what != "unlabelled":
+            loss = step(1, x, torch.arange(len(x), device=x.device) % 10)
+        return loss
+
+    return run
+
+
+def plain_m2_route(what):
+    """Builder of the hand-written M2's steps (``benchmarks/plain_m2.py``), as :func:`m2_steps` takes them."""
+
+    def build(name, device):
+        step = plain_m2_step_fn(_m2(name, device))
+        return m2_steps(what, lambda _, x, y: step(x, y))
+
+    return build
+
+
+def fit_m2_route(what, jit=False):
+    """Builder of ``fit_semisupervised``'s M2 steps after the first epoch (validation off), as :func:`m2_steps` takes
+    them: :func:`~pyrovae.train.semisupervised.semisupervised_loss` with the ELBOs of
+    :func:`~pyrovae.train.semisupervised.step_elbos`, one fused Adam, minibatch sums."""
+
+    def build(name, device):
+        m = _m2(name, device)
+        model, guide, elbos = m.model, m.guide, step_elbos(jit)  # bound once, as Pyro's JIT needs
+
+        def loss(which, x, y):
+            batches = (None, x) if y is None else ((x, y), None)
+            return semisupervised_loss(model, guide, elbos[which], *batches)
+
+        step = AdamStep(dict(m.named_parameters()), loss, 1e-3)
+
+        def run(which, x, y):
+            with pyro.validation_enabled(False):
+                return step(which, x, y)
+
+        return m2_steps(what, run)
+
+    return build
+
+
 JIT = functools.partial(JitTrace_ELBO, ignore_jit_warnings=True)
 FIT_JIT = functools.partial(jit.JitTrace_ELBO, ignore_jit_warnings=True)  # what fit --jit compiles
 FIT_COMPILE = compiled.CompiledTrace_ELBO  # what fit --compile compiles
 ENUM = functools.partial(TraceEnum_ELBO, max_plate_nesting=1)
-JIT_ENUM = functools.partial(JitTraceEnum_ELBO, max_plate_nesting=1, ignore_jit_warnings=True)
+JIT_ENUM = functools.partial(jit.JitTraceEnum_ELBO, max_plate_nesting=1, ignore_jit_warnings=True)
 
 #: configuration -> builder of ``step(x)`` from (prefix, device)
 CONFIGS = {
@@ -123,6 +180,23 @@ CONFIGS = {
 REFERENCES = {"ratio_to_plain": "plain PyTorch, torch Adam", "ratio_to_plain_fused": "plain PyTorch, fused Adam"}
 #: the eager step a compiled one is weighed against: (compiled configuration, eager configuration)
 BREAK_EVEN = {"pyrovae fit --compile, CompiledTrace_ELBO": "pyrovae fit, Trace_ELBO (epochs 2+)"}
+#: the M2 steps of :func:`m2_steps`, by what they are called in the table
+M2_STEPS = {"unlabelled": "unlabelled step", "labelled": "labelled step", "alternate": "unlabelled + labelled step"}
+#: the M2 routes with their own reference, by name (``{}``: the step) -> builder for a kind of step
+M2_ROUTES = {
+    "M2 plain PyTorch, {}": plain_m2_route,
+    "M2 fit_semisupervised, {} (epochs 2+)": fit_m2_route,
+    "M2 fit_semisupervised --jit, {}": functools.partial(fit_m2_route, jit=True),
+}
+CONFIGS.update(
+    {route.format(step): build(what) for route, build in M2_ROUTES.items() for what, step in M2_STEPS.items()}
+)
+#: the reference of each M2 row's ``ratio_to_m2_plain``: the hand-written M2 step on the same minibatches
+M2_REFERENCES = {
+    "M2 unlabelled, TraceEnum_ELBO": "M2 plain PyTorch, unlabelled step",
+    "M2 unlabelled, JitTraceEnum_ELBO": "M2 plain PyTorch, unlabelled step",
+    **{route.format(step): f"M2 plain PyTorch, {step}" for route in M2_ROUTES for step in M2_STEPS.values()},
+}
 
 
 def timed(step, x, steps):
@@ -150,7 +224,9 @@ def main(args):
     pyro.clear_param_store()
     x = torch.bernoulli(torch.rand(args.batch_size, 784, device=device))
     names = [name for name in CONFIGS if args.only is None or any(o in name for o in args.only)]
-    names = list(dict.fromkeys([*REFERENCES.values(), *names, *(BREAK_EVEN[n] for n in names if n in BREAK_EVEN)]))
+    m2_references = [M2_REFERENCES[name] for name in names if name in M2_REFERENCES]
+    names = list(dict.fromkeys([*REFERENCES.values(), *m2_references, *names,
+                                *(BREAK_EVEN[n] for n in names if n in BREAK_EVEN)]))
     steps = {name: CONFIGS[name](f"c{i}", device) for i, name in enumerate(names)}
     first = {name: timed(steps[name], x, 1) / 1000 for name in names}  # seconds: tracing, compiling
     for name in names:
@@ -167,9 +243,13 @@ def main(args):
         if name in BREAK_EVEN and BREAK_EVEN[name] in times:
             row["break_even_steps"] = break_even(first[name], row["ms_per_step"], first[BREAK_EVEN[name]],
                                                  statistics.median(times[BREAK_EVEN[name]]))  # fmt: skip
+        if name in M2_REFERENCES:
+            ref = row["m2_reference"] = M2_REFERENCES[name]
+            row["ratio_to_m2_plain"] = statistics.median(a / b for a, b in zip(times[name], times[ref], strict=True))
         rows.append(row)
-        print(f"{name:>50s}  {row['ms_per_step']:7.2f} ms/step  {row['ratio_to_plain']:.2f}x plain  "
-              f"{row['ratio_to_plain_fused']:.2f}x plain fused  first step {first[name]:.2f} s")  # fmt: skip
+        m2 = f"  {row['ratio_to_m2_plain']:.2f}x plain M2" if name in M2_REFERENCES else ""
+        print(f"{name:>62s}  {row['ms_per_step']:7.2f} ms/step  {row['ratio_to_plain']:.2f}x plain  "
+              f"{row['ratio_to_plain_fused']:.2f}x plain fused{m2}  first step {first[name]:.2f} s")  # fmt: skip
     result = {
         "network": "784-400-50 MLP, ReLU, Bernoulli",
         "batch_size": args.batch_size,

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from pyro.poutine.messenger import Messenger
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import pyrovae
@@ -65,6 +66,21 @@ def tiny_ssvae(x_dim: int = 5, num_classes: int = 3, a_dim: int = 0, **kwargs) -
     if a_dim:
         return pyrovae.ADGM(x_dim, num_classes, z_dim=2, hidden=(7,), a_dim=a_dim, **kwargs)
     return pyrovae.SSVAE(x_dim, num_classes, z_dim=2, hidden=(7,), **kwargs)
+
+
+class FixedNoise(Messenger):
+    """Draws the guide's z (and a) as loc + scale * eps with a fixed eps: one per data point ``(batch, dim)``,
+    whatever the label, so that enumerated and labelled runs see the same noise; or ``(C, batch, dim)``, one per
+    enumerated label."""
+
+    def __init__(self, eps: torch.Tensor, eps_a: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.eps = {"z": eps, "a": eps_a}
+
+    def _pyro_sample(self, msg) -> None:
+        if self.eps.get(msg["name"]) is not None and not msg["is_observed"]:
+            normal = msg["fn"].base_dist
+            msg["value"], msg["done"] = normal.loc + normal.scale * self.eps[msg["name"]], True
 
 
 def binary(n: int = 4, x_dim: int = 5, seed: int = 0) -> torch.Tensor:

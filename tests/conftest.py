@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pyro
 import pytest
+import torch
 from torchvision.datasets import KMNIST
 
 from tests.common import fake_files
@@ -16,6 +17,18 @@ def fresh_pyro():
     pyro.set_rng_seed(0)
     yield
     pyro.clear_param_store()
+
+
+@pytest.fixture
+def float64():
+    """Double precision for the test (models built in it too), so that sums of the same terms in another order agree
+    to about 1e-13; the global RNG is left as it was."""
+    with torch.random.fork_rng():
+        torch.set_default_dtype(torch.float64)
+        try:
+            yield
+        finally:
+            torch.set_default_dtype(torch.float32)
 
 
 @pytest.fixture

@@ -10,14 +10,6 @@ from pyrovae.models.distributions import IndependentBernoulli
 from tests.common import tiny_dataset, tiny_vae
 
 
-@pytest.fixture
-def float64():
-    default = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(default)
-
-
 def _vae_with_a_far_posterior(z_dim: int = 2):
     """A tiny VAE whose q(z|x) is far from N(0, I) (KL of a few nats), so that a wrong KL shows."""
     vae = tiny_vae(z_dim=z_dim)

@@ -5,9 +5,12 @@ import torch
 from pyrovae.models.distributions import IndependentBernoulli
 
 
-def test_log_prob_and_gradient_match_pyros_bernoulli():
+@pytest.mark.parametrize("x_shape", [(3, 7), (4, 3, 7)], ids=["broadcast", "same-shape"])
+def test_log_prob_and_gradient_match_pyros_bernoulli(x_shape):
+    """Both forms of the data term (einsum where x broadcasts against the logits, product and sum where it has
+    their shape) give Pyro's values and gradients."""
     logits = (5 * torch.randn(4, 3, 7, dtype=torch.float64)).requires_grad_()
-    x = torch.bernoulli(torch.full((3, 7), 0.4, dtype=torch.float64))  # broadcast against (4, 3, 7)
+    x = torch.bernoulli(torch.full(x_shape, 0.4, dtype=torch.float64))
     ours = IndependentBernoulli(logits).log_prob(x)
     ref = dist.Bernoulli(logits=logits).to_event(1).log_prob(x)
     torch.testing.assert_close(ours, ref)

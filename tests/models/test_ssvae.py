@@ -4,44 +4,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 from pyro.infer import TraceEnum_ELBO, config_enumerate
-from pyro.poutine.messenger import Messenger
 
 import pyrovae
 from pyrovae.infer.importance import log_marginal_likelihood
 from pyrovae.models.adgm import concat
 from pyrovae.models.ssvae import SSVAE
-from tests.common import binary, tiny_ssvae
+from tests.common import FixedNoise, binary, tiny_ssvae
 
 ELBO = TraceEnum_ELBO(max_plate_nesting=1)
 pytestmark = pytest.mark.filterwarnings("ignore:TraceEnum_ELBO found no sample sites")
 #: labels of a partially labelled batch of 6 rows: two labelled, four missing (-1)
 MIXED = torch.tensor([2, -1, -1, 0, -1, -1])
-
-
-@pytest.fixture
-def float64():
-    """Double precision for the test (models built in it too), so that sums of the same terms in another order agree
-    to about 1e-13; the global RNG is left as it was."""
-    with torch.random.fork_rng():
-        torch.set_default_dtype(torch.float64)
-        try:
-            yield
-        finally:
-            torch.set_default_dtype(torch.float32)
-
-
-class FixedNoise(Messenger):
-    """Draws the guide's z (and a) as loc + scale * eps with one fixed eps per data point, whatever the label,
-    so that enumerated and labelled runs see the same noise."""
-
-    def __init__(self, eps: torch.Tensor, eps_a: torch.Tensor | None = None) -> None:
-        super().__init__()
-        self.eps = {"z": eps, "a": eps_a}
-
-    def _pyro_sample(self, msg) -> None:
-        if self.eps.get(msg["name"]) is not None and not msg["is_observed"]:
-            normal = msg["fn"].base_dist
-            msg["value"], msg["done"] = normal.loc + normal.scale * self.eps[msg["name"]], True
 
 
 @torch.no_grad()

@@ -184,6 +184,28 @@ def test_jit_losses_equal_the_eager_ones_and_a_jit_run_trains():
     assert fit_semisupervised(ssvae, data, config, verbose=False)[-1]["test_accuracy"] > 0.8  # chance: 0.1
 
 
+@pytest.mark.parametrize("a_dim", [0, 3])
+def test_a_labelled_step_takes_trace_enum_elbos_loss_and_gradient(a_dim):
+    """The task steps labelled minibatches with Trace_ELBO (nothing to enumerate there, less Python per step): on
+    the same draws its loss and gradient are TraceEnum_ELBO's, to float32 rounding (rel 1e-5), for M2 and the ADGM."""
+    data = load_dataset("digits")
+    model = ADGM(data.x_dim, z_dim=4, hidden=(16,), a_dim=a_dim) if a_dim else SSVAE(data.x_dim, z_dim=4, hidden=(16,))
+    task = SemiSupervisedTask(model, data, SemiSupervisedConfig(num_labels=50, batch_size=32, device="cpu"), None)
+    rows, params = task.labelled[:20], list(model.parameters())
+    results = []
+    for step in ("task", "TraceEnum_ELBO"):
+        pyro.set_rng_seed(1)  # the same binarization of the rows and the same draws of the latents
+        if step == "task":
+            loss = task.loss(None, rows, 0.0, 1.0)
+        else:
+            batch = (task.view(rows, shift=True), task.labels(rows))
+            loss = semisupervised_loss(task.model, task.guide, TraceEnum_ELBO(max_plate_nesting=1), batch, None)
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        results.append([loss, *(torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True))])
+    for ours, ref in zip(*results, strict=True):
+        torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+
+
 def test_joint_schedule_reports_per_point_elbos_like_the_alternate_one():
     """The joint schedule scales each part of its step's loss to its whole set, but reports per-point ELBOs:
     with the weights all but frozen (lr 1e-9) both schedules report the same per-point quantities of the
