@@ -10,9 +10,26 @@ copy of ``x`` is made. Importance sampling with 5,000 samples per test image spe
 here, and this form takes about half the time per pixel of Pyro's ``Bernoulli`` (``benchmarks/estimator_speed.py``;
 the figures are on the documentation's results page). Values, gradients, shapes and sampling are those of Pyro's
 distribution.
+
+:class:`NormalMixture` is ``MixtureSameFamily(Categorical(logits=0), Normal(loc, scale).to_event(1))``, the mixture
+with equal weights of :math:`K` diagonal Gaussians (the VampPrior's :math:`p(z)`, :mod:`pyrovae.models.vamp`), with
+the Gaussians' quadratic forms written as matrix products,
+
+.. math::
+
+    \log p(z) = \log \frac1K \sum_k \mathcal{N}(z; \mu_k, \mathrm{diag}\,\sigma_k^2), \qquad
+    \sum_d \frac{(z_d - \mu_{kd})^2}{\sigma_{kd}^2}
+    = (z \odot z)^\top \sigma_k^{-2} - 2 z^\top (\mu_k \odot \sigma_k^{-2}) + \mu_k^\top (\mu_k \odot \sigma_k^{-2}),
+
+so that :math:`N` values cost two ``(N, D) x (D, K)`` products into ``(N, K)``, where Pyro's distribution
+materialises the ``(N, K, D)`` differences (25,000 floats per value for :math:`K = 500`, :math:`D = 50`: more than
+the decoder's output). The products run in double precision, which keeps the cancellation between the three terms
+far below the estimate's Monte-Carlo error. Values, gradients, shapes and sampling are those of Pyro's distribution.
 """
 
 from __future__ import annotations
+
+import math
 
 import pyro.distributions as dist
 import torch
@@ -41,3 +58,39 @@ class IndependentBernoulli(dist.Independent):
             self._validate_sample(value)
         logits = self.base_dist.logits
         return torch.einsum("...d,...d->...", logits, value.to(logits.dtype)) - F.softplus(logits).sum(-1)
+
+
+class NormalMixture(dist.MixtureSameFamily):
+    """The mixture with equal weights :math:`\\frac1K` of the diagonal Gaussians
+    :math:`\\mathcal{N}(\\mu_k, \\mathrm{diag}\\,\\sigma_k^2)` (see the module docstring), batch shape ``()`` until
+    expanded.
+
+    :param torch.Tensor loc: ``(K, D)``, the components' means.
+    :param torch.Tensor scale: ``(K, D)``, their standard deviations (positive).
+    """
+
+    def __init__(self, loc: torch.Tensor, scale: torch.Tensor, validate_args: bool | None = None) -> None:
+        if loc.dim() != 2 or loc.shape != scale.shape:
+            raise ValueError(
+                f"loc and scale must both be (K, D), the components' means and scales, got {tuple(loc.shape)} and "
+                f"{tuple(scale.shape)}"
+            )
+        self._loc, self._scale = loc, scale
+        mixture = dist.Categorical(logits=loc.new_zeros(loc.shape[0]))
+        super().__init__(mixture, dist.Normal(loc, scale).to_event(1), validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None) -> NormalMixture:
+        new = self._get_checked_instance(NormalMixture, _instance)
+        new._loc, new._scale = self._loc, self._scale
+        return super().expand(batch_shape, _instance=new)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        z = value.double()
+        loc, precision = self._loc.double(), self._scale.double().pow(-2)
+        weighted = loc * precision  # (K, D)
+        quadratic = z.square() @ precision.T - 2 * z @ weighted.T + (loc * weighted).sum(-1)  # (..., K)
+        log_norm = -self._scale.double().log().sum(-1) - 0.5 * loc.shape[-1] * math.log(2 * math.pi)
+        log_p = (log_norm - 0.5 * quadratic.clamp(min=0)).logsumexp(-1) - math.log(loc.shape[0])
+        return log_p.to(value.dtype).expand(torch.broadcast_shapes(value.shape[:-1], self.batch_shape))
