@@ -44,6 +44,7 @@ from pyrovae.models.nets import ACTIVATIONS, NETS
 from pyrovae.models.registry import load_model, load_vae, model_from_config
 from pyrovae.models.ssvae import DEFAULT_ALPHA, SSVAE
 from pyrovae.models.two_layer import TwoLayerVAE
+from pyrovae.models.vamp import PRIORS, VampVAE
 from pyrovae.seeding import set_seed
 from pyrovae.train.distributed import init_distributed, rank_and_world
 from pyrovae.train.loop import VALIDATE
@@ -198,7 +199,7 @@ def _add_train_parser(command: Callable[..., argparse.ArgumentParser]) -> None:
                        help="iaf: the guide's Gaussian pushed through inverse autoregressive flow steps "
                        "(pyrovae.models.iaf.IAFVAE)")
     model.add_argument("--flow-depth", type=int, default=2, help="--flow iaf: number of IAF steps")
-    model.add_argument("--prior", default="standard", choices=("standard", "vamp"),
+    model.add_argument("--prior", default="standard", choices=tuple(PRIORS),
                        help="p(z) of a VAE: standard, N(0, I); or vamp, the VampPrior, the mixture of q(z|u_k) at "
                        "--pseudo-inputs learned pseudo-inputs u_k (pyrovae.models.vamp.VampVAE)")
     model.add_argument("--pseudo-inputs", type=int, default=None,
@@ -824,6 +825,11 @@ def plot_command(args: argparse.Namespace) -> str:
             f"plot {args.kind} walks the single latent space z of a VAE, and {args.checkpoint} is a two-layer VAE "
             "(z1, z2): only samples and reconstructions are drawn for it (for its codes, call "
             "pyrovae.viz.latent.posterior_means(vae.guide, x, site='z1') or site='z2')"
+        )
+    if isinstance(vae, VampVAE) and args.kind == "manifold":
+        raise ValueError(
+            f"plot manifold lays its grid at the quantiles of the N(0, I) prior, and {args.checkpoint} has a "
+            "VampPrior (a mixture): draw plot samples or plot latent-map instead"
         )
     vae.eval()
     settings = state["extra"].get("data")

@@ -96,3 +96,7 @@ class VampVAE(VAE):
         self.register("encoder", "pseudo_inputs")
         loc, scale = self.encoder(self.pseudo_inputs())
         return NormalMixture(loc, scale).expand([batch_size])
+
+
+#: the priors of a VAE by name (``pyrovae train --prior``, :class:`pyrovae.VAEModel`'s ``prior``): the class built
+PRIORS: dict[str, type[VAE]] = {"standard": VAE, "vamp": VampVAE}

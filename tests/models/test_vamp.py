@@ -12,6 +12,7 @@ from pyrovae.checkpoint import load_checkpoint
 from pyrovae.cli import main
 from pyrovae.models.distributions import NormalMixture
 from pyrovae.models.vamp import PSEUDO_INPUT_INIT, PseudoInputs, VampVAE
+from pyrovae.objects import VAEModel
 from tests.common import binary, cli_error
 
 
@@ -175,6 +176,8 @@ def test_cli_trains_evaluates_and_samples_a_vampprior(tmp_path, capsys):
     assert (tmp_path / "s.npy").exists()
     main(["plot", "samples", str(tmp_path / "checkpoint.pt"), "--out", str(tmp_path / "s.png")])
     assert (tmp_path / "s.png").exists()
+    message = cli_error(capsys, ["plot", "manifold", str(tmp_path / "checkpoint.pt"), "--out", str(tmp_path / "m.png")])
+    assert "quantiles of the N(0, I) prior" in message and "VampPrior" in message
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -186,3 +189,18 @@ def test_cli_trains_evaluates_and_samples_a_vampprior(tmp_path, capsys):
 ])  # fmt: skip
 def test_cli_refuses_what_the_vampprior_does_not_fit(argv, message, tmp_path, capsys):
     assert message in cli_error(capsys, ["train", *argv, "--epochs", "1", "--out", str(tmp_path / "run")])
+
+
+def test_the_model_object_takes_the_prior(tmp_path):
+    digits = pyrovae.load_dataset("digits", binarize="none")
+    m = VAEModel(digits, z_dim=4, hidden=(32,), prior="vamp", pseudo_inputs=10)
+    assert isinstance(m.module, VampVAE) and m.module.config["pseudo_inputs"] == 10
+    m.train(epochs=1, verbose=False)
+    assert torch.isfinite(m.log_px(digits.test.x[:5], num_samples=50)).all() and m.sample(3).shape == (3, 64)
+    loaded = VAEModel.load(m.save(tmp_path / "run"))
+    assert isinstance(loaded.module, VampVAE)
+    assert torch.equal(loaded.module.pseudo_inputs.weight, m.module.pseudo_inputs.weight)
+    with pytest.raises(ValueError, match="unknown prior 'gauss'"):
+        VAEModel(digits, prior="gauss")
+    with pytest.raises(ValueError, match="pass prior='vamp'"):
+        VAEModel(digits, pseudo_inputs=10)
