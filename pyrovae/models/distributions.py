@@ -21,10 +21,12 @@ the Gaussians' quadratic forms written as matrix products,
     \sum_d \frac{(z_d - \mu_{kd})^2}{\sigma_{kd}^2}
     = (z \odot z)^\top \sigma_k^{-2} - 2 z^\top (\mu_k \odot \sigma_k^{-2}) + \mu_k^\top (\mu_k \odot \sigma_k^{-2}),
 
-so that :math:`N` values cost two ``(N, D) x (D, K)`` products into ``(N, K)``, where Pyro's distribution
-materialises the ``(N, K, D)`` differences (25,000 floats per value for :math:`K = 500`, :math:`D = 50`: more than
-the decoder's output). The products run in double precision, which keeps the cancellation between the three terms
-far below the estimate's Monte-Carlo error. Values, gradients, shapes and sampling are those of Pyro's distribution.
+so that the :math:`K` log-densities of :math:`N` values are one ``(N, 2D + 1) x (2D + 1, K)`` product into
+``(N, K)`` (of :math:`[z \odot z, z, 1]` and the components' :math:`[-\sigma_k^{-2}/2, \mu_k \odot \sigma_k^{-2},
+c_k]`), where Pyro's distribution materialises the ``(N, K, D)`` differences (25,000 floats per value for
+:math:`K = 500`, :math:`D = 50`: more than the decoder's output). The product runs in double precision, which keeps
+the cancellation between the three terms far below the estimate's Monte-Carlo error. Values, gradients, shapes and
+sampling are those of Pyro's distribution.
 """
 
 from __future__ import annotations
@@ -88,9 +90,12 @@ class NormalMixture(dist.MixtureSameFamily):
         if self._validate_args:
             self._validate_sample(value)
         z = value.double()
-        loc, precision = self._loc.double(), self._scale.double().pow(-2)
-        weighted = loc * precision  # (K, D)
-        quadratic = z.square() @ precision.T - 2 * z @ weighted.T + (loc * weighted).sum(-1)  # (..., K)
-        log_norm = -self._scale.double().log().sum(-1) - 0.5 * loc.shape[-1] * math.log(2 * math.pi)
-        log_p = (log_norm - 0.5 * quadratic.clamp(min=0)).logsumexp(-1) - math.log(loc.shape[0])
+        loc, scale = self._loc.double(), self._scale.double()
+        precision = scale.pow(-2)  # (K, D)
+        weighted = loc * precision
+        constant = -scale.log().sum(-1) - 0.5 * (loc * weighted).sum(-1) - 0.5 * loc.shape[-1] * math.log(2 * math.pi)
+        # log N(z; mu_k, sigma_k) for every k in one product: [z*z, z, 1] against [-precision/2, weighted, constant]
+        features = torch.cat([z.square(), z, torch.ones_like(z[..., :1])], dim=-1)  # (..., 2D + 1)
+        weights = torch.cat([-0.5 * precision, weighted, constant.unsqueeze(-1)], dim=-1)  # (K, 2D + 1)
+        log_p = (features @ weights.T).logsumexp(-1) - math.log(loc.shape[0])
         return log_p.to(value.dtype).expand(torch.broadcast_shapes(value.shape[:-1], self.batch_shape))
