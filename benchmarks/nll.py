@@ -8,8 +8,9 @@ memory while it runs. Prints a table and writes JSON (per seed and mean +- std) 
 
     python benchmarks/nll.py --data-dir ../shared/data --epochs 100 --seeds 0 1 2
 
-Other training objectives and guides are forwarded to ``pyrovae train`` (``--objective iwae --particles K``,
-``--flow iaf --flow-depth D``, ``--kl-warmup-epochs W``); ``--curve E1 E2 ...`` trains to E1 epochs,
+Other training objectives, guides and priors are forwarded to ``pyrovae train`` (``--objective iwae --particles K``,
+``--flow iaf --flow-depth D``, ``--kl-warmup-epochs W``, ``--prior vamp --pseudo-inputs K``); ``--curve E1 E2 ...``
+trains to E1 epochs,
 evaluates, resumes to E2 (``pyrovae train --resume --epochs E2``), evaluates, and so on, one row per
 (seed, epoch); calling it again with a longer ``--curve`` or other ``--seeds`` keeps the rows it has
 (``--fresh`` drops them). A non-default configuration
@@ -37,7 +38,7 @@ import torch
 
 import pyrovae
 from pyrovae.checkpoint import load_checkpoint, save_json
-from pyrovae.cli import MODEL_DEFAULTS
+from pyrovae.cli import MODEL_DEFAULTS, VAMP_PSEUDO_INPUTS
 from pyrovae.data.binarize import EVAL_SEED
 from pyrovae.device import resolve_device
 
@@ -87,12 +88,15 @@ TWO_LAYER_ACTIVATION = MODEL_DEFAULTS["two-layer"]["activation"]
 
 def training_settings(args: argparse.Namespace) -> dict:
     """The forwarded training options; ``flow_depth`` only matters with a flow, ``model`` is there when it is
-    not the VAE (so that the VAE runs' protocol stays what it was before the option existed)."""
+    not the VAE and ``prior`` with ``pseudo_inputs`` when it is not the standard prior (so that the runs' protocol
+    stays what it was before the options existed)."""
     settings = {key: getattr(args, key) for key in TRAINING_DEFAULTS}
     if settings["flow"] == "none":
         settings["flow_depth"] = TRAINING_DEFAULTS["flow_depth"]
     if args.model != "vae":
         settings["model"] = args.model
+    if args.prior != "standard":
+        settings.update(prior=args.prior, pseudo_inputs=args.pseudo_inputs)
     return settings
 
 
@@ -101,6 +105,8 @@ def default_name(args: argparse.Namespace) -> str:
     t, parts = training_settings(args), []
     if "model" in t:
         parts.append(t["model"] + ("" if args.activation == TWO_LAYER_ACTIVATION else f"-{args.activation}"))
+    if "prior" in t:
+        parts.append(f"{t['prior']}{t['pseudo_inputs']}")
     if t["objective"] != "trace" or t["particles"] != 1:
         parts.append(f"{t['objective']}{t['particles'] if t['particles'] != 1 else ''}")
     if t["flow"] != "none":
@@ -129,7 +135,8 @@ def train(args: argparse.Namespace, seed: int, out: Path, epochs: int, extra: Se
         command += ["--activation", args.activation]
     flags = {"model": "--model", "objective": "--objective", "particles": "--particles", "flow": "--flow",
              "flow_depth": "--flow-depth", "kl_warmup_epochs": "--kl-warmup-epochs", "lr": "--lr",
-             "lr_decay": "--lr-decay", "batch_size": "--batch-size"}  # fmt: skip
+             "lr_decay": "--lr-decay", "batch_size": "--batch-size", "prior": "--prior",
+             "pseudo_inputs": "--pseudo-inputs"}  # fmt: skip
     settings = training_settings(args)
     for key, value in settings.items():  # only what differs (and a flow's depth): the default stays the README's
         if value != TRAINING_DEFAULTS.get(key) or (key == "flow_depth" and settings["flow"] != "none"):
@@ -223,6 +230,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--lr", type=float, help="pyrovae train --lr")
     parser.add_argument("--lr-decay", type=float, help="pyrovae train --lr-decay")
     parser.add_argument("--batch-size", type=int, help="pyrovae train --batch-size")
+    parser.add_argument("--prior", choices=["standard", "vamp"], default="standard", help="pyrovae train --prior")
+    parser.add_argument("--pseudo-inputs", type=int, default=VAMP_PSEUDO_INPUTS,
+                        help="pyrovae train --pseudo-inputs (--prior vamp)")
     parser.set_defaults(**TRAINING_DEFAULTS)
     parser.add_argument(
         "--name",

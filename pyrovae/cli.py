@@ -47,6 +47,7 @@ from pyrovae.models.quadrants import QUADRANTS
 from pyrovae.models.registry import load_model, load_vae, model_from_config
 from pyrovae.models.ssvae import DEFAULT_ALPHA, SSVAE
 from pyrovae.models.two_layer import TwoLayerVAE
+from pyrovae.models.vamp import PRIORS, VampVAE
 from pyrovae.seeding import set_seed
 from pyrovae.train.distributed import init_distributed, rank_and_world
 from pyrovae.train.loop import VALIDATE
@@ -202,6 +203,11 @@ def _add_train_parser(command: Callable[..., argparse.ArgumentParser]) -> None:
                        help="iaf: the guide's Gaussian pushed through inverse autoregressive flow steps "
                        "(pyrovae.models.iaf.IAFVAE)")
     model.add_argument("--flow-depth", type=int, default=2, help="--flow iaf: number of IAF steps")
+    model.add_argument("--prior", default="standard", choices=tuple(PRIORS),
+                       help="p(z) of a VAE: standard, N(0, I); or vamp, the VampPrior, the mixture of q(z|u_k) at "
+                       "--pseudo-inputs learned pseudo-inputs u_k (pyrovae.models.vamp.VampVAE)")
+    model.add_argument("--pseudo-inputs", type=int, default=None,
+                       help="--prior vamp: the number K of pseudo-inputs; None: 500 (Tomczak & Welling on MNIST)")
     model.add_argument("--net", default="mlp", choices=NETS,
                        help="mlp, or conv: two stride-2 convolutions (32, 64 channels) before the --hidden MLP, "
                        "mirrored by transposed convolutions in the decoder (images with H, W divisible by 4)")
@@ -336,6 +342,28 @@ def two_layer_config(args: argparse.Namespace) -> dict:
             "likelihood": args.likelihood, "scale": args.scale}  # fmt: skip
 
 
+#: ``pyrovae train --prior vamp --pseudo-inputs`` when not given: the paper's K on MNIST
+VAMP_PSEUDO_INPUTS = 500
+
+
+def vamp_config(args: argparse.Namespace) -> dict:
+    """The :class:`pyrovae.models.vamp.VampVAE` settings that ``pyrovae train --prior vamp`` adds to a VAE's.
+
+    :raises ValueError: for ``--pseudo-inputs`` without ``--prior vamp``, a model other than the VAE with a
+        Gaussian guide, or fewer than one pseudo-input.
+    """
+    if args.prior != "vamp":
+        raise ValueError("--pseudo-inputs are those of the VampPrior: add --prior vamp")
+    if args.model != "vae" or args.flow != "none":
+        other = f"--flow {args.flow}" if args.model == "vae" else f"--model {args.model}"
+        raise ValueError(f"--prior vamp is the prior of a VAE with a Gaussian guide (--model vae --flow none), not of "
+                         f"{other}")  # fmt: skip
+    pseudo_inputs = VAMP_PSEUDO_INPUTS if args.pseudo_inputs is None else args.pseudo_inputs
+    if pseudo_inputs < 1:
+        raise ValueError(f"--pseudo-inputs must be at least 1, got {pseudo_inputs}")
+    return {"model": "vamp", "pseudo_inputs": pseudo_inputs}
+
+
 def model_defaults(args: argparse.Namespace) -> argparse.Namespace:
     """Fill ``--z-dim``, ``--hidden`` and ``--activation`` left out of the command line with the defaults of
     ``--model`` (:data:`MODEL_DEFAULTS`), and ``--likelihood auto`` of a ``--dataset`` with ``bernoulli``, in place;
@@ -414,6 +442,8 @@ def _train(args: argparse.Namespace, out: Path, device: str, rank: int) -> dict:
             if args.model != "vae":
                 raise ValueError(f"--flow iaf is a guide for a VAE, not for --model {args.model}")
             vae_config.update(model="iaf", flow_depth=args.flow_depth)
+        if args.prior == "vamp" or args.pseudo_inputs is not None:
+            vae_config.update(vamp_config(args))
         if args.net != "mlp":
             vae_config["net"] = args.net
         if args.model == "two-layer":
@@ -906,6 +936,11 @@ def plot_command(args: argparse.Namespace) -> str:
             f"plot {args.kind} walks the single latent space z of a VAE, and {args.checkpoint} is a two-layer VAE "
             "(z1, z2): only samples and reconstructions are drawn for it (for its codes, call "
             "pyrovae.viz.latent.posterior_means(vae.guide, x, site='z1') or site='z2')"
+        )
+    if isinstance(vae, VampVAE) and args.kind == "manifold":
+        raise ValueError(
+            f"plot manifold lays its grid at the quantiles of the N(0, I) prior, and {args.checkpoint} has a "
+            "VampPrior (a mixture): draw plot samples or plot latent-map instead"
         )
     vae.eval()
     settings = state["extra"].get("data")

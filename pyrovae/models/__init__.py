@@ -12,6 +12,7 @@ from pyrovae.models.registry import MODELS, load_model, model_from_config
 from pyrovae.models.ssvae import SSVAE
 from pyrovae.models.two_layer import TwoLayerVAE
 from pyrovae.models.vae import VAE
+from pyrovae.models.vamp import VampVAE
 
 __all__ = [
     "ADGM",
@@ -20,6 +21,7 @@ __all__ = [
     "MODELS",
     "SSVAE",
     "VAE",
+    "VampVAE",
     "Autoencoder",
     "Baseline",
     "Decoder",

@@ -36,10 +36,11 @@ from pyrovae.models.ssvae import SSVAE
 from pyrovae.models.store import forget
 from pyrovae.models.two_layer import TwoLayerVAE
 from pyrovae.models.vae import VAE
+from pyrovae.models.vamp import VampVAE
 
 #: the model classes by ``kind`` (``config["model"]``)
 MODELS: dict[str, type[ObservedModel]] = {
-    cls.kind: cls for cls in (VAE, Autoencoder, IAFVAE, TwoLayerVAE, SSVAE, ADGM, Baseline, CVAE)
+    cls.kind: cls for cls in (VAE, Autoencoder, IAFVAE, VampVAE, TwoLayerVAE, SSVAE, ADGM, Baseline, CVAE)
 }
 #: the checkpoint sections that hold a model's settings (``extra[...]``), each with the kind of settings without
 #: ``"model"``

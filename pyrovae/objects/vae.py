@@ -19,6 +19,7 @@ from pyro import poutine
 from pyrovae.data.datasets import Dataset
 from pyrovae.device import evaluating
 from pyrovae.models.vae import VAE
+from pyrovae.models.vamp import PRIORS
 from pyrovae.objects.base import BATCH_SIZE, DataLike, ModelObject, intake
 from pyrovae.seeding import seeded
 from pyrovae.train.svi import TrainConfig, fit
@@ -40,8 +41,11 @@ class VAEModel(ModelObject):
     :param image_shape: of a tensor: ``(C, H, W)`` of a row, needed by ``net="conv"``.
     :param int seed: seed of the initial weights and (by default) of the training noise.
     :param dict data_options: options of ``load_file`` when ``data`` is a path.
+    :param str prior: ``"standard"`` (default), N(0, I); or ``"vamp"``, the VampPrior
+        (:class:`pyrovae.models.vamp.VampVAE`, with ``pseudo_inputs=K`` among the ``model_options``, default 500).
     :param model_options: further arguments of :class:`pyrovae.VAE` (``hidden``, ``activation``, ``net``,
         ``scale``, ...).
+    :raises ValueError: for an unknown ``prior``, or ``pseudo_inputs`` without ``prior="vamp"``.
     """
 
     section, config_class, module_class = "vae", TrainConfig, VAE
@@ -57,13 +61,18 @@ class VAEModel(ModelObject):
         image_shape: tuple[int, int, int] | None = None,
         seed: int = 0,
         data_options: dict[str, Any] | None = None,
+        prior: str = "standard",
         **model_options: Any,
     ) -> None:
+        if prior not in PRIORS:
+            raise ValueError(f"unknown prior {prior!r}: choose one of {sorted(PRIORS)}")
+        if "pseudo_inputs" in model_options and prior != "vamp":
+            raise ValueError("pseudo_inputs are those of the VampPrior: pass prior='vamp'")
         dataset, likelihood, reason = intake(data, likelihood, binarize=binarize, standardize=standardize,
                                              image_shape=image_shape, data_options=data_options)  # fmt: skip
         if model_options.get("net") == "conv":
             model_options.setdefault("image_shape", dataset.image_shape)
-        vae = VAE(dataset.x_dim, z_dim=z_dim, likelihood=likelihood, seed=seed, **model_options)
+        vae = PRIORS[prior](dataset.x_dim, z_dim=z_dim, likelihood=likelihood, seed=seed, **model_options)
         super().__init__(vae, dataset, reason, seed)
 
     def _fit(self, data: Dataset, config: TrainConfig, **options: Any) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ SMALL = {
     "vae": {"z_dim": 2, "hidden": [8]},
     "autoencoder": {"z_dim": 2, "hidden": [8]},
     "iaf": {"z_dim": 2, "hidden": [8], "flow_depth": 1},
+    "vamp": {"z_dim": 2, "hidden": [8], "pseudo_inputs": 3},
     "two-layer": {"z1_dim": 3, "z2_dim": 2, "hidden1": [8], "hidden2": [4]},
     "ssvae": {"num_classes": 3, "z_dim": 2, "hidden": [8]},
     "adgm": {"num_classes": 3, "z_dim": 2, "hidden": [8], "a_dim": 2},

@@ -33,6 +33,7 @@ CONFIGS = {
     "vae": {"x_dim": 6, "z_dim": 2, "hidden": [8]},
     "autoencoder": {"x_dim": 6, "z_dim": 2, "hidden": [8]},
     "iaf": {"x_dim": 6, "z_dim": 2, "hidden": [8], "flow_depth": 1},
+    "vamp": {"x_dim": 6, "z_dim": 2, "hidden": [8], "pseudo_inputs": 3},
     "two-layer": {"x_dim": 6, "z1_dim": 3, "z2_dim": 2, "hidden1": [8], "hidden2": [4], "likelihood": "normal"},
     "ssvae": {"x_dim": 6, "num_classes": 3, "z_dim": 2, "hidden": [8], "likelihood": "normal"},
     "adgm": {"x_dim": 6, "num_classes": 3, "z_dim": 2, "hidden": [8], "a_dim": 2},
