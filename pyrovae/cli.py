@@ -43,7 +43,7 @@ from pyrovae.models.cvae import CVAE
 from pyrovae.models.features import ACTIVE_THRESHOLD, LatentFeatures, active_units
 from pyrovae.models.likelihoods import LIKELIHOODS, choose_likelihood
 from pyrovae.models.nets import ACTIVATIONS, NETS
-from pyrovae.models.quadrants import QUADRANTS
+from pyrovae.models.quadrants import QUADRANTS, QuadrantModel
 from pyrovae.models.registry import load_model, load_vae, model_from_config
 from pyrovae.models.ssvae import DEFAULT_ALPHA, SSVAE
 from pyrovae.models.two_layer import TwoLayerVAE
@@ -931,6 +931,7 @@ def plot_command(args: argparse.Namespace) -> str:
         raise ValueError(f"{args.checkpoint} is not a VAE or autoencoder checkpoint: plot works on pyrovae train "
                          "runs (train-ss writes its own analogies.png)")  # fmt: skip
     vae, state = load_vae(args.checkpoint, map_location=device)
+    _unconditional(vae, args.checkpoint)
     if isinstance(vae, TwoLayerVAE) and args.kind not in ("samples", "reconstructions"):
         raise ValueError(
             f"plot {args.kind} walks the single latent space z of a VAE, and {args.checkpoint} is a two-layer VAE "
@@ -1033,7 +1034,21 @@ def _generative(path: str, device: torch.device) -> tuple:
     vae, state = load_vae(path, map_location=device)
     if isinstance(vae, Autoencoder):
         raise ValueError(f"{path} is a deterministic autoencoder: it has no prior p(z) to generate data from")
+    _unconditional(vae, path)
     return vae, state
+
+
+def _unconditional(vae: torch.nn.Module, path: str) -> None:
+    """Refuse the models of ``pyrovae train-cvae``, which have no prior over whole images.
+
+    :raises ValueError: for a :class:`~pyrovae.models.cvae.CVAE` or its :class:`~pyrovae.models.baseline.Baseline`.
+    """
+    if isinstance(vae, QuadrantModel):
+        raise ValueError(
+            f"{path} is a {type(vae).__name__} of pyrovae train-cvae: it models an image's hidden quadrants given the "
+            "others, with no prior over whole images to sample, encode or plot; its picture is cvae.png in its run "
+            "folder, and pyrovae.models.cvae.CVAE.complete(x) draws completions"
+        )
 
 
 def sample_command(args: argparse.Namespace) -> list[str]:

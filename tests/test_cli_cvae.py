@@ -33,6 +33,11 @@ def test_train_cvae_writes_both_runs_the_nlls_and_the_figure(tmp_path, capsys):
     assert all(torch.equal(a, b) for a, b in zip(trained.parameters(), cvae.baseline.parameters(), strict=True))
     # rows: inputs, images, baseline, 4 completions; 10 digits enlarged 4x to 32x32, 2 px of padding
     assert png_size(tmp_path / "cvae.png") == (10 * 34 + 2, 7 * 34 + 2)
+    # no prior over whole images: sample, encode and plot refuse both models with the way out
+    for path in (tmp_path / "checkpoint.pt", tmp_path / "baseline" / "checkpoint.pt"):
+        for command in (["sample", str(path), "-n", "2", "--out", str(tmp_path / "s.npy")],
+                        ["encode", str(path), "--out", str(tmp_path / "e.npy")], ["plot", "samples", str(path)]):
+            assert "of pyrovae train-cvae: it models an image's hidden quadrants" in cli_error(capsys, command)
 
 
 def test_resume_continues_the_cvae_with_its_saved_settings(tmp_path, capsys):
