@@ -432,8 +432,7 @@ def _train(args: argparse.Namespace, out: Path, device: str, rank: int) -> dict:
     if args.resume:
         settings, vae_config, train = _saved(out, "data", "vae", "train")
         with malformed(out / CHECKPOINT):
-            config = TrainConfig(**{**train, "epochs": args.epochs, "device": device, "compile": args.compile,
-                                    **_device_data_limit(args)})
+            config = TrainConfig(**_resumed(train, args, device, compile=args.compile))
     else:
         settings = _data_settings(args, _binarization(args.binarize, args.likelihood))
         vae_config = {"model": args.model, "z_dim": args.z_dim, "hidden": args.hidden, "activation": args.activation,
@@ -683,6 +682,12 @@ def _add_device_data_limit_arg(group: Any) -> None:
                             "or on --resume the run's)")  # fmt: skip
 
 
+def _resumed(train: dict, args: argparse.Namespace, device: str, **changed: Any) -> dict:
+    """The saved training settings ``train`` of a run that ``--resume`` continues, with what a resumed run may
+    change: ``--epochs`` (the total), the device, ``--device-data-limit`` when given, and ``changed``."""
+    return {**train, "epochs": args.epochs, "device": device, **_device_data_limit(args), **changed}
+
+
 def _device_data_limit(args: argparse.Namespace) -> dict:
     """``{"device_data_limit": ...}`` when ``--device-data-limit`` is given, else nothing (the default or the run's)."""
     return {} if args.device_data_limit is None else {"device_data_limit": args.device_data_limit}
@@ -724,8 +729,7 @@ def _train_ss(args: argparse.Namespace, out: Path, device: str, rank: int) -> di
         settings, model_config, train, m1 = _saved(out, "data", "ssvae", "train", "m1")
         with malformed(out / CHECKPOINT):
             m1_path = (m1 or {}).get("checkpoint")
-            config = SemiSupervisedConfig(**{**train, "epochs": args.epochs, "device": device, **schedule,
-                                             **_device_data_limit(args)})  # fmt: skip
+            config = SemiSupervisedConfig(**_resumed(train, args, device, **schedule))
     else:
         if args.m1 and args.likelihood != "bernoulli":
             raise ValueError(f"--likelihood {args.likelihood} is for pixels: with --m1, M2 models the VAE's codes "
@@ -842,7 +846,7 @@ def _train_cvae(args: argparse.Namespace, out: Path, device: str, rank: int) -> 
     if args.resume:
         settings, cvae_config, train = _saved(out, "data", "vae", "train")
         with malformed(out / CHECKPOINT):
-            config = TrainConfig(**{**train, "epochs": args.epochs, "device": device, **_device_data_limit(args)})
+            config = TrainConfig(**_resumed(train, args, device))
     else:
         settings = _data_settings(args, _binarization(args.binarize, args.likelihood))
         config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=device,

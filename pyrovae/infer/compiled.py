@@ -20,7 +20,7 @@ autograd), by default with inductor, which fuses the elementwise work of the log
   minibatch is smaller compiles a second graph, once, and keeps every row.
 * **Recording runs the model.** The two runs that find the parameters and record the graph update whatever the
   model and guide update as they run, such as BatchNorm's running statistics; :func:`pyrovae.fit` refuses modules
-  with buffers under ``compile``.
+  with running statistics under ``compile``.
 * **Parameters by name.** The graph takes the tensors Pyro's param store holds for the parameters the loss
   declares (found by running it once, as ``pyro.ops.jit`` does), so modules are not wrapped and their parameter
   names, and a checkpoint's, are those of the eager model.

@@ -92,7 +92,7 @@ class TrainConfig(LoopConfig):
         without generating code). The first step of each minibatch shape compiles (seconds to a minute); the last,
         smaller minibatch of an epoch is kept and compiled once more. A compiled step draws the same noise as an
         eager one and computes the same loss and gradient up to rounding, so a resumed run may switch it on or
-        off. Not with ``jit``, KL warm-up, modules with buffers (BatchNorm), several ranks, or parameters per data
+        off. Not with ``jit``, KL warm-up, BatchNorm's running statistics, several ranks, or parameters per data
         point (a guide that needs the rows as ``subsample``: an error, as with ``jit``).
     :ivar int num_particles: samples of z per data point and step (vectorized).
     :ivar float beta: weight :math:`\beta` of the KL term (:mod:`pyrovae.infer.kl_scale`); 1 is the ELBO.
@@ -196,11 +196,12 @@ class SVITask(Task):
                 f"distributed training over {self.world} ranks needs a batch_size divisible by {self.world} (got "
                 f"{config.batch_size}), no JIT and no compile"
             )
-        if config.compile and any(True for owner in modules for _ in owner.buffers()):
+        tracked = [m for owner in modules for m in owner.modules() if getattr(m, "track_running_stats", False)]
+        if config.compile and tracked:
             raise ValueError(
                 "compile records the ELBO by running the model and guide, which would also update their modules' "
-                "buffers (BatchNorm's running statistics) outside the training steps: train a model with buffers "
-                "without compile"
+                "buffers that track running statistics (BatchNorm) outside the training steps: train a model with "
+                "BatchNorm without compile"
             )
         if config.batch_size > num_data and self.drop_last:
             raise ValueError(

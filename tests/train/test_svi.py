@@ -271,6 +271,16 @@ def test_compile_refuses_modules_with_buffers():
             verbose=False)
 
 
+def test_compile_takes_modules_with_constant_buffers():
+    """Only buffers that the forward pass updates (running statistics) are refused: a constant buffer, such as the
+    quadrant models' mask, is read by the recorded graph and left as it is."""
+    vae = tiny_vae()
+    vae.encoder.register_buffer("offset", torch.zeros(6))
+    history = fit(vae.model, vae.guide, tiny_dataset(), TrainConfig(epochs=1, compile="aot_eager", device="cpu"),
+                  verbose=False)  # fmt: skip
+    assert len(history) == 1 and torch.equal(vae.encoder.offset, torch.zeros(6))
+
+
 @pytest.mark.filterwarnings("error")
 def test_a_jit_run_raises_no_warning():
     """fit --jit traces Pyro's JitTrace_ELBO: no deprecation warning (or any other) reaches the user."""
